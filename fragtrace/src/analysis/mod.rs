@@ -1,0 +1,1 @@
+//! Attribution and statistics over decoded events.

@@ -1,0 +1,72 @@
+//! Command-line interface.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fragtrace",
+    version,
+    about = "Trace failed page allocations, compaction and fragmentation with eBPF",
+    long_about = "Trace failed page allocations, compaction and fragmentation with eBPF.\n\n\
+        With no subcommand, fragtrace attaches every hook this kernel supports (root needed) and \
+        prints each failed page allocation as it happens, then a summary on Ctrl-C, SIGTERM or \
+        --duration.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace live (the default when no subcommand is given).
+    Trace(TraceArgs),
+    /// List every hook fragtrace knows and how it attaches on this kernel, or why it cannot.
+    Probes(ProbesArgs),
+    /// Print the fragmentation state of every zone (buddyinfo, watermarks, indices).
+    Snapshot(crate::zones::snapshot::SnapshotArgs),
+    /// Diagnose page allocation failures in a kernel log (dmesg, journal, syslog). No root needed.
+    AnalyzeLog(crate::offline::AnalyzeLogArgs),
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct TraceArgs {
+    /// Print one JSON object per line (see docs/json.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after SECS seconds and print the summary.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Show only failures of this order or higher.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=31))]
+    pub min_order: Option<u32>,
+    /// Show only failures of this process (thread group) id.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Show only failures of tasks whose name contains COMM.
+    #[arg(long, value_name = "COMM")]
+    pub comm: Option<String>,
+    /// Stack frames shown per failure in text output (JSON always has all of them).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub frames: usize,
+    /// Entries in each top-N list of the summary.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+    /// Never draw the status line on stderr, even on a terminal.
+    #[arg(long)]
+    pub no_status: bool,
+    /// Where tracefs is (mounted there if it is not mounted anywhere).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub tracefs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ProbesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

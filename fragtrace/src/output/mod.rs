@@ -1,0 +1,1 @@
+//! Renderers: text lines, JSON lines, status line, summary.

@@ -1,0 +1,146 @@
+//! Project tasks: `cargo xtask setup | build | run | test | vmtest | fuzz | bench | lint`.
+mod fuzz;
+mod setup;
+mod util;
+mod vmtest;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::util::{cargo, root_dir, run};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "fragtrace project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: nightly rust-src, LLVM 22, bpf-linker, qemu, busybox, test kernels.
+    Setup,
+    /// Build fragtrace (release) with its embedded eBPF object.
+    Build,
+    /// Set up, build, then run fragtrace as root with ARGS.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run the whole suite: unit, root integration, VM matrix, short fuzz.
+    Test {
+        /// Skip the VM kernel matrix.
+        #[arg(long)]
+        no_vm: bool,
+        /// Skip the short fuzz run.
+        #[arg(long)]
+        no_fuzz: bool,
+    },
+    /// Boot test kernels in qemu and run the in-guest scenarios.
+    Vmtest(vmtest::Options),
+    /// Run the fuzz targets for a fixed time.
+    Fuzz(fuzz::Options),
+    /// cargo fmt --check and clippy for user space and, on its own, the eBPF crate.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Build => build(),
+        Task::Run { args } => {
+            setup::run()?;
+            build()?;
+            let bin = root_dir().join("target/release/fragtrace");
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(args);
+            // fragtrace's exit status is the task's.
+            let status = cmd.status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { no_vm, no_fuzz } => test(no_vm, no_fuzz),
+        Task::Vmtest(opts) => {
+            setup::run()?;
+            build()?;
+            vmtest::run(&opts)
+        }
+        Task::Fuzz(opts) => fuzz::run(&opts),
+        Task::Lint => lint(),
+    }
+}
+
+fn build() -> Result<()> {
+    run(cargo().args(["build", "--release", "--package", "fragtrace"]))
+}
+
+fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    setup::run()?;
+    build()?;
+    // Unit tests of every crate (the root integration tests are in fragtrace-tests, below).
+    run(cargo().args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "fragtrace-tests",
+    ]))?;
+    // Root integration tests: real programs on this kernel, one at a time.
+    run(cargo()
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "fragtrace-tests",
+            "--",
+            "--test-threads=1",
+        ])
+        .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace")))?;
+    if !no_fuzz {
+        fuzz::run(&fuzz::Options::short())?;
+    }
+    if !no_vm {
+        vmtest::run(&vmtest::Options::all())?;
+    }
+    eprintln!("xtask test: all stages passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env("AYA_BUILD_SKIP", "1"))?;
+    let ebpf = root_dir().join("fragtrace-ebpf");
+    run(std::process::Command::new("cargo").current_dir(ebpf).args([
+        "+nightly",
+        "clippy",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}

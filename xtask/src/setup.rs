@@ -1,0 +1,111 @@
+//! `cargo xtask setup`: installs what is missing, and only that. Idempotent: on a machine that has
+//! everything it runs a few quick checks and returns.
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::util::{output, run as run_cmd, succeeds};
+
+/// Debian packages: LLVM 22 for bpf-linker, qemu and busybox for the VM matrix.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+];
+const BPF_LINKER_VERSION: &str = "0.13";
+
+pub fn run() -> Result<()> {
+    let started = std::time::Instant::now();
+    ensure_rust_src()?;
+    ensure_apt_packages()?;
+    ensure_bpf_linker()?;
+    crate::vmtest::ensure_kernels()?;
+    eprintln!("xtask setup: ready in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing nightly rust-src");
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+    ]))?;
+    run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn ensure_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| !dpkg_installed(pkg))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get install (setup must run as root)")
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let version = Command::new("bpf-linker").arg("--version").output();
+    if let Ok(v) = &version {
+        let v = String::from_utf8_lossy(&v.stdout);
+        if v.contains(&format!("bpf-linker {BPF_LINKER_VERSION}")) {
+            return Ok(());
+        }
+    }
+    eprintln!(
+        "xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about two minutes)"
+    );
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                &format!("~{BPF_LINKER_VERSION}"),
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+    )?;
+    anyhow::ensure!(
+        succeeds(Command::new("bpf-linker").arg("--version")),
+        "bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH"
+    );
+    Ok(())
+}
