@@ -1,0 +1,227 @@
+//! Memory cgroup usage against its limit, for cgroup v2 (`memory.current`, `memory.max`,
+//! `memory.events`) and v1 (`memory.usage_in_bytes`, `memory.limit_in_bytes`,
+//! `memory.failcnt`).
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+/// Where the hierarchies are mounted on systemd and most other distributions.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// v1 treats limits at or above this as "no limit" (PAGE_COUNTER_MAX rounded to pages).
+const V1_UNLIMITED: u64 = 1 << 62;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemcgUsage {
+    /// The cgroup path as in /proc/PID/cgroup (`/kubepods/pod1/...`).
+    pub path: String,
+    /// 1 or 2.
+    pub version: u8,
+    pub usage_bytes: u64,
+    /// None when unlimited (`max`).
+    pub limit_bytes: Option<u64>,
+    /// v1: times usage hit the limit.
+    pub failcnt: Option<u64>,
+    /// v2 `memory.events`: `max` (times usage was about to exceed memory.max), `oom`,
+    /// `oom_kill`.
+    pub events_max: Option<u64>,
+    pub events_oom: Option<u64>,
+    pub events_oom_kill: Option<u64>,
+}
+
+impl MemcgUsage {
+    /// Reads the memory cgroup of process `pid`.
+    pub fn for_pid(pid: u32) -> Result<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .with_context(|| format!("cannot read /proc/{pid}/cgroup"))?;
+        let (version, path) = memory_cgroup_of(&text)
+            .with_context(|| format!("no memory cgroup in /proc/{pid}/cgroup"))?;
+        let dir = match version {
+            1 => Path::new(CGROUP_ROOT).join("memory"),
+            _ if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() => {
+                PathBuf::from(CGROUP_ROOT)
+            }
+            _ => Path::new(CGROUP_ROOT).join("unified"),
+        };
+        Self::read(&dir.join(path.trim_start_matches('/')), &path)
+    }
+
+    /// Reads the cgroup directory `dir` (v2 if it has `memory.current`, else v1). `path` is the
+    /// name reported back.
+    pub fn read(dir: &Path, path: &str) -> Result<Self> {
+        let get = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
+        if let Some(current) = get("memory.current") {
+            let events = get("memory.events").unwrap_or_default();
+            return Ok(Self {
+                path: path.to_string(),
+                version: 2,
+                usage_bytes: parse_u64(&current, "memory.current")?,
+                limit_bytes: match get("memory.max").as_deref().map(str::trim) {
+                    None | Some("max") => None,
+                    Some(v) => Some(parse_u64(v, "memory.max")?),
+                },
+                failcnt: None,
+                events_max: event(&events, "max"),
+                events_oom: event(&events, "oom"),
+                events_oom_kill: event(&events, "oom_kill"),
+            });
+        }
+        if let Some(usage) = get("memory.usage_in_bytes") {
+            let limit = match get("memory.limit_in_bytes") {
+                Some(v) => Some(parse_u64(&v, "memory.limit_in_bytes")?),
+                None => None,
+            };
+            let oom_control = get("memory.oom_control").unwrap_or_default();
+            return Ok(Self {
+                path: path.to_string(),
+                version: 1,
+                usage_bytes: parse_u64(&usage, "memory.usage_in_bytes")?,
+                limit_bytes: limit.filter(|&l| l < V1_UNLIMITED),
+                failcnt: get("memory.failcnt").and_then(|v| v.trim().parse().ok()),
+                events_max: None,
+                events_oom: None,
+                events_oom_kill: event(&oom_control, "oom_kill"),
+            });
+        }
+        bail!(
+            "{} has neither memory.current nor memory.usage_in_bytes",
+            dir.display()
+        )
+    }
+
+    /// A one-line reason when an allocation of `request_bytes` would exceed the limit.
+    pub fn limit_reason(&self, request_bytes: u64) -> Option<String> {
+        let limit = self.limit_bytes?;
+        if self.usage_bytes.saturating_add(request_bytes) <= limit {
+            return None;
+        }
+        let mut counters = Vec::new();
+        if let Some(n) = self.events_max {
+            counters.push(format!("memory.events max {n}"));
+        }
+        if let Some(n) = self.failcnt {
+            counters.push(format!("failcnt {n}"));
+        }
+        if let Some(n) = self.events_oom_kill {
+            counters.push(format!("oom_kill {n}"));
+        }
+        Some(format!(
+            "memory cgroup {} (v{}): {} kB used + {} kB requested > {} kB limit{}",
+            self.path,
+            self.version,
+            self.usage_bytes / 1024,
+            request_bytes / 1024,
+            limit / 1024,
+            if counters.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", counters.join(", "))
+            }
+        ))
+    }
+}
+
+/// The memory cgroup in a /proc/PID/cgroup text: the v1 `memory` line, else the v2 `0::` line.
+pub fn memory_cgroup_of(proc_cgroup: &str) -> Option<(u8, String)> {
+    let mut v2 = None;
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some((1, path.to_string()));
+        }
+        if id == "0" && controllers.is_empty() {
+            v2 = Some((2, path.to_string()));
+        }
+    }
+    v2
+}
+
+fn parse_u64(text: &str, file: &str) -> Result<u64> {
+    text.trim()
+        .parse()
+        .with_context(|| format!("{file}: {:?} is not a number", text.trim()))
+}
+
+fn event(events: &str, key: &str) -> Option<u64> {
+    events.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "fragtrace-memcg-{}-{}",
+            std::process::id(),
+            files[0].0
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn v2_at_limit() {
+        let dir = dir_with(&[
+            ("memory.current", "104857600\n"),
+            ("memory.max", "104857600\n"),
+            (
+                "memory.events",
+                "low 0\nhigh 0\nmax 42\noom 1\noom_kill 1\n",
+            ),
+        ]);
+        let m = MemcgUsage::read(&dir, "/pod").unwrap();
+        assert_eq!(
+            (m.version, m.limit_bytes, m.events_max),
+            (2, Some(104857600), Some(42))
+        );
+        let reason = m.limit_reason(4096).unwrap();
+        assert!(
+            reason.contains("102400 kB used + 4 kB requested > 102400 kB limit"),
+            "{reason}"
+        );
+        assert!(reason.contains("memory.events max 42"), "{reason}");
+    }
+
+    #[test]
+    fn v1_unlimited_is_none() {
+        let dir = dir_with(&[
+            ("memory.usage_in_bytes", "5000\n"),
+            ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.failcnt", "7\n"),
+        ]);
+        let m = MemcgUsage::read(&dir, "/").unwrap();
+        assert_eq!((m.version, m.limit_bytes, m.failcnt), (1, None, Some(7)));
+        assert!(m.limit_reason(1 << 30).is_none());
+    }
+
+    #[test]
+    fn proc_cgroup_lines() {
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/899f\n0::/\n";
+        assert_eq!(memory_cgroup_of(v1), Some((1, "/process_api/899f".into())));
+        assert_eq!(
+            memory_cgroup_of("0::/user.slice\n"),
+            Some((2, "/user.slice".into()))
+        );
+        assert_eq!(memory_cgroup_of("garbage"), None);
+    }
+
+    #[test]
+    fn this_process() {
+        match MemcgUsage::for_pid(std::process::id()) {
+            Ok(m) => assert!(m.usage_bytes > 0),
+            Err(err) => eprintln!("skipped: no readable memory cgroup here: {err:#}"),
+        }
+    }
+}
