@@ -18,10 +18,18 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            // --help and --version print to stdout and exit 0; usage errors exit 2.
+        // --help and --version print to stdout and exit 0.
+        Err(err) if !err.use_stderr() => {
             let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        // Usage errors: clap's first line only, as one line like every other error.
+        Err(err) => {
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("fragtrace: {first} (see fragtrace --help)");
+            return ExitCode::from(error::ExitStatus::Usage as u8);
         }
     };
     match commands::dispatch(cli) {

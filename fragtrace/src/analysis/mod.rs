@@ -1,1 +1,3 @@
 //! Attribution and statistics over decoded events.
+pub mod filter;
+pub mod stats;

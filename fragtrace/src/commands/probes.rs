@@ -1,9 +1,67 @@
+//! `fragtrace probes`: tries every attach method of every hook on this kernel and reports.
 use std::process::ExitCode;
 
 use anyhow::Result;
+use serde::Serialize;
 
-use crate::cli::ProbesArgs;
+use crate::{
+    cli::ProbesArgs,
+    decode::tracefs,
+    hooks::{
+        loader::{self, Mode},
+        preflight,
+    },
+    output::json::HookJson,
+};
 
-pub fn run(_args: ProbesArgs) -> Result<ExitCode> {
-    anyhow::bail!("not yet")
+#[derive(Serialize)]
+struct ProbesJson {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    kernel: String,
+    hooks: Vec<HookJson>,
+}
+
+pub fn run(args: ProbesArgs) -> Result<ExitCode> {
+    preflight::require_privileges()?;
+    let tracefs = tracefs::locate(None)?;
+    let loaded = loader::load(&tracefs, Mode::EveryMethod)?;
+    let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
+    // Detach everything before printing: probing must leave nothing behind.
+    drop(loaded);
+    let report = ProbesJson {
+        kind: "probes",
+        kernel: kernel_release(),
+        hooks,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("kernel {}", report.kernel);
+    println!("{:<24} {:<10} {}", "HOOK", "METHOD", "NOTES");
+    for h in &report.hooks {
+        let notes: Vec<String> = h
+            .unavailable
+            .iter()
+            .map(|u| format!("{} unavailable: {}", u.method, u.error))
+            .collect();
+        println!(
+            "{:<24} {:<10} {}",
+            h.hook,
+            h.method.unwrap_or("-"),
+            if notes.is_empty() {
+                h.purpose.to_string()
+            } else {
+                notes.join("; ")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }

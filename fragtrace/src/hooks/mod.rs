@@ -1,1 +1,7 @@
-//! The kernel side from user space: the hook catalog, loading, attaching, the ring buffer.
+//! The kernel side from user space: the hook catalog, preflight checks, loading and attaching,
+//! the ring buffer and the counters.
+pub mod catalog;
+pub mod counters;
+pub mod loader;
+pub mod preflight;
+pub mod ringbuf;

@@ -1,0 +1,78 @@
+//! What the summary reports about the failures that passed the filters.
+use std::collections::HashMap;
+
+use crate::decode::event::AllocFail;
+
+#[derive(Debug, Default)]
+pub struct FailureStats {
+    /// Failures shown (after filters).
+    pub shown: u64,
+    /// Records user space could not decode.
+    pub undecodable: u64,
+    by_task: HashMap<(String, u32), u64>,
+    by_stack: HashMap<Vec<String>, u64>,
+}
+
+impl FailureStats {
+    pub fn record(&mut self, ev: &AllocFail) {
+        self.shown += 1;
+        *self.by_task.entry((ev.comm.clone(), ev.pid)).or_default() += 1;
+        *self.by_stack.entry(ev.stack.clone()).or_default() += 1;
+    }
+
+    /// The `n` tasks with most failures: ((comm, pid), count), most first.
+    pub fn top_tasks(&self, n: usize) -> Vec<(&(String, u32), u64)> {
+        top(&self.by_task, n)
+    }
+
+    /// The `n` most frequent failing stacks, most first.
+    pub fn top_stacks(&self, n: usize) -> Vec<(&Vec<String>, u64)> {
+        top(&self.by_stack, n)
+    }
+}
+
+fn top<K: Ord>(map: &HashMap<K, u64>, n: usize) -> Vec<(&K, u64)> {
+    let mut v: Vec<(&K, u64)> = map.iter().map(|(k, &c)| (k, c)).collect();
+    // Most first; ties in key order so output is stable.
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    v.truncate(n);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(comm: &str, pid: u32, stack: &[&str]) -> AllocFail {
+        AllocFail {
+            ts_ns: 0,
+            time: jiff::Timestamp::UNIX_EPOCH,
+            pid,
+            tid: pid,
+            comm: comm.into(),
+            order: 3,
+            gfp: 0,
+            gfp_flags: "none".into(),
+            migratetype: "Unmovable".into(),
+            cgroup_id: 0,
+            stack: stack.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn top_lists_rank_by_count_then_name() {
+        let mut s = FailureStats::default();
+        for _ in 0..3 {
+            s.record(&ev("b", 2, &["x"]));
+        }
+        s.record(&ev("a", 1, &["y"]));
+        s.record(&ev("c", 3, &["y"]));
+        assert_eq!(s.shown, 5);
+        let tasks = s.top_tasks(2);
+        assert_eq!(tasks[0], (&("b".to_string(), 2), 3));
+        assert_eq!(tasks[1], (&("a".to_string(), 1), 1));
+        let stacks = s.top_stacks(5);
+        assert_eq!(stacks[0].1, 3);
+        assert_eq!(stacks[1], (&vec!["y".to_string()], 2));
+    }
+}

@@ -1,0 +1,212 @@
+//! Raw ring-buffer records to typed events with names: gfp flags, migratetype, symbols, time.
+use anyhow::{Result, bail};
+use fragtrace_common::{AllocFailEvent, EventHeader, EventKind, read_record};
+
+use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes};
+
+/// A failed page allocation, decoded.
+#[derive(Debug, Clone)]
+pub struct AllocFail {
+    pub ts_ns: u64,
+    pub time: jiff::Timestamp,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub order: u32,
+    pub gfp: u64,
+    pub gfp_flags: String,
+    pub migratetype: String,
+    pub cgroup_id: u64,
+    /// Symbolized frames, innermost first, tracing machinery removed.
+    pub stack: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    AllocFail(AllocFail),
+}
+
+/// Everything needed to name what the kernel sent.
+pub struct Decoder {
+    pub gfp: Option<GfpTable>,
+    pub migratetypes: MigrateTypes,
+    pub kallsyms: Kallsyms,
+    clock: MonotonicClock,
+}
+
+impl Decoder {
+    pub fn new(gfp: Option<GfpTable>, migratetypes: MigrateTypes, kallsyms: Kallsyms) -> Self {
+        Self {
+            gfp,
+            migratetypes,
+            kallsyms,
+            clock: MonotonicClock::now(),
+        }
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event> {
+        let Some(header) = read_record::<EventHeader>(bytes) else {
+            bail!("short record ({} bytes)", bytes.len());
+        };
+        match EventKind::from_u32(header.kind) {
+            Some(EventKind::AllocFail) => {
+                let Some(raw) = read_record::<AllocFailEvent>(bytes) else {
+                    bail!("short alloc_fail record ({} bytes)", bytes.len());
+                };
+                Ok(Event::AllocFail(self.alloc_fail(&raw)))
+            }
+            None => bail!("unknown record kind {}", header.kind),
+        }
+    }
+
+    fn alloc_fail(&self, raw: &AllocFailEvent) -> AllocFail {
+        AllocFail {
+            ts_ns: raw.header.ts_ns,
+            time: self.clock.wall_time(raw.header.ts_ns),
+            pid: raw.header.pid,
+            tid: raw.header.tid,
+            comm: comm_str(&raw.comm),
+            order: raw.order,
+            gfp: raw.gfp_flags,
+            gfp_flags: self.gfp_names(raw.gfp_flags),
+            migratetype: self.migratetypes.name(raw.migratetype),
+            cgroup_id: raw.cgroup_id,
+            stack: self.symbolize(raw.frames()),
+        }
+    }
+
+    pub fn gfp_names(&self, gfp: u64) -> String {
+        match &self.gfp {
+            Some(table) => table.decode(gfp),
+            None => format!("{gfp:#x}"),
+        }
+    }
+
+    /// Symbolizes frames and drops the leading ones that belong to the tracing machinery
+    /// (BPF program, trampolines, the tracepoint's own functions).
+    pub fn symbolize(&self, frames: &[u64]) -> Vec<String> {
+        let skip = frames
+            .iter()
+            .take_while(|&&addr| self.kallsyms.name(addr).is_some_and(is_tracing_frame))
+            .count();
+        frames[skip..]
+            .iter()
+            .map(|&addr| self.kallsyms.format(addr))
+            .collect()
+    }
+}
+
+fn is_tracing_frame(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "bpf_",
+        "__bpf_",
+        "___bpf_",
+        "trace_event_raw_event_",
+        "perf_trace_",
+        "perf_",
+        "__traceiter_",
+        "trace_call_bpf",
+        "__perf_",
+        "kprobe_",
+        "ftrace_",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || name.starts_with("trace_mm_page_alloc")
+}
+
+fn comm_str(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// Converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct MonotonicClock {
+    realtime_minus_monotonic_ns: i128,
+}
+
+impl MonotonicClock {
+    pub fn now() -> Self {
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        Self {
+            realtime_minus_monotonic_ns: real - mono,
+        }
+    }
+
+    pub fn wall_time(&self, monotonic_ns: u64) -> jiff::Timestamp {
+        let ns = monotonic_ns as i128 + self.realtime_minus_monotonic_ns;
+        jiff::Timestamp::from_nanosecond(ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    pub fn monotonic_now_ns() -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC) as u64
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+#[cfg(test)]
+mod tests {
+    use fragtrace_common::{MAX_STACK_DEPTH, record_bytes};
+
+    use super::*;
+
+    #[test]
+    fn decodes_a_record_end_to_end() {
+        let kallsyms = Kallsyms::parse(
+            "ffffffff81100000 T bpf_trace_run4\n\
+             ffffffff81200000 T __traceiter_mm_page_alloc\n\
+             ffffffff812a0000 T __alloc_pages_noprof\n\
+             ffffffff81300000 T pipe_resize_ring\n",
+        );
+        let gfp = GfpTable::from_print_fmt(include_str!(
+            "../../tests/fixtures/tracefs/mm_page_alloc-6.18.format"
+        ))
+        .unwrap();
+        let d = Decoder::new(Some(gfp), MigrateTypes::default(), kallsyms);
+        let mut raw = AllocFailEvent {
+            header: EventHeader {
+                kind: EventKind::AllocFail as u32,
+                cpu: 0,
+                ts_ns: MonotonicClock::monotonic_now_ns(),
+                pid: 7,
+                tid: 8,
+            },
+            cgroup_id: 1,
+            gfp_flags: 0x442dc0,
+            order: 6,
+            migratetype: 0,
+            comm: *b"pipe\0\0\0\0\0\0\0\0\0\0\0\0",
+            stack_bytes: 4 * 8,
+            stack: [0; MAX_STACK_DEPTH],
+        };
+        raw.stack[..4].copy_from_slice(&[
+            0xffffffff81100010,
+            0xffffffff81200020,
+            0xffffffff812a0030,
+            0xffffffff81300040,
+        ]);
+        let Event::AllocFail(ev) = d.decode(record_bytes(&raw)).unwrap();
+        assert_eq!(ev.comm, "pipe");
+        assert_eq!(
+            ev.gfp_flags,
+            "GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_NOWARN|__GFP_COMP"
+        );
+        assert_eq!(ev.migratetype, "migratetype0");
+        assert_eq!(
+            ev.stack,
+            vec!["__alloc_pages_noprof+0x30", "pipe_resize_ring+0x40"]
+        );
+        let age = jiff::Timestamp::now().duration_since(ev.time);
+        assert!(age.as_secs_f64().abs() < 5.0, "wall time off by {age:?}");
+        assert!(d.decode(&record_bytes(&raw)[..40]).is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! The per-CPU counters the kernel side bumps, summed over CPUs.
+use anyhow::{Context, Result};
+use aya::maps::{Map, MapData, PerCpuArray};
+use fragtrace_common::{ORDER_BUCKETS, counter};
+
+pub struct Counters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+/// One reading of all counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CounterValues {
+    pub alloc_by_order: [u64; ORDER_BUCKETS],
+    pub fail_by_order: [u64; ORDER_BUCKETS],
+    pub ringbuf_drops: u64,
+}
+
+impl CounterValues {
+    pub fn allocs(&self) -> u64 {
+        self.alloc_by_order.iter().sum()
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.fail_by_order.iter().sum()
+    }
+}
+
+impl Counters {
+    pub fn new(map: Map) -> Result<Self> {
+        Ok(Self {
+            map: PerCpuArray::try_from(map).context("COUNTERS is not a per-CPU array")?,
+        })
+    }
+
+    pub fn read(&self) -> Result<CounterValues> {
+        let sum = |index: u32| -> Result<u64> {
+            let per_cpu = self
+                .map
+                .get(&index, 0)
+                .with_context(|| format!("cannot read counter {index}"))?;
+            Ok(per_cpu.iter().sum())
+        };
+        let mut values = CounterValues::default();
+        for order in 0..ORDER_BUCKETS as u32 {
+            values.alloc_by_order[order as usize] = sum(counter::ALLOC_BASE + order)?;
+            values.fail_by_order[order as usize] = sum(counter::FAIL_BASE + order)?;
+        }
+        values.ringbuf_drops = sum(counter::RINGBUF_DROPS)?;
+        Ok(values)
+    }
+}

@@ -1,0 +1,175 @@
+//! Root integration tests: the real eBPF programs on this machine's kernel, real workloads.
+//! Run one at a time (`--test-threads=1`): they share the kernel's tracepoints and memcg tree.
+use std::process::Command;
+
+use fragtrace_tests::*;
+
+#[test]
+fn probes_reports_page_alloc_attached() {
+    if !is_root_or_skip("probes_reports_page_alloc_attached") {
+        return;
+    }
+    let out = Command::new(fragtrace_bin())
+        .args(["probes", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hook = v["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["hook"] == "kmem:mm_page_alloc")
+        .expect("page alloc hook listed");
+    assert_eq!(hook["attached"], true, "{v}");
+    // This kernel has BTF and supports tp_btf: the preferred method must be the one chosen.
+    assert_eq!(hook["method"], "tp_btf", "{v}");
+}
+
+#[test]
+fn allocation_counts_move_under_page_faults_and_netns_creation() {
+    if !is_root_or_skip("allocation_counts_move") {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    // 64 MiB of anonymous memory, touched page by page: at least 16384 order-0 allocations
+    // (fewer only if THP serves it, which then shows as order-9 allocations).
+    let pages = 16384;
+    let mut buf = vec![0u8; pages * 4096];
+    for i in (0..buf.len()).step_by(4096) {
+        // Volatile: the buffer is never read, so plain stores would be optimized away.
+        unsafe { std::ptr::write_volatile(&mut buf[i], 1) };
+    }
+    drop(buf);
+    let netns = create_netns(10);
+    assert_eq!(netns, 10, "unshare(CLONE_NEWNET) failed");
+    let (events, _) = tracer.stop();
+    let s = summary(&events);
+    let allocs: Vec<u64> = s["alloc_by_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(allocs.len(), 11);
+    assert!(
+        allocs[0] + allocs[9] * 512 >= pages as u64,
+        "page faults not counted: {allocs:?}"
+    );
+    // Ten network namespaces need higher-order blocks (per-netns tables, slab pages).
+    assert!(
+        allocs[1..].iter().sum::<u64>() > 0,
+        "no order>=1 allocation: {allocs:?}"
+    );
+}
+
+#[test]
+fn memcg_pipe_failures_are_all_caught() {
+    if !is_root_or_skip("memcg_pipe_failures_are_all_caught") {
+        return;
+    }
+    let _pipe_max = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
+    let name = format!("fragtrace-test-{}", std::process::id());
+    let Some(cg) = MemCgroupV1::create(&name, 64 << 20) else {
+        return;
+    };
+    let tracer = Tracer::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
+        .arg(&cg.dir)
+        .arg("32")
+        .output()
+        .expect("run pipe-pressure");
+    assert!(
+        out.status.success(),
+        "pipe-pressure failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pid = result["pid"].as_u64().unwrap();
+    let enomem = result["enomem"].as_u64().unwrap();
+    assert!(enomem > 0, "no F_SETPIPE_SZ failed: {result}");
+    let (events, stderr) = tracer.stop();
+
+    let fails: Vec<_> = of_type(&events, "alloc_fail")
+        .into_iter()
+        .filter(|e| e["pid"] == pid)
+        .collect();
+    assert_eq!(
+        fails.len() as u64,
+        enomem,
+        "alloc_fail events for pid {pid} != ENOMEM results; workload {result}; stderr {stderr}"
+    );
+    for f in &fails {
+        assert_eq!(f["order"], 6, "{f}");
+        assert_eq!(f["comm"], "pipe-pressure", "{f}");
+        let flags = f["gfp_flags"].as_str().unwrap();
+        assert!(flags.contains("__GFP_COMP"), "{f}");
+        assert!(flags.contains("GFP_KERNEL_ACCOUNT"), "{f}");
+        let stack: Vec<&str> = f["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert!(
+            stack.iter().any(|s| s.starts_with("pipe_")),
+            "no pipe frame: {stack:?}"
+        );
+        assert!(f["cgroup_id"].as_u64().unwrap() > 0);
+        assert!(f["time"].as_str().unwrap().ends_with('Z'));
+    }
+    let s = summary(&events);
+    assert!(s["fail_by_order"][6].as_u64().unwrap() >= enomem, "{s}");
+    assert_eq!(s["dropped"], 0, "{s}");
+}
+
+#[test]
+fn sigterm_and_duration_end_with_a_summary() {
+    if !is_root_or_skip("sigterm_and_duration_end_with_a_summary") {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (events, _) = tracer.stop_with(libc::SIGTERM);
+    assert!(summary(&events)["duration_s"].as_f64().unwrap() > 0.0);
+
+    let out = Command::new(fragtrace_bin())
+        .args(["--json", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "summary");
+    let d = last["duration_s"].as_f64().unwrap();
+    assert!((0.9..5.0).contains(&d), "duration {d}");
+}
+
+#[test]
+fn filters_hide_other_tasks() {
+    if !is_root_or_skip("filters_hide_other_tasks") {
+        return;
+    }
+    let _pipe_max = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
+    let name = format!("fragtrace-filter-{}", std::process::id());
+    let Some(cg) = MemCgroupV1::create(&name, 64 << 20) else {
+        return;
+    };
+    // Filters that exclude the workload: no event may get through, but counters still count.
+    let tracer = Tracer::start(&["--comm", "no-such-task", "--min-order", "7"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
+        .arg(&cg.dir)
+        .arg("16")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (events, _) = tracer.stop();
+    assert!(of_type(&events, "alloc_fail").is_empty(), "{events:?}");
+    let s = summary(&events);
+    assert_eq!(s["events"], 0);
+    assert!(s["fail_by_order"][6].as_u64().unwrap() > 0, "{s}");
+}
