@@ -1,0 +1,1236 @@
+//! In-guest scenario program of `cargo xtask vmtest` (issue #3). Runs as the guest's only real
+//! workload, as root, on a throwaway VM: it fragments memory for real and must not run elsewhere.
+//!
+//! `frag-scenario guest --mode boot|full --fragtrace PATH`
+//!
+//! Prints `FRAGTRACE-VMTEST-FEATURE`, `-CHECK <name> <pass|fail|info> <detail>`, `-METRIC k=v`
+//! and one `-RESULT {json}` line; the host judges the checks. Scenarios (mode full):
+//! 1. `fragtrace probes --json`: every hook attached.
+//! 2. With `fragtrace --json` running: pin nearly all memory (mlock), free every page whose buddy
+//!    stays pinned (PFNs from /proc/self/pagemap), so free memory is order-0 holes; then take the
+//!    remaining blocks of order >= 1 with pipe rings (F_SETPIPE_SZ, order >= 4) and unix stream
+//!    socket data (orders 3..1) until /proc/buddyinfo shows none; then create network namespaces
+//!    in a child named `netns-maker`, request hugepages and send on sockets.
+//! 3. Failed allocations counted by ftrace (kmem/mm_page_alloc filtered on pfn == -1) over the
+//!    same window must equal fragtrace's count, or differ by fragtrace's drop count.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::CString,
+    fs,
+    io::{Read, Seek, SeekFrom},
+    os::fd::RawFd,
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const PAGE: usize = 4096;
+const TRACING: &str = "/sys/kernel/tracing";
+const EVENT: &str = "/sys/kernel/tracing/events/kmem/mm_page_alloc";
+/// Memory left unpinned for the kernel, fragtrace and this program.
+const RESERVE_KB: u64 = 40 * 1024;
+/// Free memory the consuming step never goes below (the check wants over 100 MiB).
+const FLOOR_MIB: u64 = 104;
+const NETNS_COMM: &str = "netns-maker";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut mode = "full".to_string();
+    let mut fragtrace = "/bin/fragtrace".to_string();
+    let mut it = args.iter();
+    match it.next().map(String::as_str) {
+        Some("guest") => {}
+        _ => {
+            eprintln!("usage: frag-scenario guest [--mode boot|full] [--fragtrace PATH]");
+            std::process::exit(2);
+        }
+    }
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--mode" => mode = it.next().cloned().unwrap_or_default(),
+            "--fragtrace" => fragtrace = it.next().cloned().unwrap_or_default(),
+            other => {
+                eprintln!("frag-scenario: unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut s = Scenario::default();
+    features();
+    s.check("boot", true, format!("kernel {}", uname_release()));
+    if mode == "full" {
+        s.full(&fragtrace);
+    }
+    s.result["checks"] = Value::Array(
+        s.checks
+            .iter()
+            .map(|(n, ok, d)| json!({"name": n, "pass": ok, "detail": d}))
+            .collect(),
+    );
+    println!("FRAGTRACE-VMTEST-RESULT {}", s.result);
+    std::process::exit(if s.checks.iter().all(|c| c.1) { 0 } else { 1 });
+}
+
+#[derive(Default)]
+struct Scenario {
+    checks: Vec<(String, bool, String)>,
+    result: Value,
+}
+
+impl Scenario {
+    fn check(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
+        let detail = detail.into().replace('\n', " ");
+        println!(
+            "FRAGTRACE-VMTEST-CHECK {name} {} {detail}",
+            if ok { "pass" } else { "fail" }
+        );
+        self.checks.push((name.to_string(), ok, detail));
+    }
+
+    fn info(&mut self, name: &str, detail: impl Into<String>) {
+        println!("FRAGTRACE-VMTEST-CHECK {name} info {}", detail.into());
+    }
+
+    fn metric(&mut self, key: &str, value: Value) {
+        let text = match &value {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        println!("FRAGTRACE-VMTEST-METRIC {key}={text}");
+        if self.result.is_null() {
+            self.result = json!({});
+        }
+        self.result[key] = value;
+    }
+
+    fn full(&mut self, fragtrace: &str) {
+        let t0 = Instant::now();
+        self.probes(fragtrace);
+        tune_sysctls();
+
+        // fragtrace runs through everything; ftrace counts the same window.
+        let mut tracer = Tracer::start(fragtrace);
+        match &tracer {
+            Ok(t) => self.info(
+                "fragtrace_started",
+                format!(
+                    "pid {}, ready in {:.1}s",
+                    t.pid(),
+                    t.ready_after.as_secs_f64()
+                ),
+            ),
+            Err(e) => self.check("fragtrace_started", false, e.clone()),
+        }
+        let ftrace = Ftrace::start();
+        if let Err(e) = &ftrace {
+            self.check("ftrace_started", false, e.clone());
+        }
+
+        let before = Buddy::read();
+        self.metric("buddyinfo_before", json!(before.lines));
+        self.metric("free_mib_before", json!(before.free_mib()));
+        let tf = Instant::now();
+        let mut frag = Fragmenter::default();
+        let frag_result = frag.fragment();
+        let after = Buddy::read();
+        self.metric("fragment_secs", json!(round1(tf.elapsed().as_secs_f64())));
+        self.metric("buddyinfo_after", json!(after.lines));
+        self.metric("free_mib_after", json!(after.free_mib()));
+        self.metric(
+            "fragmenter",
+            json!({"pinned_mib": frag.pinned_pages * PAGE / (1 << 20), "holes_mib": frag.holes * PAGE / (1 << 20),
+                   "pipes": frag.pipes.len() / 2, "sockets": frag.socks.len() / 2, "consume_allocs": frag.consume_allocs}),
+        );
+        let high = after.free_blocks_from(1);
+        self.check(
+            "fragmented",
+            frag_result.is_ok() && after.free_mib() > 100.0 && high == 0,
+            format!(
+                "{:.1} MiB free, {high} free blocks of order >= 1{}",
+                after.free_mib(),
+                frag_result
+                    .err()
+                    .map(|e| format!("; {e}"))
+                    .unwrap_or_default()
+            ),
+        );
+
+        // The workloads of the incident.
+        let tw = Instant::now();
+        let netns = netns_maker(8);
+        self.metric(
+            "netns",
+            json!({"pid": netns.0, "created": netns.1, "errors": netns.2}),
+        );
+        let huge = request_hugepages(4);
+        self.metric("hugepages", json!({"requested": 4, "got": huge}));
+        let sent = socket_sends(64, 64 * 1024);
+        self.metric("socket_send_bytes", json!(sent));
+        self.metric("workload_secs", json!(round1(tw.elapsed().as_secs_f64())));
+
+        // Give memory back before the window closes, so that nothing fails after it.
+        frag.release();
+        let _ = fs::write("/proc/sys/vm/nr_hugepages", "0");
+        sleep(Duration::from_millis(500));
+        let ft_events = ftrace.and_then(|f| f.stop());
+        sleep(Duration::from_secs(2));
+        let tracer_out = match tracer.as_mut() {
+            Ok(t) => t.stop(),
+            Err(e) => Err(e.clone()),
+        };
+        self.compare(ft_events, tracer_out, netns.0);
+        self.oom_check();
+        self.metric("scenario_secs", json!(round1(t0.elapsed().as_secs_f64())));
+    }
+
+    /// Scenario 1.
+    fn probes(&mut self, fragtrace: &str) {
+        let out = Command::new(fragtrace).args(["probes", "--json"]).output();
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => return self.check("probes", false, format!("cannot run {fragtrace}: {e}")),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return self.check(
+                "probes",
+                false,
+                format!(
+                    "`fragtrace probes --json` {}: {}",
+                    out.status,
+                    last_line(&stderr)
+                ),
+            );
+        }
+        let v: Value = match serde_json::from_str(&stdout) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.check(
+                    "probes",
+                    false,
+                    format!("not JSON ({e}): {}", clip(&stdout, 200)),
+                );
+            }
+        };
+        let hooks = hook_list(&v);
+        if hooks.is_empty() {
+            return self.check(
+                "probes",
+                false,
+                format!("no hook listed: {}", clip(&stdout, 200)),
+            );
+        }
+        let mut missing = Vec::new();
+        let mut attached = Vec::new();
+        for h in &hooks {
+            let name = ["name", "hook", "id"]
+                .iter()
+                .find_map(|k| h.get(*k).and_then(Value::as_str))
+                .unwrap_or("?");
+            if hook_attached(h) {
+                attached.push(name.to_string());
+            } else {
+                missing.push(format!("{name} ({})", clip(&h.to_string(), 160)));
+            }
+        }
+        self.metric("probes_attached", json!(attached));
+        self.check(
+            "probes",
+            missing.is_empty(),
+            if missing.is_empty() {
+                format!("all {} hooks attached", hooks.len())
+            } else {
+                format!(
+                    "{} of {} hooks not attached: {}",
+                    missing.len(),
+                    hooks.len(),
+                    missing.join("; ")
+                )
+            },
+        );
+    }
+
+    /// Scenarios 2 and 3: what fragtrace reported against ftrace's record.
+    fn compare(
+        &mut self,
+        ft: Result<FtraceRecord, String>,
+        tr: Result<TracerOutput, String>,
+        netns_pid: i32,
+    ) {
+        let ft = match ft {
+            Ok(f) => f,
+            Err(e) => return self.check("ftrace", false, e),
+        };
+        self.metric("ftrace_failures", json!(ft.events.len()));
+        self.metric(
+            "ftrace_failures_by_order",
+            json!(by_order(ft.events.iter().map(|e| e.order))),
+        );
+        self.metric("ftrace_overrun", json!(ft.overrun));
+        let comms: BTreeMap<String, usize> = ft.events.iter().fold(BTreeMap::new(), |mut m, e| {
+            *m.entry(format!("{}:{}", e.comm, e.pid)).or_default() += 1;
+            m
+        });
+        self.metric("ftrace_failures_by_task", json!(comms));
+        let high: Vec<&FtEvent> = ft.events.iter().filter(|e| e.order >= 1).collect();
+        let netns_high = high.iter().filter(|e| e.pid == netns_pid).count();
+        self.check(
+            "allocations_failed",
+            !high.is_empty() && ft.overrun == 0,
+            format!(
+                "ftrace saw {} failed allocations of order >= 1 ({netns_high} in {NETNS_COMM}), overrun {}",
+                high.len(),
+                ft.overrun
+            ),
+        );
+        self.check(
+            "netns_failures",
+            netns_high > 0,
+            format!("{netns_high} failed allocations of order >= 1 in {NETNS_COMM} (pid {netns_pid}) per ftrace"),
+        );
+
+        let tr = match tr {
+            Ok(t) => t,
+            Err(e) => return self.check("fragtrace_output", false, e),
+        };
+        let own: BTreeSet<i32> = tr.tids.iter().copied().collect();
+        let counted: Vec<&FtEvent> = ft.events.iter().filter(|e| !own.contains(&e.pid)).collect();
+        let fails = &tr.fails;
+        self.metric("fragtrace_failures", json!(fails.len()));
+        self.metric(
+            "fragtrace_failures_by_order",
+            json!(by_order(fails.iter().map(|f| f.order))),
+        );
+        self.metric("fragtrace_dropped", json!(tr.dropped));
+        self.metric(
+            "fragtrace_summary_fail_by_order",
+            tr.summary_by_order
+                .clone()
+                .map_or(Value::Null, |v| json!(v)),
+        );
+        if let Some(first) = tr.first_fail.as_ref() {
+            self.metric("fragtrace_first_alloc_fail", first.clone());
+        }
+        self.check(
+            "fragtrace_output",
+            tr.summary.is_some() && tr.exit_ok,
+            format!(
+                "{} alloc_fail lines, summary {}, exit {}{}",
+                fails.len(),
+                if tr.summary.is_some() {
+                    "present"
+                } else {
+                    "missing"
+                },
+                tr.status,
+                if tr.stderr_tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stderr: {}", tr.stderr_tail)
+                }
+            ),
+        );
+
+        // No loss: the counts equal, or differ by exactly what fragtrace says it dropped.
+        let diff = counted.len() as i64 - fails.len() as i64;
+        let dropped = tr.dropped.unwrap_or(0) as i64;
+        self.check(
+            "no_loss",
+            tr.dropped.is_some() && (diff == 0 || diff == dropped) && !counted.is_empty(),
+            format!(
+                "ftrace {} (fragtrace's own {} excluded), fragtrace {}, dropped {}",
+                counted.len(),
+                ft.events.len() - counted.len(),
+                fails.len(),
+                tr.dropped.map_or("missing".into(), |d| d.to_string())
+            ),
+        );
+        let ft_orders = by_order(counted.iter().map(|e| e.order));
+        let tr_orders = by_order(fails.iter().map(|f| f.order));
+        if dropped == 0 {
+            self.check(
+                "per_order",
+                ft_orders == tr_orders,
+                format!("ftrace {ft_orders:?} fragtrace {tr_orders:?}"),
+            );
+        }
+        if let Some(sum) = &tr.summary_by_order {
+            let from_lines: BTreeMap<u32, usize> = tr_orders.clone();
+            self.check(
+                "summary_matches_lines",
+                *sum == from_lines,
+                format!("summary {sum:?} lines {from_lines:?}"),
+            );
+        }
+
+        // The right task: every pid ftrace saw failing must be in fragtrace with the same count per
+        // order, and the netns child and this program with their names.
+        let me = std::process::id() as i32;
+        for (pid, comm) in [(netns_pid, NETNS_COMM), (me, "frag-scenario")] {
+            let ft_n = by_order(
+                counted
+                    .iter()
+                    .filter(|e| e.pid == pid && e.order >= 1)
+                    .map(|e| e.order),
+            );
+            let mine: Vec<&Fail> = fails
+                .iter()
+                .filter(|f| f.pid == pid && f.order >= 1)
+                .collect();
+            let tr_n = by_order(mine.iter().map(|f| f.order));
+            let bad_comm: BTreeSet<&str> = mine
+                .iter()
+                .map(|f| f.comm.as_str())
+                .filter(|c| *c != comm)
+                .collect();
+            self.check(
+                &format!("comm_{comm}"),
+                ft_n == tr_n && bad_comm.is_empty() && (pid != netns_pid || !mine.is_empty()),
+                format!("pid {pid}: ftrace {ft_n:?}, fragtrace {tr_n:?}, other comms {bad_comm:?}"),
+            );
+        }
+
+        // Decoded gfp flags: names, as the kernel's own decoder prints them.
+        let undecoded: Vec<&str> = fails
+            .iter()
+            .map(|f| f.gfp.as_str())
+            .filter(|g| {
+                g.is_empty()
+                    || !g
+                        .split('|')
+                        .all(|p| p.starts_with("GFP_") || p.starts_with("__GFP_"))
+            })
+            .collect();
+        let mut same = 0;
+        for f in fails.iter() {
+            let want = flag_set(&f.gfp);
+            if counted
+                .iter()
+                .any(|e| e.pid == f.pid && e.order == f.order && flag_set(&e.gfp) == want)
+            {
+                same += 1;
+            }
+        }
+        self.check(
+            "gfp_decoded",
+            !fails.is_empty() && undecoded.is_empty() && same == fails.len(),
+            format!(
+                "{} of {} failures have the same flag names as ftrace; undecoded: {:?}",
+                same,
+                fails.len(),
+                undecoded.iter().take(3).collect::<Vec<_>>()
+            ),
+        );
+
+        // Stacks: symbolized frames, the allocator at the top and unshare under the netns ones.
+        let bad_stack = fails
+            .iter()
+            .filter(|f| {
+                f.stack.is_empty()
+                    || !f
+                        .stack
+                        .iter()
+                        .all(|s| s.contains("+0x") && !s.starts_with("0x"))
+            })
+            .count();
+        let netns_with_path = fails
+            .iter()
+            .filter(|f| f.pid == netns_pid)
+            .filter(|f| {
+                f.stack.iter().any(|s| {
+                    s.contains("unshare") || s.contains("net_ns") || s.contains("setup_net")
+                })
+            })
+            .count();
+        let netns_total = fails.iter().filter(|f| f.pid == netns_pid).count();
+        self.check(
+            "stacks",
+            !fails.is_empty() && bad_stack == 0 && netns_total > 0 && netns_with_path == netns_total,
+            format!(
+                "{bad_stack} of {} failures without a symbolized stack; {netns_with_path} of {netns_total} {NETNS_COMM} stacks go through unshare/copy_net_ns",
+                fails.len()
+            ),
+        );
+        if let Some(f) = fails.iter().find(|f| f.pid == netns_pid) {
+            self.info(
+                "netns_stack_example",
+                format!("order {} {} {}", f.order, f.gfp, f.stack.join(" <- ")),
+            );
+        }
+    }
+
+    fn oom_check(&mut self) {
+        let out = Command::new("dmesg")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let ooms = out
+            .lines()
+            .filter(|l| l.contains("invoked oom-killer"))
+            .count();
+        let warns = out
+            .lines()
+            .filter(|l| l.contains("page allocation failure"))
+            .count();
+        self.metric("dmesg_page_allocation_failure_lines", json!(warns));
+        self.check(
+            "no_oom_kill",
+            ooms == 0,
+            format!("{ooms} oom-killer invocations in dmesg"),
+        );
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn clip(s: &str, n: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn last_line(s: &str) -> String {
+    clip(
+        s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""),
+        300,
+    )
+}
+
+fn by_order(it: impl Iterator<Item = u32>) -> BTreeMap<u32, usize> {
+    it.fold(BTreeMap::new(), |mut m, o| {
+        *m.entry(o).or_default() += 1;
+        m
+    })
+}
+
+fn flag_set(s: &str) -> BTreeSet<String> {
+    s.split('|')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The hooks of `fragtrace probes --json`: an array, or an object with an array under "hooks" or
+/// "probes", or an object keyed by hook name.
+fn hook_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        Value::Object(o) => {
+            for k in ["hooks", "probes"] {
+                if let Some(Value::Array(a)) = o.get(k) {
+                    return a.clone();
+                }
+            }
+            o.iter()
+                .map(|(k, v)| {
+                    let mut v = v.clone();
+                    if let Value::Object(m) = &mut v {
+                        m.entry("name").or_insert(Value::String(k.clone()));
+                    }
+                    v
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn hook_attached(h: &Value) -> bool {
+    if let Some(b) = h.get("attached").and_then(Value::as_bool) {
+        return b;
+    }
+    ["status", "state"].iter().any(|k| {
+        h.get(*k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.eq_ignore_ascii_case("attached") || s.starts_with("attached"))
+    })
+}
+
+fn uname_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// What this kernel offers fragtrace: BTF, kprobes, ftrace functions and the symbols of the hooks.
+fn features() {
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    let kallsyms = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let syms: BTreeSet<&str> = kallsyms
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let funcs =
+        fs::read_to_string(format!("{TRACING}/available_filter_functions")).unwrap_or_default();
+    let fset: BTreeSet<&str> = funcs
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    println!(
+        "FRAGTRACE-VMTEST-FEATURE btf={} kprobe_events={} ftrace_functions={} hist_triggers={}",
+        yn(fs::metadata("/sys/kernel/btf/vmlinux").is_ok()),
+        yn(fs::metadata(format!("{TRACING}/kprobe_events")).is_ok()),
+        fset.len(),
+        yn(fs::read_to_string(format!("{EVENT}/trigger")).is_ok_and(|t| t.contains("hist")))
+    );
+    let mut line = String::new();
+    for s in [
+        "warn_alloc",
+        "__alloc_pages",
+        "__alloc_pages_noprof",
+        "__alloc_pages_nodemask",
+        "__kmem_cache_create_args",
+        "kmem_cache_create_usercopy",
+        "kmem_cache_create",
+        "copy_net_ns",
+        "setup_net",
+    ] {
+        line.push_str(&format!(
+            " {s}={}",
+            match (syms.contains(s), fset.contains(s)) {
+                (true, true) => "traceable",
+                (true, false) => "kallsyms-only",
+                _ => "absent",
+            }
+        ));
+    }
+    println!("FRAGTRACE-VMTEST-FEATURE symbols:{line}");
+    let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
+    println!(
+        "FRAGTRACE-VMTEST-FEATURE loaded_modules={}",
+        modules.lines().count()
+    );
+}
+
+fn write(path: &str, value: &str) -> Result<(), String> {
+    fs::write(path, value).map_err(|e| format!("write {value:?} to {path}: {e}"))
+}
+
+fn tune_sysctls() {
+    for (p, v) in [
+        ("/proc/sys/vm/compact_unevictable_allowed", "0"),
+        ("/proc/sys/vm/compaction_proactiveness", "0"),
+        ("/proc/sys/vm/max_map_count", "1000000"),
+        ("/proc/sys/fs/pipe-max-size", "268435456"),
+        ("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
+    ] {
+        // compaction_proactiveness is new in 5.9; the rest exist everywhere.
+        if let Err(e) = write(p, v) {
+            println!("frag-scenario: {e}");
+        }
+    }
+    let lim = libc::rlimit {
+        rlim_cur: 1 << 20,
+        rlim_max: 1 << 20,
+    };
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        let inf = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf);
+    }
+}
+
+/// /proc/buddyinfo.
+struct Buddy {
+    lines: Vec<String>,
+    /// Free blocks per order, all zones.
+    counts: Vec<u64>,
+}
+
+impl Buddy {
+    fn read() -> Self {
+        let text = fs::read_to_string("/proc/buddyinfo").unwrap_or_default();
+        let mut counts = vec![0u64; 11];
+        let mut lines = Vec::new();
+        for l in text.lines() {
+            lines.push(l.split_whitespace().collect::<Vec<_>>().join(" "));
+            let nums: Vec<u64> = l
+                .split_once("zone")
+                .map(|(_, r)| {
+                    r.split_whitespace()
+                        .skip(1)
+                        .filter_map(|n| n.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (o, n) in nums.iter().enumerate() {
+                if o >= counts.len() {
+                    counts.resize(o + 1, 0);
+                }
+                counts[o] += n;
+            }
+        }
+        Self { lines, counts }
+    }
+    fn free_pages(&self) -> u64 {
+        self.counts.iter().enumerate().map(|(o, n)| n << o).sum()
+    }
+    fn free_mib(&self) -> f64 {
+        round1(self.free_pages() as f64 * PAGE as f64 / (1 << 20) as f64)
+    }
+    fn free_blocks_from(&self, order: usize) -> u64 {
+        self.counts.iter().skip(order).sum()
+    }
+    fn highest(&self) -> Option<usize> {
+        (1..self.counts.len()).rev().find(|&o| self.counts[o] > 0)
+    }
+}
+
+fn meminfo_kb(key: &str) -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Fragmenter {
+    /// Pinned chunks: (address, length).
+    chunks: Vec<(usize, usize)>,
+    pinned_pages: usize,
+    holes: usize,
+    pipes: Vec<RawFd>,
+    socks: Vec<RawFd>,
+    consume_allocs: usize,
+    pipe_errors: usize,
+}
+
+const CHUNK: usize = 8 << 20;
+
+impl Fragmenter {
+    fn fragment(&mut self) -> Result<(), String> {
+        // 1. Pin nearly all memory, chunk by chunk, never below the reserve (no OOM kill).
+        loop {
+            let free = meminfo_kb("MemFree");
+            if free < RESERVE_KB + (CHUNK / 1024) as u64 {
+                break;
+            }
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    CHUNK,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+            }
+            if unsafe { libc::mlock(p, CHUNK) } != 0 {
+                let e = std::io::Error::last_os_error();
+                unsafe { libc::munmap(p, CHUNK) };
+                return Err(format!("mlock: {e}"));
+            }
+            self.chunks.push((p as usize, CHUNK));
+            self.pinned_pages += CHUNK / PAGE;
+        }
+        // 2. Free every page whose buddy (pfn ^ 1) stays pinned: order-0 holes the buddy allocator
+        // cannot merge, and compaction may not move the pinned pages (compact_unevictable_allowed=0).
+        let mut pages: Vec<(u64, usize)> = Vec::with_capacity(self.pinned_pages);
+        let mut pagemap =
+            fs::File::open("/proc/self/pagemap").map_err(|e| format!("pagemap: {e}"))?;
+        for &(addr, len) in &self.chunks {
+            let n = len / PAGE;
+            let mut buf = vec![0u8; n * 8];
+            pagemap
+                .seek(SeekFrom::Start((addr / PAGE * 8) as u64))
+                .map_err(|e| e.to_string())?;
+            pagemap
+                .read_exact(&mut buf)
+                .map_err(|e| format!("pagemap read: {e}"))?;
+            for i in 0..n {
+                let v = u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap());
+                if v >> 63 == 1 {
+                    pages.push((v & ((1 << 55) - 1), addr + i * PAGE));
+                }
+            }
+        }
+        let pfns: BTreeSet<u64> = pages.iter().map(|p| p.0).collect();
+        if pfns.len() < pages.len() / 2 || pfns.iter().all(|&p| p == 0) {
+            return Err("pagemap gave no PFNs".into());
+        }
+        for &(pfn, addr) in &pages {
+            if pfn & 1 == 1 && pfns.contains(&(pfn ^ 1)) {
+                unsafe { libc::munmap(addr as *mut libc::c_void, PAGE) };
+                self.holes += 1;
+            }
+        }
+        // 3. Take every remaining block of order >= 1, the highest first. Never below the floor:
+        // an allocation that misses its block falls back to order 0 and eats the holes.
+        let started = Instant::now();
+        let mut sock: Option<RawFd> = None;
+        let mut last_report = Instant::now();
+        loop {
+            let b = Buddy::read();
+            let Some(h) = b.highest() else { return Ok(()) };
+            let floor = (FLOOR_MIB << 20) / PAGE as u64;
+            if started.elapsed() > Duration::from_secs(120) || b.free_pages() < floor {
+                return Err(format!(
+                    "blocks of order >= 1 still free after {} allocations in {:.0?} ({:.1} MiB free): {:?}",
+                    self.consume_allocs,
+                    started.elapsed(),
+                    b.free_mib(),
+                    b.lines
+                ));
+            }
+            if last_report.elapsed() > Duration::from_secs(3) {
+                println!(
+                    "frag-scenario: consuming: {} allocations, free per order {:?}",
+                    self.consume_allocs, b.counts
+                );
+                last_report = Instant::now();
+            }
+            for _ in 0..b.counts[h].max(1) {
+                self.consume_allocs += 1;
+                if h >= 4 {
+                    self.pipe_ring(h);
+                } else {
+                    sock = self.socket_block(sock, h);
+                }
+            }
+        }
+    }
+
+    /// A pipe whose ring (40-byte pipe_buffer slots, kcalloc) takes one block of `order`.
+    fn pipe_ring(&mut self, order: usize) {
+        let mut fds = [0; 2];
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return;
+        }
+        self.pipes.extend(fds);
+        let size = 1usize << (order + 18);
+        if unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, size as libc::c_int) } < 0 {
+            self.pipe_errors += 1;
+            if self.pipe_errors < 4 {
+                println!(
+                    "frag-scenario: F_SETPIPE_SZ {size} (order {order}): {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+
+    /// Queues 2^order pages in a unix stream socket: the data goes in one page fragment of that
+    /// order. Returns the socket to go on with.
+    fn socket_block(&mut self, sock: Option<RawFd>, order: usize) -> Option<RawFd> {
+        static BUF: [u8; 32768] = [0x5a; 32768];
+        let len = PAGE << order;
+        let send = |fd: RawFd| unsafe {
+            libc::send(
+                fd,
+                BUF.as_ptr() as *const libc::c_void,
+                len,
+                libc::MSG_DONTWAIT,
+            ) > 0
+        };
+        if let Some(fd) = sock {
+            if send(fd) {
+                return Some(fd);
+            }
+        }
+        // None yet, or full: a new pair.
+        let fd = unix_pair(&mut self.socks)?;
+        send(fd).then_some(fd)
+    }
+
+    fn release(&mut self) {
+        for fd in self.pipes.drain(..).chain(self.socks.drain(..)) {
+            unsafe { libc::close(fd) };
+        }
+        for (addr, len) in self.chunks.drain(..) {
+            unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+        }
+    }
+}
+
+/// A unix stream socket pair with a large send buffer; both ends go to `keep`. Returns the sender.
+fn unix_pair(keep: &mut Vec<RawFd>) -> Option<RawFd> {
+    let mut sv = [0; 2];
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let big: libc::c_int = 64 << 20;
+    unsafe {
+        libc::setsockopt(
+            sv[0],
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            &big as *const _ as *const libc::c_void,
+            4,
+        );
+    }
+    keep.extend(sv);
+    Some(sv[0])
+}
+
+/// Creates `n` network namespaces in a child named `netns-maker`. Returns (pid, created, errors).
+fn netns_maker(n: usize) -> (i32, usize, Vec<String>) {
+    let mut pipe = [0; 2];
+    unsafe { libc::pipe(pipe.as_mut_ptr()) };
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let name = CString::new(NETNS_COMM).unwrap();
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        let mut ok = 0u8;
+        let mut errs = String::new();
+        for _ in 0..n {
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
+                ok += 1;
+            } else {
+                errs.push_str(&format!("{};", std::io::Error::last_os_error()));
+            }
+        }
+        let msg = format!("{ok} {errs}");
+        unsafe {
+            libc::write(pipe[1], msg.as_ptr() as *const libc::c_void, msg.len());
+            libc::_exit(0);
+        }
+    }
+    unsafe { libc::close(pipe[1]) };
+    let mut buf = vec![0u8; 4096];
+    let got = unsafe { libc::read(pipe[0], buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    let mut status = 0;
+    unsafe {
+        libc::waitpid(pid, &mut status, 0);
+        libc::close(pipe[0]);
+    }
+    let msg = String::from_utf8_lossy(&buf[..got.max(0) as usize]).into_owned();
+    let (ok, errs) = msg.split_once(' ').unwrap_or(("0", "child died"));
+    let errors = errs
+        .split(';')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    (pid, ok.parse().unwrap_or(0), errors)
+}
+
+fn request_hugepages(n: u32) -> u64 {
+    let _ = fs::write("/proc/sys/vm/nr_hugepages", n.to_string());
+    fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends `count` messages of `size` bytes on a fresh unix stream pair (order-3 page frags first).
+fn socket_sends(count: usize, size: usize) -> usize {
+    let mut fds = Vec::new();
+    let Some(fd) = unix_pair(&mut fds) else {
+        return 0;
+    };
+    let buf = vec![0xa5u8; size];
+    let mut sent = 0;
+    for _ in 0..count {
+        let n = unsafe {
+            libc::send(
+                fd,
+                buf.as_ptr() as *const libc::c_void,
+                size,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        sent += n as usize;
+    }
+    for fd in fds {
+        unsafe { libc::close(fd) };
+    }
+    sent
+}
+
+/// ftrace's own count of failed page allocations: kmem/mm_page_alloc with pfn == -1.
+struct Ftrace;
+
+struct FtEvent {
+    comm: String,
+    pid: i32,
+    order: u32,
+    gfp: String,
+}
+
+struct FtraceRecord {
+    events: Vec<FtEvent>,
+    overrun: u64,
+}
+
+impl Ftrace {
+    fn start() -> Result<Self, String> {
+        write(&format!("{TRACING}/tracing_on"), "0")?;
+        write(&format!("{EVENT}/enable"), "0")?;
+        write(&format!("{TRACING}/buffer_size_kb"), "4096")?;
+        write(&format!("{TRACING}/trace"), "")?;
+        // The tracepoint records pfn = -1UL for a NULL page.
+        write(&format!("{EVENT}/filter"), "pfn == 18446744073709551615")?;
+        write(&format!("{EVENT}/enable"), "1")?;
+        write(&format!("{TRACING}/tracing_on"), "1")?;
+        Ok(Ftrace)
+    }
+
+    fn stop(self) -> Result<FtraceRecord, String> {
+        write(&format!("{EVENT}/enable"), "0")?;
+        write(&format!("{TRACING}/tracing_on"), "0")?;
+        let text = fs::read_to_string(format!("{TRACING}/trace"))
+            .map_err(|e| format!("read trace: {e}"))?;
+        let mut events = Vec::new();
+        for l in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("mm_page_alloc:"))
+        {
+            let task = l.split(" [").next().unwrap_or("").trim();
+            let (comm, pid) = task.rsplit_once('-').unwrap_or((task, "0"));
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            events.push(FtEvent {
+                comm: comm.to_string(),
+                pid: pid.parse().unwrap_or(0),
+                order: field("order=").parse().unwrap_or(u32::MAX),
+                gfp: field("gfp_flags="),
+            });
+        }
+        let mut overrun = 0;
+        if let Ok(cpus) = fs::read_dir(format!("{TRACING}/per_cpu")) {
+            for c in cpus.flatten() {
+                let stats = fs::read_to_string(c.path().join("stats")).unwrap_or_default();
+                overrun += stats
+                    .lines()
+                    .find_map(|l| l.strip_prefix("overrun:")?.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let _ = write(&format!("{EVENT}/filter"), "0");
+        Ok(FtraceRecord { events, overrun })
+    }
+}
+
+/// `fragtrace --json` in the background.
+struct Tracer {
+    child: Child,
+    ready_after: Duration,
+}
+
+struct Fail {
+    pid: i32,
+    comm: String,
+    order: u32,
+    gfp: String,
+    stack: Vec<String>,
+}
+
+struct TracerOutput {
+    fails: Vec<Fail>,
+    first_fail: Option<Value>,
+    summary: Option<Value>,
+    summary_by_order: Option<BTreeMap<u32, usize>>,
+    dropped: Option<u64>,
+    tids: Vec<i32>,
+    exit_ok: bool,
+    status: String,
+    stderr_tail: String,
+}
+
+impl Tracer {
+    fn start(bin: &str) -> Result<Self, String> {
+        let out = fs::File::create("/tmp/fragtrace.jsonl").map_err(|e| e.to_string())?;
+        let err = fs::File::create("/tmp/fragtrace.err").map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut child = Command::new(bin)
+            .args(["--json", "--no-status", "--duration", "900"])
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        // Ready when its BPF links / perf events stop growing in number for 1.5 s.
+        let pid = child.id();
+        let mut last = (0usize, Instant::now());
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(format!(
+                    "fragtrace --json exited at start ({st}): {}",
+                    last_line(&fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default())
+                ));
+            }
+            let n = fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| {
+                            fs::read_link(e.path())
+                                .map(|l| {
+                                    let l = l.to_string_lossy();
+                                    l.contains("bpf_link")
+                                        || l.contains("perf_event")
+                                        || l.contains("bpf-prog")
+                                })
+                                .unwrap_or(false)
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if n > 0 && last.1.elapsed() > Duration::from_millis(1500) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(90) {
+                let _ = child.kill();
+                return Err(format!("fragtrace attached nothing in 90 s ({n} bpf fds)"));
+            }
+            sleep(Duration::from_millis(200));
+        }
+        Ok(Self {
+            ready_after: started.elapsed(),
+            child,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) -> Result<TracerOutput, String> {
+        let pid = self.child.id() as i32;
+        let tids: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            sleep(Duration::from_millis(100));
+        };
+        let text = fs::read_to_string("/tmp/fragtrace.jsonl").map_err(|e| e.to_string())?;
+        let stderr = fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default();
+        let mut out = TracerOutput {
+            fails: Vec::new(),
+            first_fail: None,
+            summary: None,
+            summary_by_order: None,
+            dropped: None,
+            tids,
+            exit_ok: status.is_some_and(|s| s.success()),
+            status: status.map_or("killed after 60 s without exiting on SIGINT".into(), |s| {
+                s.to_string()
+            }),
+            stderr_tail: if status.is_some_and(|s| s.success()) {
+                String::new()
+            } else {
+                last_line(&stderr)
+            },
+        };
+        let mut bad = 0;
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(v) = serde_json::from_str::<Value>(l) else {
+                bad += 1;
+                continue;
+            };
+            match v.get("type").and_then(Value::as_str) {
+                Some("alloc_fail") => {
+                    if out.first_fail.is_none() {
+                        out.first_fail = Some(v.clone());
+                    }
+                    out.fails.push(Fail {
+                        pid: v.get("pid").and_then(Value::as_i64).unwrap_or(-1) as i32,
+                        comm: v
+                            .get("comm")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        order: v
+                            .get("order")
+                            .and_then(Value::as_u64)
+                            .map_or(u32::MAX, |o| o as u32),
+                        gfp: v
+                            .get("gfp_flags")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        stack: v
+                            .get("stack")
+                            .and_then(Value::as_array)
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|s| s.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+                Some("summary") => {
+                    out.dropped = v.get("dropped").and_then(Value::as_u64);
+                    out.summary_by_order = v.get("fail_by_order").and_then(|f| fail_by_order(f));
+                    out.summary = Some(v);
+                }
+                _ => {}
+            }
+        }
+        if bad > 0 {
+            out.stderr_tail = format!("{bad} stdout lines are not JSON; {}", out.stderr_tail);
+            out.exit_ok = false;
+        }
+        Ok(out)
+    }
+}
+
+/// `fail_by_order`: counts indexed by order, or objects with order and count.
+fn fail_by_order(v: &Value) -> Option<BTreeMap<u32, usize>> {
+    let a = v.as_array()?;
+    let mut m = BTreeMap::new();
+    for (i, e) in a.iter().enumerate() {
+        match e {
+            Value::Number(n) => {
+                let n = n.as_u64()? as usize;
+                if n > 0 {
+                    m.insert(i as u32, n);
+                }
+            }
+            Value::Object(o) => {
+                let order = o.get("order")?.as_u64()? as u32;
+                let n = ["count", "failures", "n"]
+                    .iter()
+                    .find_map(|k| o.get(*k)?.as_u64())? as usize;
+                if n > 0 {
+                    m.insert(order, n);
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(m)
+}
