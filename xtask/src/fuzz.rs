@@ -1,5 +1,12 @@
-//! `cargo xtask fuzz`: the cargo-fuzz targets for a fixed time. (Being written: see issue #5.)
-use anyhow::Result;
+//! `cargo xtask fuzz`: every cargo-fuzz target of fuzz/ for a fixed time; a crash fails the task.
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, root_dir, succeeds};
+
+/// The targets in fuzz/Cargo.toml.
+const TARGETS: [&str; 2] = ["log_parser", "proc_parsers"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
@@ -14,6 +21,49 @@ impl Options {
     }
 }
 
-pub fn run(_opts: &Options) -> Result<()> {
+/// rustup's `cargo` proxy, so that `+nightly` selects the toolchain (the `CARGO` cargo gave
+/// xtask is a toolchain's own binary, which ignores it).
+fn nightly_cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg("+nightly").env_remove("RUSTUP_TOOLCHAIN");
+    cmd
+}
+
+pub fn run(opts: &Options) -> Result<()> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        util::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    if !succeeds(nightly_cargo().args(["fuzz", "--version"])) {
+        util::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+            .context("cannot install cargo-fuzz")?;
+    }
+    let fuzz_dir = root_dir().join("fuzz");
+    for target in TARGETS {
+        let corpus = fuzz_dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("cannot create {}", corpus.display()))?;
+        let seeds = fuzz_dir.join("seeds").join(target);
+        eprintln!("xtask: fuzzing {target} for {} s", opts.seconds);
+        let mut cmd = nightly_cargo();
+        cmd.current_dir(&fuzz_dir)
+            .args(["fuzz", "run", target])
+            .arg(&corpus)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={}", opts.seconds))
+            .arg("-max_len=1048576");
+        if util::run(&mut cmd).is_err() {
+            bail!(
+                "fuzz target {target} failed; the crashing input is under fuzz/artifacts/{target}/ \
+                 (reproduce: cd fuzz && cargo +nightly fuzz run {target} <file>)"
+            );
+        }
+    }
     Ok(())
 }

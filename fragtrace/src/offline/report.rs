@@ -380,3 +380,63 @@ fn zone_json(z: &LogZone) -> ZoneJson {
         page_kb: z.page_kb,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offline::logparse::parse;
+
+    fn reports(fixture: &str) -> Vec<Report> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/logs")
+            .join(fixture);
+        let text = std::fs::read_to_string(path).unwrap();
+        parse(&text).incidents.iter().map(Report::new).collect()
+    }
+
+    /// Issue #5's required answer for seed 002.
+    #[test]
+    fn seed_002_answer() {
+        let r = reports("rhel7-3.10-netns-fragmentation.log");
+        assert_eq!(r.len(), 1);
+        let j = &r[0].json;
+        assert_eq!((j.comm.as_str(), j.order), ("exe", Some(6)));
+        assert_eq!(j.mode.as_deref(), Some("0x10c0d0"));
+        assert_eq!(
+            j.gfp_flags.as_deref(),
+            Some("GFP_KERNEL|GFP_COMP|GFP_ZERO|GFP_KMEMCG")
+        );
+        assert_eq!(j.gfp_layout, "3.8-3.14");
+        assert_eq!(j.zone.as_deref(), Some("Normal"));
+        assert_eq!(j.largest_free_order, Some(5));
+        assert_eq!((j.free_kb, j.min_kb), (Some(311184), Some(55536)));
+        assert_eq!(j.verdict, VerdictKind::Fragmentation);
+        assert!(j.netns);
+        assert_eq!(
+            j.slab_cache.as_deref(),
+            Some("nf_conntrack_ffff8803eef66180")
+        );
+        assert_eq!(j.call_trace.len(), 24, "{:?}", j.call_trace);
+        assert!(!j.truncated);
+        let text = r[0].text();
+        assert!(text.contains("largest free order 5 (128 kB)"), "{text}");
+        assert!(text.contains("compact_memory") && text.contains("stopgap"));
+    }
+
+    #[test]
+    fn seed_000_headers_only_are_unknown() {
+        let r = reports("tke-headers-only.log");
+        let comms: Vec<&str> = r.iter().map(|r| r.json.comm.as_str()).collect();
+        assert_eq!(comms, ["mysqld", "runc:[1:CHILD]"]);
+        assert!(r.iter().all(|r| r.json.verdict == VerdictKind::Unknown));
+        assert!(r[0].json.gfp_layout.contains("assumed"));
+    }
+
+    #[test]
+    fn the_whole_seed_article_parses_too() {
+        let text = include_str!("../../tests/fixtures/logs/rhel7-3.10-netns-fragmentation.log");
+        let article = format!("# notes\n\n```sh\n{text}```\n\nSome prose: Node 0 DMA free:1kB\n");
+        let r: Vec<Report> = parse(&article).incidents.iter().map(Report::new).collect();
+        assert_eq!(r[0].json.verdict, VerdictKind::Fragmentation);
+    }
+}

@@ -39,7 +39,8 @@ pub fn unusable_free_index(order: u32, info: &ContigInfo) -> i64 {
     let unusable = info
         .free_pages
         .wrapping_sub(info.free_blocks_suitable.wrapping_shl(order));
-    (unusable.wrapping_mul(1000) / info.free_pages) as i64
+    // div_u64() returns u64; the kernel's `int` return truncates it.
+    (unusable.wrapping_mul(1000) / info.free_pages) as i32 as i64
 }
 
 /// `__fragmentation_index()`: -1000 when a suitable block exists; otherwise towards 0 when the
@@ -53,7 +54,8 @@ pub fn fragmentation_index(order: u32, info: &ContigInfo) -> i64 {
     }
     let requested = 1u64 << order;
     let scaled = 1000u64.wrapping_add(info.free_pages.wrapping_mul(1000) / requested);
-    1000 - (scaled / info.free_blocks_total) as i64
+    // `1000 - div_u64(..)` is u64 arithmetic truncated to the kernel's `int` return.
+    1000u64.wrapping_sub(scaled / info.free_blocks_total) as i32 as i64
 }
 
 /// Both indices for every order of a zone: (unusable, fragmentation), in thousandths.
