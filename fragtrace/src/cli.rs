@@ -59,6 +59,9 @@ pub struct TraceArgs {
     /// Never draw the status line on stderr, even on a terminal.
     #[arg(long)]
     pub no_status: bool,
+    /// Attach only with this method (tp_btf, raw_tp or tracepoint), to test the fallbacks.
+    #[arg(long, value_name = "METHOD", hide = true, value_parser = ["tp_btf", "raw_tp", "tracepoint"])]
+    pub force_method: Option<String>,
     /// Where tracefs is (mounted there if it is not mounted anywhere).
     #[arg(long, value_name = "DIR", hide = true)]
     pub tracefs: Option<PathBuf>,

@@ -66,6 +66,10 @@ impl Tracer {
             }
             seen.push_str(&line);
             if line.contains("kmem:mm_page_alloc attached via") {
+                if let Some(i) = args.iter().position(|a| *a == "--force-method") {
+                    let want = format!("attached via {}", args[i + 1]);
+                    assert!(line.contains(&want), "wanted {want}: {line}");
+                }
                 break;
             }
         }

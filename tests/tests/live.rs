@@ -28,6 +28,8 @@ fn probes_reports_page_alloc_attached() {
     assert_eq!(hook["attached"], true, "{v}");
     // This kernel has BTF and supports tp_btf: the preferred method must be the one chosen.
     assert_eq!(hook["method"], "tp_btf", "{v}");
+    // raw_tp and the classic tracepoint work here too; probes tries every method.
+    assert_eq!(hook["available"], serde_json::json!(["tp_btf", "raw_tp", "tracepoint"]), "{v}");
 }
 
 #[test]
@@ -72,12 +74,28 @@ fn memcg_pipe_failures_are_all_caught() {
     if !is_root_or_skip("memcg_pipe_failures_are_all_caught") {
         return;
     }
+    memcg_pipe_failures_caught_with(&[]);
+}
+
+/// The fallbacks must see the same failures: raw_tp (no BTF needed) and the classic tracepoint
+/// (fields at the offsets read from tracefs).
+#[test]
+fn memcg_pipe_failures_are_caught_by_every_attach_method() {
+    if !is_root_or_skip("memcg_pipe_failures_are_caught_by_every_attach_method") {
+        return;
+    }
+    for method in ["raw_tp", "tracepoint"] {
+        memcg_pipe_failures_caught_with(&["--force-method", method]);
+    }
+}
+
+fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) {
     let _pipe_max = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
     let name = format!("fragtrace-test-{}", std::process::id());
     let Some(cg) = MemCgroupV1::create(&name, 64 << 20) else {
         return;
     };
-    let tracer = Tracer::start(&[]);
+    let tracer = Tracer::start(tracer_args);
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
         .arg(&cg.dir)
         .arg("32")
@@ -101,7 +119,8 @@ fn memcg_pipe_failures_are_all_caught() {
     assert_eq!(
         fails.len() as u64,
         enomem,
-        "alloc_fail events for pid {pid} != ENOMEM results; workload {result}; stderr {stderr}"
+        "{tracer_args:?}: alloc_fail events for pid {pid} != ENOMEM results; workload {result}; \
+         stderr {stderr}"
     );
     for f in &fails {
         assert_eq!(f["order"], 6, "{f}");

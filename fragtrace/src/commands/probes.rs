@@ -39,7 +39,7 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("kernel {}", report.kernel);
-    println!("{:<24} {:<10} {}", "HOOK", "METHOD", "NOTES");
+    println!("{:<24} {:<10} {:<28} NOTES", "HOOK", "METHOD", "WORKS HERE");
     for h in &report.hooks {
         let notes: Vec<String> = h
             .unavailable
@@ -47,9 +47,10 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
             .map(|u| format!("{} unavailable: {}", u.method, u.error))
             .collect();
         println!(
-            "{:<24} {:<10} {}",
+            "{:<24} {:<10} {:<28} {}",
             h.hook,
             h.method.unwrap_or("-"),
+            h.available.join(","),
             if notes.is_empty() {
                 h.purpose.to_string()
             } else {

@@ -56,7 +56,11 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let tracefs = tracefs::locate(args.tracefs.as_deref())?;
-    let mut loaded = loader::load(&tracefs, Mode::FirstWorking)?;
+    let mode = match args.force_method.as_deref() {
+        Some(kind) => Mode::Only(kind),
+        None => Mode::FirstWorking,
+    };
+    let mut loaded = loader::load(&tracefs, mode)?;
     loaded.require_any_attached()?;
     report_hooks(&loaded.hooks);
 

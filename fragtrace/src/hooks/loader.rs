@@ -46,11 +46,13 @@ impl HookStatus {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum Mode<'a> {
     /// Stop at the first method that attaches (tracing).
     FirstWorking,
     /// Try every method of every hook (`fragtrace probes`).
     EveryMethod,
+    /// Use only methods of this kind (`tp_btf`, `raw_tp`, `tracepoint`): tests the fallbacks.
+    Only(&'a str),
 }
 
 /// A loaded object with its attached programs; dropping it detaches everything.
@@ -62,7 +64,7 @@ pub struct Loaded {
 }
 
 /// Callers check privileges first ([`preflight::require_privileges`]).
-pub fn load(tracefs: &Path, mode: Mode) -> Result<Loaded> {
+pub fn load(tracefs: &Path, mode: Mode<'_>) -> Result<Loaded> {
     preflight::raise_memlock_limit();
     let btf = preflight::kernel_btf();
     let page_alloc_format =
@@ -108,6 +110,9 @@ pub fn load(tracefs: &Path, mode: Mode) -> Result<Loaded> {
     for hook in catalog::ALL {
         let mut attempts = Vec::new();
         for &method in hook.methods {
+            if matches!(mode, Mode::Only(kind) if kind != method.kind()) {
+                continue;
+            }
             let error = attach(
                 &mut ebpf,
                 method,
@@ -118,7 +123,7 @@ pub fn load(tracefs: &Path, mode: Mode) -> Result<Loaded> {
             .err();
             let ok = error.is_none();
             attempts.push(Attempt { method, error });
-            if ok && mode == Mode::FirstWorking {
+            if ok && mode != Mode::EveryMethod {
                 break;
             }
         }

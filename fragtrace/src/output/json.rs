@@ -75,6 +75,8 @@ pub struct HookJson {
     /// The attach method in use, or null when the hook is unavailable.
     pub method: Option<&'static str>,
     pub attached: bool,
+    /// Every method that attached (`probes` tries them all; tracing stops at the first).
+    pub available: Vec<&'static str>,
     /// Methods tried that did not attach, with the kernel's reason.
     pub unavailable: Vec<MethodError>,
     pub purpose: &'static str,
@@ -92,6 +94,12 @@ impl HookJson {
             hook: status.hook.name,
             method: status.attached().map(|m| m.kind()),
             attached: status.attached().is_some(),
+            available: status
+                .attempts
+                .iter()
+                .filter(|a| a.error.is_none())
+                .map(|a| a.method.kind())
+                .collect(),
             unavailable: status
                 .attempts
                 .iter()
