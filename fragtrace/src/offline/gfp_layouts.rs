@@ -121,7 +121,7 @@ fn classic(v: Version) -> GfpTable {
     const RECLAIMABLE: u64 = 0x80000;
     const NO_KSWAPD: u64 = 0x400000;
     let bit20 = match v {
-        v if (3, 8) <= v && v < (3, 15) => "GFP_KMEMCG",
+        v if ((3, 8)..(3, 15)).contains(&v) => "GFP_KMEMCG",
         v if (4, 1) <= v => "GFP_NOACCOUNT",
         _ => "",
     };

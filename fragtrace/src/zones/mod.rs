@@ -3,6 +3,7 @@
 //! verdicts for failed allocations; remediation hints; memory cgroup usage.
 pub mod hints;
 pub mod index;
+#[allow(dead_code, reason = "API for the live tracer (issue #5 wiring)")]
 pub mod memcg;
 pub mod procfs;
 pub mod snapshot;

@@ -53,6 +53,7 @@ pub struct Verdict {
 
 /// Judges an order-`order` failure whose preferred zone is the highest ordinary zone (Normal,
 /// else the highest non-Movable zone): what a GFP_KERNEL request gets.
+#[allow(dead_code, reason = "API for the live tracer (issue #5 wiring)")]
 pub fn judge(order: u32, zone_state: &ZoneState, memcg: Option<&MemcgUsage>) -> Verdict {
     judge_in(order, None, zone_state, memcg)
 }
