@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn newer_abi_sorts_last() {
-        let mut v = vec![
+        let mut v = [
             "linux-image-6.12.117+deb12-cloud-amd64",
             "linux-image-6.12.9+deb12-cloud-amd64",
             "linux-image-6.12.43+deb12-cloud-amd64",

@@ -364,8 +364,7 @@ fn parse_line(line: &str, r: &mut Report, format: &mut Option<Vec<String>>) {
         "BUG: ",
         "Oops: ",
         "general protection fault",
-        "Out of memory: Killed",
-        "invoked oom-killer",
+        "Out of memory and no killable processes",
     ] {
         if line.contains(pat) && r.panic.is_none() {
             r.panic = Some(line.trim().to_string());
