@@ -1,3 +1,4 @@
 //! Attribution and statistics over decoded events.
+pub mod container;
 pub mod filter;
 pub mod stats;
