@@ -32,6 +32,9 @@ pub struct LogZone {
     pub lowmem_reserve: Vec<u64>,
     /// Free blocks per order from `Node 0 Normal: 34178*4kB (UEM) ...`.
     pub free_blocks: Vec<u64>,
+    /// The migratetypes of each order's free blocks as printed (`UMEH`; `H` is the highatomic
+    /// reserve), empty when the kernel printed none (before 3.13, or no free block).
+    pub free_types: Vec<String>,
     /// The size of an order-0 block in that list (the page size), in kB.
     pub page_kb: Option<u64>,
 }
@@ -135,7 +138,8 @@ pub fn kernel_lines(text: &str) -> Vec<KernelLine> {
     let mut last_was_kernel = false;
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
-        let raw = raw.trim_end_matches('\r');
+        let raw = unquote_printable(raw.trim_end_matches('\r'));
+        let raw = raw.as_ref();
         match strip_prefix(raw) {
             Prefix::Kernel { timestamp, rest } => {
                 for (k, part) in rest.split("#012").enumerate() {
@@ -153,8 +157,12 @@ pub fn kernel_lines(text: &str) -> Vec<KernelLine> {
             }
             Prefix::OtherProgram => last_was_kernel = false,
             Prefix::None => {
-                if last_was_kernel && !out.is_empty() && is_continuation(raw) && raw.len() > 1 {
-                    // A wrapped line: indented, or a bare `key:value` run of a Mem-Info line.
+                if last_was_kernel
+                    && !out.is_empty()
+                    && ((is_continuation(raw) && raw.len() > 1) || is_wrapped_tail(raw))
+                {
+                    // A wrapped line: indented, a bare `key:value` run of a Mem-Info line, or
+                    // the rest of a prefixed line that a mail client or terminal wrapped.
                     for part in raw.split("#012") {
                         join(out.last_mut().unwrap(), part);
                     }
@@ -172,6 +180,30 @@ pub fn kernel_lines(text: &str) -> Vec<KernelLine> {
         }
     }
     out
+}
+
+/// A line with no prefix right after a prefixed kernel line, that is neither a frame nor the
+/// start of a kernel message: the wrapped rest of that line (`0*64kB 0*128kB ... = 11264kB`,
+/// `(UME) 7392*16kB (UME)`, `T 5.18.5 #7`). Markdown fences around a pasted log are not.
+fn is_wrapped_tail(raw: &str) -> bool {
+    let t = raw.trim();
+    !t.is_empty()
+        && !looks_like_frame(t)
+        && !t.starts_with("```")
+        && !t.starts_with("~~~")
+        && !t.contains(": page allocation failure")
+        && !t.contains(" invoked oom-killer:")
+        && !is_known_kernel_text(t)
+}
+
+/// Undoes the quoted-printable `=3D` (`=`) of a log pasted into a mail
+/// (`nodemask=3D(null),cpuset=3D/`); kernel text never contains `=3D` itself.
+fn unquote_printable(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.contains("=3D") {
+        std::borrow::Cow::Owned(raw.replace("=3D", "="))
+    } else {
+        std::borrow::Cow::Borrowed(raw)
+    }
 }
 
 fn join(prev: &mut KernelLine, part: &str) {
@@ -547,7 +579,28 @@ fn parse_incident_line(t: &str, inc: &mut Incident) {
     }
     if let Some(rest) = t.strip_prefix("Node ") {
         parse_node_line(rest, inc);
+    } else if is_bare_zone_line(t) {
+        // Kernels built without CONFIG_NUMA print no `Node N ` before zone lines.
+        parse_node_line(&format!("0 {t}"), inc);
     }
+}
+
+const ZONE_NAMES: [&str; 6] = ["DMA", "DMA32", "Normal", "HighMem", "Movable", "Device"];
+
+/// `DMA32 free:1408kB min:1416kB ...` or `DMA32: 14*4kB (UME) ...`, as a kernel without
+/// CONFIG_NUMA prints them (no `Node 0 `).
+fn is_bare_zone_line(t: &str) -> bool {
+    let mut words = t.split_whitespace();
+    let (Some(first), Some(second)) = (words.next(), words.next()) else {
+        return false;
+    };
+    let name = first.strip_suffix(':').unwrap_or(first);
+    ZONE_NAMES.contains(&name)
+        && if first.ends_with(':') {
+            second.contains('*')
+        } else {
+            second.starts_with("free:")
+        }
 }
 
 /// `CPU: 1 PID: 18377 Comm: exe Not tainted 3.10.0-514.el7.x86_64 #1` ->
@@ -582,8 +635,8 @@ fn parse_node_line(rest: &str, inc: &mut Incident) {
     };
     let remainder: Vec<&str> = words.collect();
     if let Some(zone) = zone_word.strip_suffix(':') {
-        // Free list: `N*SIZEkB` tokens.
-        let mut sizes = Vec::new();
+        // Free list: `N*SIZEkB` tokens, each optionally followed by its migratetypes `(UMEH)`.
+        let mut sizes: Vec<(u64, u64, String)> = Vec::new();
         for w in &remainder {
             if let Some((count, size)) = w.split_once('*')
                 && let (Ok(count), Some(Ok(kb))) = (
@@ -591,17 +644,23 @@ fn parse_node_line(rest: &str, inc: &mut Incident) {
                     size.strip_suffix("kB").map(str::parse::<u64>),
                 )
             {
-                sizes.push((count, kb));
+                sizes.push((count, kb, String::new()));
+            } else if let Some(types) = w.strip_prefix('(').and_then(|w| w.strip_suffix(')'))
+                && types.chars().all(|c| c.is_ascii_uppercase())
+                && let Some(last) = sizes.last_mut()
+            {
+                last.2 = types.to_string();
             }
         }
-        let Some(&(_, base)) = sizes.first() else {
+        let Some(&(_, base, _)) = sizes.first() else {
             return;
         };
         if base == 0 {
             return;
         }
         let mut blocks = Vec::new();
-        for (count, kb) in sizes {
+        let mut types = Vec::new();
+        for (count, kb, t) in sizes {
             if kb % base != 0 || !(kb / base).is_power_of_two() {
                 return;
             }
@@ -611,11 +670,14 @@ fn parse_node_line(rest: &str, inc: &mut Incident) {
             }
             if blocks.len() <= order {
                 blocks.resize(order + 1, 0);
+                types.resize(order + 1, String::new());
             }
             blocks[order] = count;
+            types[order] = t;
         }
         let z = zone_entry(inc, node, zone);
         z.free_blocks = blocks;
+        z.free_types = types;
         z.page_kb = Some(base);
         return;
     }
@@ -848,5 +910,50 @@ mod tests {
             kernel_version("CPU: 2 PID: 9 Comm: k Tainted: G        W  6.1.0 #1").as_deref(),
             Some("6.1.0")
         );
+    }
+
+    #[test]
+    fn zone_lines_without_node_prefix() {
+        let p = parse(
+            "[1.0] a invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n\
+             [1.1] DMA per-cpu:\n\
+             [1.2] DMA32 free:1408kB min:1416kB low:1768kB high:2120kB\n\
+             [1.3] lowmem_reserve[]: 0 0 0 0\n\
+             [1.4] DMA32: 14*4kB (UME) 9*8kB (UME) 0*16kB = 128kB\n\
+             [1.5] DMA: preallocated 128 KiB GFP_KERNEL pool for atomic allocations\n",
+        );
+        let z = &p.incidents[0].zones;
+        assert_eq!(z.len(), 1, "{z:?}");
+        assert_eq!((z[0].node, z[0].zone.as_str()), (0, "DMA32"));
+        assert_eq!((z[0].free_kb, z[0].min_kb), (Some(1408), Some(1416)));
+        assert_eq!(z[0].free_blocks, [14, 9, 0]);
+        assert_eq!(z[0].free_types, ["UME", "UME", ""]);
+        assert!(!p.incidents[0].truncated);
+    }
+
+    #[test]
+    fn mail_wrapped_lines_are_joined() {
+        let text = "Jun 18 16:37:06 h kernel: x: page allocation failure: order:8,\n\
+                    mode:0x40dc0(GFP_KERNEL),\n\
+                    nodemask=3D(null),cpuset=3D/,mems_allowed=3D0\n\
+                    Jun 18 16:37:06 h kernel: Call Trace:\n\
+                    Jun 18 16:37:06 h kernel:\n\
+                    __alloc_pages_slowpath.constprop.0+0xb80/0xbb0\n\
+                    Jun 18 16:37:06 h kernel: Node 0 Normal: 5*4kB (UMEH) 6*8kB\n\
+                    (UMEH) 0*16kB 1*32kB (H) =3D\n\
+                    2159700kB\n\
+                    ```\n";
+        let p = parse(text);
+        let i = &p.incidents[0];
+        assert_eq!(i.order, Some(8));
+        assert_eq!(i.printed_flags.as_deref(), Some("GFP_KERNEL"));
+        assert_eq!(i.nodemask.as_deref(), Some("(null)"));
+        assert_eq!(i.mems_allowed.as_deref(), Some("0"));
+        assert_eq!(
+            i.call_trace,
+            ["__alloc_pages_slowpath.constprop.0+0xb80/0xbb0"]
+        );
+        assert_eq!(i.zones[0].free_blocks, [5, 6, 0, 1]);
+        assert_eq!(i.zones[0].free_types, ["UMEH", "UMEH", "", "H"]);
     }
 }
