@@ -81,6 +81,7 @@ pub fn judge_in(
     let Some(preferred) = preferred else {
         return unknown("no zone state (no buddyinfo/zoneinfo or Mem-Info in the input)");
     };
+    let preferred = highest_present_zone(zone_state, preferred);
     // The preferred zone of each node, and every zone the allocator may fall back to.
     let targets: Vec<&Zone> = zone_state
         .zones
@@ -202,6 +203,27 @@ fn default_preferred(state: &ZoneState) -> Option<String> {
         .filter(|z| z.zone != "Movable" && z.zone != "Device")
         .max_by_key(|z| z.index.unwrap_or(0))
         .map(|z| z.zone.clone())
+}
+
+/// Zone types in index order (include/linux/mmzone.h).
+const ZONE_ORDER: [&str; 6] = ["DMA", "DMA32", "Normal", "HighMem", "Movable", "Device"];
+
+/// The zone a request with this preferred zone type really starts from: the type itself when
+/// populated, else the highest populated type below it. A machine with 2 GB or less has no
+/// Normal zone on x86-64, so a GFP_KERNEL request is served from DMA32 (the zonelist holds
+/// only populated zones).
+fn highest_present_zone(state: &ZoneState, preferred: String) -> String {
+    if state.zones.iter().any(|z| z.zone == preferred) {
+        return preferred;
+    }
+    let Some(rank) = ZONE_ORDER.iter().position(|z| *z == preferred) else {
+        return preferred;
+    };
+    ZONE_ORDER[..rank]
+        .iter()
+        .rev()
+        .find(|name| state.zones.iter().any(|z| z.zone == **name))
+        .map_or(preferred, |name| (*name).to_string())
 }
 
 /// Zones listed before the preferred zone in the same node are its fallbacks (zones are listed
@@ -405,5 +427,36 @@ mod tests {
             zones: vec![],
         };
         assert_eq!(judge(3, &state, None).kind, VerdictKind::Unknown);
+    }
+
+    /// No Normal zone (x86-64 with 2 GB or less): a Normal request starts from DMA32.
+    #[test]
+    fn missing_preferred_zone_falls_back_to_the_highest_lower_zone() {
+        let zone = |name: &str, free: u64, min: u64| Zone {
+            node: 0,
+            zone: name.into(),
+            free_pages: Some(free),
+            min_pages: Some(min),
+            free_blocks: vec![free],
+            ..Default::default()
+        };
+        let state = ZoneState {
+            page_size: 4096,
+            pageblock_order: None,
+            extfrag_threshold: None,
+            zones: vec![
+                Zone {
+                    protection: vec![0, 200, 200],
+                    ..zone("DMA", 100, 10)
+                },
+                zone("DMA32", 352, 354),
+            ],
+        };
+        let v = judge_in(0, Some("Normal"), &state, None);
+        assert_eq!(v.kind, VerdictKind::Exhaustion, "{}", v.reason);
+        assert_eq!(v.zone.unwrap().zone, "DMA32");
+        assert_eq!(highest_present_zone(&state, "HighMem".into()), "DMA32");
+        assert_eq!(highest_present_zone(&state, "DMA".into()), "DMA");
+        assert_eq!(highest_present_zone(&state, "Weird".into()), "Weird");
     }
 }
