@@ -99,10 +99,14 @@ impl Report {
             }
             (None, None) => (None, "unknown: no mode in the log".to_string()),
         };
-        let state = zone_state(&inc.zones);
+        let reserve_ok = gfp_flags.as_deref().is_none_or(may_use_highatomic);
+        let state = zone_state(&inc.zones, reserve_ok);
         let has_highmem = state.zones.iter().any(|z| z.zone == "HighMem");
         let preferred = mask.map(|m| gfp_layouts::preferred_zone(m, has_highmem));
-        let verdict = judge(inc, &state, preferred);
+        let mut verdict = judge(inc, &state, preferred);
+        if !reserve_ok && let Some(note) = highatomic_note(inc, &verdict) {
+            verdict.reason.push_str(&note);
+        }
         let mut netns_frames: Vec<String> = Vec::new();
         for f in inc.call_trace.iter().chain(&inc.later_frames) {
             if NETNS_FRAMES.iter().any(|n| f.contains(n)) && !netns_frames.contains(f) {
@@ -279,8 +283,57 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "?".to_string(), |v| v.to_string())
 }
 
+/// Whether a request may take blocks from the highatomic reserve (`H` in the free lists):
+/// only high-priority atomic requests may (`ALLOC_HARDER`/`ALLOC_HIGHATOMIC`, from
+/// `__GFP_HIGH`/`__GFP_ATOMIC`, both in GFP_ATOMIC).
+fn may_use_highatomic(flags: &str) -> bool {
+    flags
+        .split('|')
+        .any(|f| matches!(f.trim(), "GFP_ATOMIC" | "__GFP_ATOMIC" | "__GFP_HIGH"))
+}
+
+/// Free lists with only the highatomic reserve's blocks at an order are, for other requests,
+/// empty at that order.
+fn usable_blocks(z: &LogZone, reserve_ok: bool) -> Vec<u64> {
+    let mut blocks = z.free_blocks.clone();
+    if !reserve_ok {
+        for (b, t) in blocks.iter_mut().zip(&z.free_types) {
+            if t == "H" {
+                *b = 0;
+            }
+        }
+    }
+    blocks
+}
+
+/// Says so when the verdict's zone has free blocks of the requested order or larger that only
+/// the highatomic reserve holds.
+fn highatomic_note(inc: &Incident, verdict: &Verdict) -> Option<String> {
+    let order = inc.order? as usize;
+    let figures = verdict.zone.as_ref()?;
+    let z = inc
+        .zones
+        .iter()
+        .find(|z| z.node == figures.node && z.zone == figures.zone)?;
+    let reserved: Vec<String> = z
+        .free_types
+        .iter()
+        .enumerate()
+        .skip(order)
+        .filter(|(o, t)| *t == "H" && z.free_blocks.get(*o).is_some_and(|&n| n > 0))
+        .map(|(o, _)| format!("{}*order-{o}", z.free_blocks[o]))
+        .collect();
+    (!reserved.is_empty()).then(|| {
+        format!(
+            "; the free {} block(s) are in the highatomic reserve (H), which this non-atomic request may not use",
+            reserved.join(", ")
+        )
+    })
+}
+
 /// The Mem-Info zones as a [`ZoneState`] in pages, so the live verdict code judges them.
-fn zone_state(zones: &[LogZone]) -> ZoneState {
+/// Without `reserve_ok`, blocks only the highatomic reserve holds do not count.
+fn zone_state(zones: &[LogZone], reserve_ok: bool) -> ZoneState {
     let page_kb = zones.iter().find_map(|z| z.page_kb).unwrap_or(4).max(1);
     let mut state = ZoneState {
         page_size: page_kb * 1024,
@@ -298,7 +351,7 @@ fn zone_state(zones: &[LogZone]) -> ZoneState {
                 high_pages: z.high_kb.map(|k| k / page_kb),
                 managed_pages: z.managed_kb.map(|k| k / page_kb),
                 protection: z.lowmem_reserve.clone(),
-                free_blocks: z.free_blocks.clone(),
+                free_blocks: usable_blocks(z, reserve_ok),
                 free_by_migratetype: Vec::new(),
             })
             .collect(),
@@ -438,5 +491,130 @@ mod tests {
         let article = format!("# notes\n\n```sh\n{text}```\n\nSome prose: Node 0 DMA free:1kB\n");
         let r: Vec<Report> = parse(&article).incidents.iter().map(Report::new).collect();
         assert_eq!(r[0].json.verdict, VerdictKind::Fragmentation);
+    }
+    /// A true out-of-memory case: a kdump kernel (5.0, no CONFIG_NUMA, so zone lines have no
+    /// `Node 0 `) with DMA32 below its min watermark, and the global OOM kill that followed.
+    #[test]
+    fn kdump_5_0_oom_is_exhaustion() {
+        let r = reports("5.0-kdump-oom-exhaustion.log");
+        assert_eq!(r.len(), 1);
+        let j = &r[0].json;
+        assert_eq!(j.trigger, "oom_killer");
+        assert_eq!((j.comm.as_str(), j.order), ("systemd-udevd", Some(0)));
+        assert_eq!(j.mode.as_deref(), Some("0x7080c0"));
+        assert_eq!(
+            j.gfp_flags.as_deref(),
+            Some("GFP_KERNEL_ACCOUNT|__GFP_ZERO")
+        );
+        assert_eq!(j.kernel.as_deref(), Some("5.0.0-rc8+"));
+        // GFP_KERNEL prefers Normal; this machine has none, so DMA32 is where it starts.
+        assert_eq!(j.zone.as_deref(), Some("DMA32"));
+        assert_eq!((j.free_kb, j.min_kb), (Some(1408), Some(1416)));
+        assert_eq!(j.largest_free_order, Some(6));
+        assert_eq!(j.verdict, VerdictKind::Exhaustion, "{}", j.reason);
+        let zones: Vec<(&str, Option<u64>, Option<u32>)> = j
+            .zones
+            .iter()
+            .map(|z| (z.zone.as_str(), z.free_kb, z.largest_free_order))
+            .collect();
+        assert_eq!(
+            zones,
+            [("DMA", Some(508), Some(6)), ("DMA32", Some(1408), Some(6))]
+        );
+        assert_eq!(j.zones[1].free_blocks, [14, 9, 14, 7, 3, 1, 2, 0, 0, 0, 0]);
+        let oom = j.oom_kill.as_ref().unwrap();
+        assert_eq!(oom.killed_pid, Some(132));
+        assert_eq!(oom.killed_comm.as_deref(), Some("systemd-udevd"));
+        assert_eq!(oom.constraint.as_deref(), Some("CONSTRAINT_NONE"));
+        assert!(oom.memcg.is_none());
+        assert!(!j.truncated && !j.netns);
+    }
+
+    /// warn_alloc era (4.12) with printed names; DMA32 just below min, DMA held back by its
+    /// lowmem reserve: exhaustion. The second failure has no Mem-Info of its own.
+    #[test]
+    fn pagefault_4_12_is_exhaustion() {
+        let r = reports("4.12-pagefault-exhaustion.log");
+        assert_eq!(r.len(), 2);
+        let j = &r[0].json;
+        assert_eq!((j.comm.as_str(), j.order), ("tuned", Some(0)));
+        assert_eq!(j.mode.as_deref(), Some("0x14201ca"));
+        assert_eq!(
+            j.gfp_flags.as_deref(),
+            Some("GFP_HIGHUSER_MOVABLE|__GFP_COLD")
+        );
+        assert_eq!(j.gfp_layout, "printed by the kernel");
+        assert_eq!(j.kernel.as_deref(), Some("4.12.0-rc4-next-20170609+"));
+        assert_eq!(
+            (j.cpuset.as_deref(), j.mems_allowed.as_deref()),
+            (Some("/"), Some("0"))
+        );
+        assert_eq!(j.zone.as_deref(), Some("DMA32"));
+        assert_eq!((j.free_kb, j.min_kb), (Some(44568), Some(44640)));
+        assert_eq!(j.largest_free_order, Some(10));
+        assert_eq!(j.verdict, VerdictKind::Exhaustion, "{}", j.reason);
+        assert!(
+            j.reason
+                .contains("DMA 7120 kB free, 412 kB min + 6708 kB reserve"),
+            "{}",
+            j.reason
+        );
+        assert!(j.oom_kill.is_none());
+        let second = &r[1].json;
+        assert_eq!((second.comm.as_str(), second.order), ("a.out", Some(0)));
+        assert_eq!(second.verdict, VerdictKind::Unknown);
+        assert!(r.iter().all(|r| !r.json.truncated));
+    }
+
+    /// A syslog log pasted into a format=flowed, quoted-printable mail: wrapped lines and
+    /// `=3D`. Order 8 fails with 2 GB free; the only order >= 8 block is highatomic reserve.
+    #[test]
+    fn mail_wrapped_5_18_is_fragmentation() {
+        let r = reports("5.18-syslog-mail-wrapped-fragmentation.log");
+        assert_eq!(r.len(), 1);
+        let j = &r[0].json;
+        assert_eq!((j.comm.as_str(), j.order), ("20.p", Some(8)));
+        assert_eq!(j.mode.as_deref(), Some("0x40dc0"));
+        assert_eq!(
+            j.gfp_flags.as_deref(),
+            Some("GFP_KERNEL|__GFP_COMP|__GFP_ZERO")
+        );
+        assert_eq!(j.kernel.as_deref(), Some("5.18.5"));
+        assert_eq!(j.timestamp.as_deref(), Some("Jun 18 16:37:06"));
+        assert_eq!(j.nodemask.as_deref(), Some("(null)"));
+        assert_eq!(j.cpuset.as_deref(), Some("/"));
+        assert_eq!(j.zone.as_deref(), Some("Normal"));
+        assert_eq!((j.free_kb, j.min_kb), (Some(2157736), Some(65912)));
+        // Order 9 exists only as highatomic reserve, so the usable largest order is 6.
+        assert_eq!(j.largest_free_order, Some(6));
+        assert_eq!(j.verdict, VerdictKind::Fragmentation, "{}", j.reason);
+        assert!(j.reason.contains("highatomic reserve"), "{}", j.reason);
+        let largest: Vec<(&str, Option<u32>)> = j
+            .zones
+            .iter()
+            .map(|z| (z.zone.as_str(), z.largest_free_order))
+            .collect();
+        assert_eq!(
+            largest,
+            [("DMA", Some(10)), ("DMA32", Some(7)), ("Normal", Some(9))]
+        );
+        assert_eq!(
+            j.zones[2].free_blocks,
+            [65181, 61080, 19124, 12005, 6511, 2009, 173, 0, 0, 1, 0]
+        );
+        assert_eq!(j.call_trace.len(), 11, "{:?}", j.call_trace);
+        assert!(
+            j.call_trace
+                .contains(&"__alloc_pages_slowpath.constprop.0+0xb80/0xbb0".to_string())
+        );
+        assert!(!j.truncated);
+    }
+
+    #[test]
+    fn highatomic_reserve_is_for_atomic_requests_only() {
+        assert!(may_use_highatomic("GFP_ATOMIC|__GFP_COMP"));
+        assert!(may_use_highatomic("__GFP_HIGH|__GFP_NOWARN"));
+        assert!(!may_use_highatomic("GFP_HIGHUSER_MOVABLE"));
+        assert!(!may_use_highatomic("GFP_KERNEL|__GFP_HIGHMEM"));
     }
 }
