@@ -23,22 +23,135 @@ pub mod counter {
     pub const FAIL_BASE: u32 = ORDER_BUCKETS as u32;
     /// Ring-buffer reservations that failed: events lost in the kernel.
     pub const RINGBUF_DROPS: u32 = 2 * ORDER_BUCKETS as u32;
-    pub const COUNT: u32 = RINGBUF_DROPS + 1;
+    /// `COUNTERS[EXTFRAG_BASE + alloc_mt * MIGRATE_SLOTS + fallback_mt]`: migratetype fallbacks.
+    pub const EXTFRAG_BASE: u32 = RINGBUF_DROPS + 1;
+    /// `COUNTERS[EXTFRAG_FRAGMENTING_BASE + ...]`: the same, only fallbacks below pageblock order.
+    pub const EXTFRAG_FRAGMENTING_BASE: u32 = EXTFRAG_BASE + (MIGRATE_SLOTS * MIGRATE_SLOTS) as u32;
+    /// kcompactd wakeups.
+    pub const KCOMPACTD_WAKES: u32 =
+        EXTFRAG_FRAGMENTING_BASE + (MIGRATE_SLOTS * MIGRATE_SLOTS) as u32;
+    /// Compactions deferred (`mm_compaction_deferred`).
+    pub const COMPACTION_DEFERRED: u32 = KCOMPACTD_WAKES + 1;
+    pub const COUNT: u32 = COMPACTION_DEFERRED + 1;
+    use super::MIGRATE_SLOTS;
 }
 
+/// Migratetypes counted per (alloc, fallback) pair; the kernel has at most 7.
+pub const MIGRATE_SLOTS: usize = 8;
+
+/// What a record is. For [`MmEvent`] kinds, the meaning of `args` is given per kind.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
+    /// [`AllocFailEvent`].
     AllocFail = 1,
+    /// `mm_compaction_try_to_compact_pages`: args = [order, gfp, prio].
+    CompactTry = 2,
+    /// `mm_compaction_begin`: args = [].
+    CompactBegin = 3,
+    /// `mm_compaction_end`: args = [status].
+    CompactEnd = 4,
+    /// `oom:compact_retry`: args = [order, priority, result, retries, max_retries, retry?].
+    CompactRetry = 5,
+    /// `mm_vmscan_direct_reclaim_begin`: args = [order, gfp].
+    ReclaimBegin = 6,
+    /// `mm_vmscan_direct_reclaim_end`: args = [nr_reclaimed].
+    ReclaimEnd = 7,
+    /// `oom:mark_victim`: args = [victim pid].
+    OomVictim = 8,
+    /// A netns syscall window closed: args = [op (NetnsOp), flags, start ns, return value].
+    NetnsSyscall = 9,
+    /// `copy_net_ns` returned: args = [start ns, return value (pointer or -errno)].
+    CopyNetNs = 10,
+    /// `warn_alloc` entered: args = [gfp]; the header's task is the failing one.
+    AllocWarn = 11,
+    /// [`SlabCreateFailEvent`].
+    SlabCreateFail = 12,
 }
 
 impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            1 => Some(Self::AllocFail),
-            _ => None,
+        Some(match v {
+            1 => Self::AllocFail,
+            2 => Self::CompactTry,
+            3 => Self::CompactBegin,
+            4 => Self::CompactEnd,
+            5 => Self::CompactRetry,
+            6 => Self::ReclaimBegin,
+            7 => Self::ReclaimEnd,
+            8 => Self::OomVictim,
+            9 => Self::NetnsSyscall,
+            10 => Self::CopyNetNs,
+            11 => Self::AllocWarn,
+            12 => Self::SlabCreateFail,
+            _ => return None,
+        })
+    }
+}
+
+/// The syscall that opened a netns window ([`EventKind::NetnsSyscall`] args[0]).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetnsOp {
+    Unshare = 1,
+    Clone = 2,
+    Clone3 = 3,
+    Setns = 4,
+}
+
+impl NetnsOp {
+    pub fn from_u64(v: u64) -> Option<Self> {
+        Some(match v {
+            1 => Self::Unshare,
+            2 => Self::Clone,
+            3 => Self::Clone3,
+            4 => Self::Setns,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unshare => "unshare",
+            Self::Clone => "clone",
+            Self::Clone3 => "clone3",
+            Self::Setns => "setns",
         }
     }
+}
+
+pub const CLONE_NEWNET: u64 = 0x4000_0000;
+
+/// `AllocFailEvent::netns` values: how the failure was tied to a netns creation in the kernel.
+pub mod netns_window {
+    /// Not inside any window.
+    pub const NONE: u32 = 0;
+    /// Inside an unshare/clone/clone3/setns(CLONE_NEWNET) syscall.
+    pub const SYSCALL: u32 = 1;
+    /// Inside copy_net_ns (fexit/kretprobe): the precise window.
+    pub const COPY_NET_NS: u32 = 2;
+}
+
+/// A small lifecycle record: compaction, reclaim, OOM, netns, warn. `args` per [`EventKind`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmEvent {
+    pub header: EventHeader,
+    pub comm: [u8; TASK_COMM_LEN],
+    pub args: [u64; 6],
+}
+
+/// Length of a slab cache name kept in [`SlabCreateFailEvent`].
+pub const SLAB_NAME_LEN: usize = 64;
+
+/// A `kmem_cache_create` family call that returned NULL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SlabCreateFailEvent {
+    pub header: EventHeader,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// NUL-terminated cache name, e.g. `nf_conntrack_ffff8803eef66180`.
+    pub name: [u8; SLAB_NAME_LEN],
 }
 
 /// Fixed header at offset 0 of every record. 24 bytes, no padding.
@@ -66,6 +179,10 @@ pub struct AllocFailEvent {
     pub order: u32,
     pub migratetype: i32,
     pub comm: [u8; TASK_COMM_LEN],
+    /// A [`netns_window`] value.
+    pub netns: u32,
+    /// 1 when `warn_alloc` ran for this failure (it printed `page allocation failure`).
+    pub warned: u32,
     /// Bytes of `stack` filled by `bpf_get_stack`, or a negative errno.
     pub stack_bytes: i64,
     pub stack: [u64; MAX_STACK_DEPTH],
@@ -85,8 +202,11 @@ impl AllocFailEvent {
 
 // Layout guards: a change here is a change of the kernel/user contract.
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
-const _: () =
-    assert!(core::mem::size_of::<AllocFailEvent>() == 24 + 8 + 8 + 4 + 4 + 16 + 8 + 127 * 8);
+const _: () = assert!(
+    core::mem::size_of::<AllocFailEvent>() == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 8 + 127 * 8
+);
+const _: () = assert!(core::mem::size_of::<MmEvent>() == 24 + 16 + 48);
+const _: () = assert!(core::mem::size_of::<SlabCreateFailEvent>() == 24 + 16 + 64);
 const _: () = assert!(core::mem::offset_of!(AllocFailEvent, stack) % 8 == 0);
 
 #[cfg(feature = "user")]
@@ -95,6 +215,8 @@ mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no implicit padding (checked by the asserts above).
     unsafe impl aya::Pod for EventHeader {}
     unsafe impl aya::Pod for AllocFailEvent {}
+    unsafe impl aya::Pod for MmEvent {}
+    unsafe impl aya::Pod for SlabCreateFailEvent {}
 }
 
 /// Reads a record of type `T` from raw ring-buffer bytes. `None` if the buffer is too short.
@@ -136,6 +258,8 @@ mod tests {
             order: 6,
             migratetype: 0,
             comm: *b"pipe-filler\0\0\0\0\0",
+            netns: netns_window::COPY_NET_NS,
+            warned: 1,
             stack_bytes: 3 * 8,
             stack: [0; MAX_STACK_DEPTH],
         };
@@ -150,6 +274,33 @@ mod tests {
             EventKind::from_u32(back.header.kind),
             Some(EventKind::AllocFail)
         );
+        assert_eq!((back.netns, back.warned), (netns_window::COPY_NET_NS, 1));
+    }
+
+    #[test]
+    fn mm_event_round_trip_and_kinds() {
+        let ev = MmEvent {
+            header: EventHeader {
+                kind: EventKind::NetnsSyscall as u32,
+                ..Default::default()
+            },
+            comm: *b"runc:[1:CHILD]\0\0",
+            args: [
+                NetnsOp::Clone as u64,
+                CLONE_NEWNET,
+                5,
+                (-12i64) as u64,
+                0,
+                0,
+            ],
+        };
+        let back: MmEvent = read_record(record_bytes(&ev)).unwrap();
+        assert_eq!(back.args[3] as i64, -12);
+        assert_eq!(NetnsOp::from_u64(back.args[0]), Some(NetnsOp::Clone));
+        for k in 1..=12 {
+            assert_eq!(EventKind::from_u32(k).unwrap() as u32, k);
+        }
+        assert_eq!(EventKind::from_u32(13), None);
     }
 
     #[test]
@@ -163,6 +314,8 @@ mod tests {
             order: 0,
             migratetype: 0,
             comm: [0; 16],
+            netns: 0,
+            warned: 0,
             stack_bytes: -14,
             stack: [7; MAX_STACK_DEPTH],
         };

@@ -1,10 +1,15 @@
-//! fragtrace's kernel side. Each program is a thin wrapper over a `try_*` function; the shared
-//! logic lives in the modules below.
+//! fragtrace's kernel side. Each program is a thin wrapper over a handler; user space attaches
+//! each hook with the first method this kernel accepts.
 #![no_std]
 #![no_main]
 
+mod compaction;
 mod maps;
+mod netns;
+mod oom;
 mod page_alloc;
+mod slab;
+mod warn;
 
 #[cfg(not(test))]
 #[panic_handler]

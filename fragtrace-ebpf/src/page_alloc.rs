@@ -7,17 +7,19 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_ns,
-    },
-    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
-use fragtrace_common::{AllocFailEvent, EventKind, MAX_ORDER, MAX_STACK_DEPTH, counter};
+use fragtrace_common::{
+    AllocFailEvent, EventKind, MAX_ORDER, MAX_STACK_DEPTH, counter, netns_window,
+};
 
-use crate::maps::{EVENTS, bump, is_self};
+use crate::maps::{
+    COPY_NET_NS_START, EVENTS, NETNS_WINDOWS, WARNED, btf_and_raw_tracepoint, bump, current_tid,
+    header, is_self, load_const,
+};
 
 // Field offsets in the classic tracepoint record, read from tracefs `format` by user space.
 #[unsafe(no_mangle)]
@@ -32,12 +34,6 @@ static TP_GFP_SIZE: u32 = 8;
 #[unsafe(no_mangle)]
 static TP_MIGRATETYPE_OFFSET: u32 = 32;
 
-#[inline(always)]
-fn load_const(v: &u32) -> usize {
-    // SAFETY: a read of a load-time constant.
-    unsafe { core::ptr::read_volatile(v) as usize }
-}
-
 struct PageAlloc {
     failed: bool,
     order: u32,
@@ -45,28 +41,24 @@ struct PageAlloc {
     migratetype: i32,
 }
 
-#[btf_tracepoint(function = "mm_page_alloc")]
-pub fn page_alloc_btf(ctx: BtfTracePointContext) -> i32 {
-    let alloc = PageAlloc {
-        failed: ctx.arg::<*const c_void>(0).is_null(),
-        order: ctx.arg::<u32>(1),
-        gfp_flags: ctx.arg::<u32>(2) as u64,
-        migratetype: ctx.arg::<i32>(3),
-    };
-    let _ = try_page_alloc(&ctx, alloc);
-    0
-}
+// TP_PROTO(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)
+btf_and_raw_tracepoint!(
+    "mm_page_alloc",
+    page_alloc_btf,
+    page_alloc_raw,
+    page_alloc_args
+);
 
-#[raw_tracepoint(tracepoint = "mm_page_alloc")]
-pub fn page_alloc_raw(ctx: RawTracePointContext) -> i32 {
-    let alloc = PageAlloc {
-        failed: ctx.arg::<*const c_void>(0).is_null(),
-        order: ctx.arg::<u32>(1),
-        gfp_flags: ctx.arg::<u32>(2) as u64,
-        migratetype: ctx.arg::<i32>(3),
-    };
-    let _ = try_page_alloc(&ctx, alloc);
-    0
+fn page_alloc_args<C: EbpfContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
+    try_page_alloc(
+        ctx,
+        PageAlloc {
+            failed: arg(0) == 0,
+            order: arg(1) as u32,
+            gfp_flags: arg(2) as u32 as u64,
+            migratetype: arg(3) as i32,
+        },
+    )
 }
 
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
@@ -78,17 +70,17 @@ pub fn page_alloc_tp(ctx: TracePointContext) -> u32 {
 }
 
 fn read_tracepoint_record(ctx: &TracePointContext) -> Result<PageAlloc, i64> {
+    let at = |v: &u32| load_const(v) as usize;
     // SAFETY: offsets come from this kernel's tracefs format for this event.
     unsafe {
-        let pfn: u64 = ctx.read_at(load_const(&TP_PFN_OFFSET))?;
-        let order: u32 = ctx.read_at(load_const(&TP_ORDER_OFFSET))?;
-        let gfp_offset = load_const(&TP_GFP_OFFSET);
+        let pfn: u64 = ctx.read_at(at(&TP_PFN_OFFSET))?;
+        let order: u32 = ctx.read_at(at(&TP_ORDER_OFFSET))?;
         let gfp_flags = if load_const(&TP_GFP_SIZE) == 4 {
-            ctx.read_at::<u32>(gfp_offset)? as u64
+            ctx.read_at::<u32>(at(&TP_GFP_OFFSET))? as u64
         } else {
-            ctx.read_at::<u64>(gfp_offset)?
+            ctx.read_at::<u64>(at(&TP_GFP_OFFSET))?
         };
-        let migratetype: i32 = ctx.read_at(load_const(&TP_MIGRATETYPE_OFFSET))?;
+        let migratetype: i32 = ctx.read_at(at(&TP_MIGRATETYPE_OFFSET))?;
         Ok(PageAlloc {
             failed: pfn == u64::MAX,
             order,
@@ -114,6 +106,29 @@ fn try_page_alloc<C: EbpfContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i64> 
     }
     bump(counter::FAIL_BASE + bucket);
 
+    let tid = current_tid();
+    // SAFETY: map lookups by value; the values are plain integers.
+    let netns = unsafe {
+        if COPY_NET_NS_START.get(tid).is_some() {
+            netns_window::COPY_NET_NS
+        } else if NETNS_WINDOWS.get(tid).is_some() {
+            netns_window::SYSCALL
+        } else {
+            netns_window::NONE
+        }
+    };
+    // warn_alloc runs just before the failing allocator returns; a mark older than a second
+    // belongs to something else (vmalloc also calls warn_alloc).
+    // SAFETY: map lookup by value.
+    let warned = match unsafe { WARNED.get(tid) } {
+        Some(&since) => {
+            let _ = WARNED.remove(tid);
+            // SAFETY: helper without preconditions.
+            (unsafe { bpf_ktime_get_ns() }.wrapping_sub(since) < 1_000_000_000) as u32
+        }
+        None => 0,
+    };
+
     let Some(mut entry) = EVENTS.reserve::<AllocFailEvent>(0) else {
         bump(counter::RINGBUF_DROPS);
         warn!(
@@ -123,19 +138,16 @@ fn try_page_alloc<C: EbpfContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i64> 
         return Ok(());
     };
     let ev = entry.as_mut_ptr();
-    let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: `ev` points at a reserved record of the right size; every field is written below.
     unsafe {
-        (*ev).header.kind = EventKind::AllocFail as u32;
-        (*ev).header.cpu = bpf_get_smp_processor_id();
-        (*ev).header.ts_ns = bpf_ktime_get_ns();
-        (*ev).header.pid = (pid_tgid >> 32) as u32;
-        (*ev).header.tid = pid_tgid as u32;
+        (*ev).header = header(EventKind::AllocFail);
         (*ev).cgroup_id = bpf_get_current_cgroup_id();
         (*ev).gfp_flags = alloc.gfp_flags;
         (*ev).order = alloc.order;
         (*ev).migratetype = alloc.migratetype;
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*ev).netns = netns;
+        (*ev).warned = warned;
         let stack_ptr = core::ptr::addr_of_mut!((*ev).stack) as *mut c_void;
         (*ev).stack_bytes = bpf_get_stack(
             ctx.as_ptr(),

@@ -29,7 +29,11 @@ fn probes_reports_page_alloc_attached() {
     // This kernel has BTF and supports tp_btf: the preferred method must be the one chosen.
     assert_eq!(hook["method"], "tp_btf", "{v}");
     // raw_tp and the classic tracepoint work here too; probes tries every method.
-    assert_eq!(hook["available"], serde_json::json!(["tp_btf", "raw_tp", "tracepoint"]), "{v}");
+    assert_eq!(
+        hook["available"],
+        serde_json::json!(["tp_btf", "raw_tp", "tracepoint"]),
+        "{v}"
+    );
 }
 
 #[test]
@@ -123,6 +127,11 @@ fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) {
          stderr {stderr}"
     );
     for f in &fails {
+        // The memory cgroup was at its limit: that, not fragmentation, is the verdict.
+        assert_eq!(f["memcg_limited"], true, "{f}");
+        assert_eq!(f["verdict"], "memcg_limit", "{f}");
+        assert!(f["reason"].as_str().unwrap().contains("limit"), "{f}");
+        assert_eq!(f["netns"], false, "{f}");
         assert_eq!(f["order"], 6, "{f}");
         assert_eq!(f["comm"], "pipe-pressure", "{f}");
         let flags = f["gfp_flags"].as_str().unwrap();
@@ -191,4 +200,109 @@ fn filters_hide_other_tasks() {
     let s = summary(&events);
     assert_eq!(s["events"], 0);
     assert!(s["fail_by_order"][6].as_u64().unwrap() > 0, "{s}");
+}
+
+#[test]
+fn netns_creations_are_timed_and_failures_carry_their_errno() {
+    if !is_root_or_skip("netns_creations_are_timed_and_failures_carry_their_errno") {
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let ok_run = Command::new(env!("CARGO_BIN_EXE_netns-maker"))
+        .arg("5")
+        .output()
+        .unwrap();
+    let ok_result: serde_json::Value = serde_json::from_slice(&ok_run.stdout).unwrap();
+    assert_eq!(ok_result["ok"], 5, "{ok_result}");
+    // Unprivileged (nobody, no capabilities): unshare(CLONE_NEWNET) fails with EPERM.
+    let denied_run = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_netns-maker"))
+        .arg("2")
+        .output()
+        .unwrap();
+    let denied: serde_json::Value = serde_json::from_slice(&denied_run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&denied_run.stderr)));
+    assert_eq!(
+        denied["errnos"],
+        serde_json::json!([libc::EPERM, libc::EPERM]),
+        "{denied}"
+    );
+    let (events, stderr) = tracer.stop();
+
+    let netns_of = |pid: &serde_json::Value| -> Vec<&serde_json::Value> {
+        of_type(&events, "netns")
+            .into_iter()
+            .filter(|e| &e["pid"] == pid)
+            .collect()
+    };
+    let created = netns_of(&ok_result["pid"]);
+    assert_eq!(created.len(), 5, "{created:?}\n{stderr}");
+    for e in &created {
+        assert_eq!(e["op"], "unshare");
+        assert_eq!(e["ok"], true);
+        assert_eq!(e["comm"], "netns-maker");
+        assert!(e["latency_ns"].as_u64().unwrap() > 0, "{e}");
+    }
+    let failed = netns_of(&denied["pid"]);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for e in &failed {
+        assert_eq!(
+            (&e["ok"], &e["errno"], &e["error"]),
+            (
+                &serde_json::json!(false),
+                &serde_json::json!(1),
+                &serde_json::json!("EPERM")
+            ),
+            "{e}"
+        );
+    }
+    let s = summary(&events);
+    assert!(s["netns"]["latency"]["count"].as_u64().unwrap() >= 5, "{s}");
+    assert!(
+        s["netns"]["failed"]["unshare EPERM"].as_u64().unwrap() >= 2,
+        "{s}"
+    );
+}
+
+#[test]
+fn unavailable_hooks_are_named_once_with_a_reason() {
+    if !is_root_or_skip("unavailable_hooks_are_named_once_with_a_reason") {
+        return;
+    }
+    let out = Command::new(fragtrace_bin())
+        .args(["probes", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tracer = Tracer::start(&[]);
+    let (_, stderr) = tracer.stop();
+    for hook in v["hooks"].as_array().unwrap() {
+        let name = hook["hook"].as_str().unwrap();
+        let mentions = stderr
+            .lines()
+            .filter(|l| l.contains(&format!("{name} unavailable")))
+            .count();
+        if hook["attached"] == true {
+            assert_eq!(
+                mentions, 0,
+                "{name} attached but reported unavailable:\n{stderr}"
+            );
+        } else {
+            assert_eq!(mentions, 1, "{name} must be named once:\n{stderr}");
+            assert!(!hook["unavailable"].as_array().unwrap().is_empty());
+        }
+    }
+    // Everything a tracepoint can give attaches on this kernel.
+    for hook in v["hooks"].as_array().unwrap() {
+        let name = hook["hook"].as_str().unwrap();
+        if name.contains(':') {
+            assert_eq!(hook["attached"], true, "{hook}");
+        }
+    }
 }

@@ -56,6 +56,8 @@ mod tests {
             migratetype: "Unmovable".into(),
             cgroup_id: 0,
             stack: stack.iter().map(|s| s.to_string()).collect(),
+            netns_window: 0,
+            warned: false,
         }
     }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::{
     cli::ProbesArgs,
-    decode::tracefs,
+    decode::{kallsyms::Kallsyms, tracefs},
     hooks::{
         loader::{self, Mode},
         preflight,
@@ -25,7 +25,8 @@ struct ProbesJson {
 pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     preflight::require_privileges()?;
     let tracefs = tracefs::locate(None)?;
-    let loaded = loader::load(&tracefs, Mode::EveryMethod)?;
+    let kallsyms = Kallsyms::load().unwrap_or_default();
+    let loaded = loader::load(&tracefs, Mode::EveryMethod, &kallsyms)?;
     let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
     // Detach everything before printing: probing must leave nothing behind.
     drop(loaded);

@@ -9,10 +9,10 @@ use tokio::{
 };
 
 use crate::{
-    analysis::{filter::Filter, stats::FailureStats},
+    analysis::{filter::Filter, pipeline::Analyzer},
     cli::TraceArgs,
     decode::{
-        event::{Decoder, Event},
+        event::{Decoder, KernelSymbols},
         gfp::GfpTable,
         kallsyms::Kallsyms,
         migratetype::MigrateTypes,
@@ -20,6 +20,7 @@ use crate::{
     },
     error::{ExitStatus, fatal},
     hooks::{
+        catalog,
         counters::{CounterValues, Counters},
         loader::{self, HookStatus, Mode},
         preflight,
@@ -27,7 +28,7 @@ use crate::{
     },
     output::{
         Sink,
-        json::{AllocFailJson, HookJson},
+        json::{self, HookJson},
         status,
         summary::Summary,
         text,
@@ -60,7 +61,11 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         Some(kind) => Mode::Only(kind),
         None => Mode::FirstWorking,
     };
-    let mut loaded = loader::load(&tracefs, mode)?;
+    let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
+        warn(&format!("stacks shown as addresses: {e:#}"));
+        Kallsyms::default()
+    });
+    let mut loaded = loader::load(&tracefs, mode, &kallsyms)?;
     loaded.require_any_attached()?;
     report_hooks(&loaded.hooks);
 
@@ -73,11 +78,8 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             None
         }
     };
-    let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
-        warn(&format!("stacks shown as addresses: {e:#}"));
-        Kallsyms::default()
-    });
-    let decoder = Decoder::new(gfp, MigrateTypes::load(), kallsyms);
+    let mut decoder = Decoder::new(gfp, MigrateTypes::load(), kallsyms);
+    decoder.symbols = KernelSymbols::load(&tracefs);
     let _bpf_log = start_bpf_logger(&mut loaded.ebpf);
     let counters = Counters::new(loaded.take_map("COUNTERS")?)?;
     let mut reader = EventReader::new(loaded.take_map("EVENTS")?)?;
@@ -85,12 +87,14 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
 
     let mut run = Run {
         args: &args,
-        filter: Filter::from_args(&args),
+        analyzer: Analyzer::new(Filter::from_args(&args)),
         decoder: &decoder,
-        stats: FailureStats::default(),
         sink: Sink::stdout(),
         write_error: None,
     };
+    run.analyzer.attributor.zones.sample();
+    let mut zone_tick = tokio::time::interval(ZONE_SAMPLE_PERIOD);
+    zone_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     status::enable(!args.no_status && !args.json);
     let attached_names = attached_summary(&loaded.hooks);
 
@@ -112,8 +116,12 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
             _ = &mut deadline => break Ok(()),
             _ = tick.tick() => {
                 if let Ok(c) = counters.read() {
-                    status::draw(&status_text(&attached_names, &c, &run.stats, started.elapsed()));
+                    let shown = run.analyzer.totals.failures.shown;
+                    status::draw(&status_text(&attached_names, &c, shown, started.elapsed()));
                 }
+            }
+            _ = zone_tick.tick() => {
+                run.analyzer.attributor.zones.sample();
             }
             res = reader.next_batch(&mut batch) => {
                 if let Err(e) = res {
@@ -132,10 +140,13 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     status::clear();
 
     let counters = counters.read()?;
+    run.analyzer.attributor.zones.sample();
     let summary = Summary {
         duration_s: started.elapsed().as_secs_f64(),
         counters: &counters,
-        stats: &run.stats,
+        totals: &run.analyzer.totals,
+        zones: &run.analyzer.attributor.zones,
+        migratetypes: &decoder.migratetypes,
         hooks,
         top: args.top,
     };
@@ -166,12 +177,14 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often the zone state is sampled besides at each failure.
+const ZONE_SAMPLE_PERIOD: Duration = Duration::from_secs(10);
+
 /// Per-run state for turning records into output.
 struct Run<'a> {
     args: &'a TraceArgs,
-    filter: Filter,
+    analyzer: Analyzer,
     decoder: &'a Decoder,
-    stats: FailureStats,
     sink: Sink,
     /// The first write error; output stops there, counting does not.
     write_error: Option<io::Error>,
@@ -179,22 +192,21 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn handle(&mut self, batch: &mut Vec<Bytes>) {
-        for record in batch.drain(..) {
-            let Ok(Event::AllocFail(ev)) = self.decoder.decode(&record) else {
-                self.stats.undecodable += 1;
+        for bytes in batch.drain(..) {
+            let Ok(event) = self.decoder.decode(&bytes) else {
+                self.analyzer.totals.failures.undecodable += 1;
                 continue;
             };
-            if !self.filter.matches(&ev) {
+            let Some(record) = self.analyzer.on_event(event, self.decoder) else {
                 continue;
-            }
-            self.stats.record(&ev);
+            };
             if self.write_error.is_some() {
                 continue;
             }
             let line = if self.args.json {
-                serde_json::to_string(&AllocFailJson::new(&ev)).expect("event serializes")
+                json::record(&record, self.decoder)
             } else {
-                text::alloc_fail(&ev, self.args.frames)
+                text::record(&record, self.args.frames, self.decoder)
             };
             if let Err(e) = self.sink.line(&line) {
                 self.write_error = Some(e);
@@ -203,6 +215,8 @@ impl Run<'_> {
     }
 }
 
+/// One line per hook that fell back or is unavailable (with the kernel's reasons), the page
+/// allocator hook's method, and a count.
 fn report_hooks(hooks: &[HookStatus]) {
     for h in hooks {
         let failed: Vec<String> = h
@@ -211,19 +225,23 @@ fn report_hooks(hooks: &[HookStatus]) {
             .filter_map(|a| {
                 a.error
                     .as_ref()
-                    .map(|e| format!("{}: {e}", a.method.kind()))
+                    .map(|e| format!("{}: {e}", a.method.label()))
             })
             .collect();
         match h.attached() {
-            Some(m) if failed.is_empty() => {
-                eprintln!("fragtrace: {} attached via {}", h.hook.name, m.kind())
+            Some(m) if h.hook.name == catalog::PAGE_ALLOC.name || !failed.is_empty() => {
+                let note = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failed.join("; "))
+                };
+                eprintln!(
+                    "fragtrace: {} attached via {}{note}",
+                    h.hook.name,
+                    m.label()
+                );
             }
-            Some(m) => eprintln!(
-                "fragtrace: {} attached via {} ({})",
-                h.hook.name,
-                m.kind(),
-                failed.join("; ")
-            ),
+            Some(_) => {}
             None => eprintln!(
                 "fragtrace: {} unavailable on this kernel ({})",
                 h.hook.name,
@@ -231,31 +249,21 @@ fn report_hooks(hooks: &[HookStatus]) {
             ),
         }
     }
+    eprintln!("fragtrace: {}", attached_summary(hooks));
 }
 
 fn attached_summary(hooks: &[HookStatus]) -> String {
-    hooks
-        .iter()
-        .filter_map(|h| {
-            h.attached()
-                .map(|m| format!("{}({})", h.hook.name, m.kind()))
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let attached = hooks.iter().filter(|h| h.attached().is_some()).count();
+    format!("{attached}/{} hooks attached", hooks.len())
 }
 
-fn status_text(
-    attached: &str,
-    c: &CounterValues,
-    stats: &FailureStats,
-    elapsed: Duration,
-) -> String {
+fn status_text(attached: &str, c: &CounterValues, shown: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs();
     format!(
         "{attached} | allocations {} | failures {} | shown {} | dropped {} | {:02}:{:02}:{:02}",
         c.allocs(),
         c.failures(),
-        stats.shown,
+        shown,
         c.ringbuf_drops,
         secs / 3600,
         secs / 60 % 60,

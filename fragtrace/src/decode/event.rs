@@ -1,8 +1,20 @@
 //! Raw ring-buffer records to typed events with names: gfp flags, migratetype, symbols, time.
 use anyhow::{Result, bail};
-use fragtrace_common::{AllocFailEvent, EventHeader, EventKind, read_record};
+use fragtrace_common::{
+    AllocFailEvent, EventHeader, EventKind, MmEvent, SlabCreateFailEvent, read_record,
+};
 
-use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes};
+use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols};
+
+/// Who and when, for every event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub ts_ns: u64,
+    pub time: jiff::Timestamp,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
 
 /// A failed page allocation, decoded.
 #[derive(Debug, Clone)]
@@ -19,11 +31,50 @@ pub struct AllocFail {
     pub cgroup_id: u64,
     /// Symbolized frames, innermost first, tracing machinery removed.
     pub stack: Vec<String>,
+    /// A `fragtrace_common::netns_window` value: inside a netns creation, and how it is known.
+    pub netns_window: u32,
+    /// warn_alloc ran for it: the kernel printed `page allocation failure`.
+    pub warned: bool,
 }
 
 #[derive(Debug, Clone)]
 pub enum Event {
     AllocFail(AllocFail),
+    /// Compaction, reclaim, OOM, netns and warn records; `args` per [`EventKind`].
+    Mm {
+        task: Task,
+        kind: EventKind,
+        args: [u64; 6],
+    },
+    SlabCreateFail {
+        task: Task,
+        cache: String,
+    },
+}
+
+/// Names of kernel enums printed by tracepoints, from their tracefs `print fmt`.
+#[derive(Debug, Clone, Default)]
+pub struct KernelSymbols {
+    pub compaction_status: Symbols,
+    pub compact_priority: Symbols,
+    pub compact_result: Symbols,
+}
+
+impl KernelSymbols {
+    pub fn load(tracefs: &std::path::Path) -> Self {
+        let fmt = |cat: &str, ev: &str| {
+            super::tracefs::EventFormat::read(tracefs, cat, ev)
+                .map(|f| f.print_fmt)
+                .unwrap_or_default()
+        };
+        let end = fmt("compaction", "mm_compaction_end");
+        let retry = fmt("oom", "compact_retry");
+        Self {
+            compaction_status: Symbols::from_print_fmt(&end, "status"),
+            compact_priority: Symbols::from_print_fmt(&retry, "priority"),
+            compact_result: Symbols::from_print_fmt(&retry, "result"),
+        }
+    }
 }
 
 /// Everything needed to name what the kernel sent.
@@ -31,6 +82,7 @@ pub struct Decoder {
     pub gfp: Option<GfpTable>,
     pub migratetypes: MigrateTypes,
     pub kallsyms: Kallsyms,
+    pub symbols: KernelSymbols,
     clock: MonotonicClock,
 }
 
@@ -40,6 +92,7 @@ impl Decoder {
             gfp,
             migratetypes,
             kallsyms,
+            symbols: KernelSymbols::default(),
             clock: MonotonicClock::now(),
         }
     }
@@ -55,7 +108,36 @@ impl Decoder {
                 };
                 Ok(Event::AllocFail(self.alloc_fail(&raw)))
             }
+            Some(EventKind::SlabCreateFail) => {
+                let Some(raw) = read_record::<SlabCreateFailEvent>(bytes) else {
+                    bail!("short slab_create_fail record ({} bytes)", bytes.len());
+                };
+                Ok(Event::SlabCreateFail {
+                    task: self.task(&raw.header, &raw.comm),
+                    cache: c_str(&raw.name),
+                })
+            }
+            Some(kind) => {
+                let Some(raw) = read_record::<MmEvent>(bytes) else {
+                    bail!("short {kind:?} record ({} bytes)", bytes.len());
+                };
+                Ok(Event::Mm {
+                    task: self.task(&raw.header, &raw.comm),
+                    kind,
+                    args: raw.args,
+                })
+            }
             None => bail!("unknown record kind {}", header.kind),
+        }
+    }
+
+    fn task(&self, header: &EventHeader, comm: &[u8]) -> Task {
+        Task {
+            ts_ns: header.ts_ns,
+            time: self.clock.wall_time(header.ts_ns),
+            pid: header.pid,
+            tid: header.tid,
+            comm: c_str(comm),
         }
     }
 
@@ -65,13 +147,15 @@ impl Decoder {
             time: self.clock.wall_time(raw.header.ts_ns),
             pid: raw.header.pid,
             tid: raw.header.tid,
-            comm: comm_str(&raw.comm),
+            comm: c_str(&raw.comm),
             order: raw.order,
             gfp: raw.gfp_flags,
             gfp_flags: self.gfp_names(raw.gfp_flags),
             migratetype: self.migratetypes.name(raw.migratetype),
             cgroup_id: raw.cgroup_id,
             stack: self.symbolize(raw.frames()),
+            netns_window: raw.netns,
+            warned: raw.warned != 0,
         }
     }
 
@@ -113,7 +197,7 @@ fn is_tracing_frame(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p)) || name.starts_with("trace_mm_page_alloc")
 }
 
-fn comm_str(comm: &[u8]) -> String {
+fn c_str(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
@@ -138,6 +222,7 @@ impl MonotonicClock {
         jiff::Timestamp::from_nanosecond(ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
+    #[cfg(test)]
     pub fn monotonic_now_ns() -> u64 {
         clock_ns(libc::CLOCK_MONOTONIC) as u64
     }
@@ -185,6 +270,8 @@ mod tests {
             order: 6,
             migratetype: 0,
             comm: *b"pipe\0\0\0\0\0\0\0\0\0\0\0\0",
+            netns: 0,
+            warned: 0,
             stack_bytes: 4 * 8,
             stack: [0; MAX_STACK_DEPTH],
         };
@@ -194,7 +281,9 @@ mod tests {
             0xffffffff812a0030,
             0xffffffff81300040,
         ]);
-        let Event::AllocFail(ev) = d.decode(record_bytes(&raw)).unwrap();
+        let Event::AllocFail(ev) = d.decode(record_bytes(&raw)).unwrap() else {
+            panic!("not an alloc_fail");
+        };
         assert_eq!(ev.comm, "pipe");
         assert_eq!(
             ev.gfp_flags,

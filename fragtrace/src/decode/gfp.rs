@@ -4,9 +4,9 @@
 //! `__print_flags(REC->gfp_flags, "|", {mask, "NAME"}, ...)` call whose masks are C constant
 //! expressions. [`GfpTable::from_print_fmt`] evaluates them; [`GfpTable::decode`] applies the
 //! kernel's own `trace_print_flags_seq` rules, so the names are exactly what ftrace would print.
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
-use super::cexpr;
+use super::print_fmt;
 
 /// One `{mask, "NAME"}` entry, in table order (composite names first, as the kernel lists them).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,38 +27,10 @@ impl GfpTable {
 
     /// Parses the flag table out of a tracefs event `format` file (or just its `print fmt`).
     pub fn from_print_fmt(format: &str) -> Result<Self> {
-        let start = format
-            .find("__print_flags(")
-            .context("no __print_flags() in the event's print fmt")?;
-        let body = &format[start + "__print_flags(".len()..];
-        let mut flags = Vec::new();
-        let mut rest = body;
-        // Entries are brace groups at the call's top level: `{ expr, "NAME" }`.
-        while let Some(open) = rest.find('{') {
-            // Stop at the call's closing parenthesis.
-            if let Some(close_paren) = top_level_close_paren(rest)
-                && close_paren < open
-            {
-                break;
-            }
-            let close = matching_brace(&rest[open..])
-                .map(|i| open + i)
-                .context("unbalanced braces in __print_flags")?;
-            let entry = &rest[open + 1..close];
-            rest = &rest[close + 1..];
-            let Some((expr, name)) = split_entry(entry) else {
-                continue; // the `{ 0, NULL }` terminator or a malformed entry
-            };
-            let mask = cexpr::eval(expr)
-                .with_context(|| format!("cannot evaluate the mask of {name}: {expr}"))?;
-            flags.push(GfpFlag {
-                mask,
-                name: name.to_string(),
-            });
-        }
-        if flags.is_empty() {
-            bail!("the __print_flags() table is empty");
-        }
+        let flags = print_fmt::table(format, "__print_flags(")?
+            .into_iter()
+            .map(|(mask, name)| GfpFlag { mask, name })
+            .collect();
         Ok(Self { flags })
     }
 
@@ -84,53 +56,6 @@ impl GfpTable {
         }
         parts.join("|")
     }
-}
-
-/// Index of the `)` that closes the enclosing call, ignoring nested parentheses and strings.
-fn top_level_close_paren(s: &str) -> Option<usize> {
-    let mut depth = 0i32;
-    let mut in_str = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => in_str = !in_str,
-            _ if in_str => {}
-            '(' | '{' => depth += 1,
-            '}' => depth -= 1,
-            ')' if depth == 0 => return Some(i),
-            ')' => depth -= 1,
-            _ => {}
-        }
-    }
-    None
-}
-
-fn matching_brace(s: &str) -> Option<usize> {
-    let mut depth = 0i32;
-    let mut in_str = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => in_str = !in_str,
-            _ if in_str => {}
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// `expr, "NAME"` -> (expr, NAME). None for the terminator (no string literal).
-fn split_entry(entry: &str) -> Option<(&str, &str)> {
-    let name_end = entry.rfind('"')?;
-    let name_start = entry[..name_end].rfind('"')?;
-    let name = &entry[name_start + 1..name_end];
-    let expr = entry[..name_start].trim_end().strip_suffix(',')?.trim();
-    Some((expr, name))
 }
 
 #[cfg(test)]

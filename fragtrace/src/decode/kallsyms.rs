@@ -77,6 +77,11 @@ impl Kallsyms {
         }
     }
 
+    /// The address of a text symbol, if the kernel has it.
+    pub fn address_of(&self, name: &str) -> Option<u64> {
+        self.syms.iter().find(|s| s.name == name).map(|s| s.addr)
+    }
+
     /// Name only (no offset), for matching.
     pub fn name(&self, addr: u64) -> Option<&str> {
         self.lookup(addr).map(|(n, _, _)| n)

@@ -4,4 +4,5 @@ pub mod event;
 pub mod gfp;
 pub mod kallsyms;
 pub mod migratetype;
+pub mod print_fmt;
 pub mod tracefs;

@@ -1,7 +1,7 @@
 //! The per-CPU counters the kernel side bumps, summed over CPUs.
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
-use fragtrace_common::{ORDER_BUCKETS, counter};
+use fragtrace_common::{MIGRATE_SLOTS, ORDER_BUCKETS, counter};
 
 pub struct Counters {
     map: PerCpuArray<MapData, u64>,
@@ -13,6 +13,12 @@ pub struct CounterValues {
     pub alloc_by_order: [u64; ORDER_BUCKETS],
     pub fail_by_order: [u64; ORDER_BUCKETS],
     pub ringbuf_drops: u64,
+    /// `mm_page_alloc_extfrag` per `alloc_mt * MIGRATE_SLOTS + fallback_mt`.
+    pub extfrag: Vec<u64>,
+    /// The same, only the fallbacks below pageblock order.
+    pub extfrag_fragmenting: Vec<u64>,
+    pub kcompactd_wakes: u64,
+    pub compaction_deferred: u64,
 }
 
 impl CounterValues {
@@ -46,6 +52,14 @@ impl Counters {
             values.fail_by_order[order as usize] = sum(counter::FAIL_BASE + order)?;
         }
         values.ringbuf_drops = sum(counter::RINGBUF_DROPS)?;
+        for pair in 0..(MIGRATE_SLOTS * MIGRATE_SLOTS) as u32 {
+            values.extfrag.push(sum(counter::EXTFRAG_BASE + pair)?);
+            values
+                .extfrag_fragmenting
+                .push(sum(counter::EXTFRAG_FRAGMENTING_BASE + pair)?);
+        }
+        values.kcompactd_wakes = sum(counter::KCOMPACTD_WAKES)?;
+        values.compaction_deferred = sum(counter::COMPACTION_DEFERRED)?;
         Ok(values)
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{BtfTracePoint, ProgramError, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, ProgramError, RawTracePoint, TracePoint},
 };
 
 use super::{
@@ -14,7 +14,7 @@ use super::{
     preflight,
 };
 use crate::{
-    decode::tracefs::EventFormat,
+    decode::{kallsyms::Kallsyms, tracefs::EventFormat},
     error::{ExitStatus, fatal},
 };
 
@@ -63,37 +63,63 @@ pub struct Loaded {
     pub page_alloc_format: Result<EventFormat, String>,
 }
 
+/// What the kernel offers, read once before attaching.
+struct Kernel<'a> {
+    btf: Result<Btf, String>,
+    kprobes: Result<(), String>,
+    kallsyms: &'a Kallsyms,
+    /// Classic tracepoint programs whose record offsets could not be read, with the reason.
+    missing_offsets: Vec<(&'static str, String)>,
+}
+
 /// Callers check privileges first ([`preflight::require_privileges`]).
-pub fn load(tracefs: &Path, mode: Mode<'_>) -> Result<Loaded> {
+pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loaded> {
     preflight::raise_memlock_limit();
-    let btf = preflight::kernel_btf();
     let page_alloc_format =
         EventFormat::read(tracefs, "kmem", "mm_page_alloc").map_err(|e| format!("{e:#}"));
+    let mut kernel = Kernel {
+        btf: preflight::kernel_btf(),
+        kprobes: preflight::kprobe_support(tracefs),
+        kallsyms,
+        missing_offsets: Vec::new(),
+    };
 
-    let mut loader = EbpfLoader::new();
-    loader.btf(btf.as_ref().ok());
-    let own_pid = std::process::id();
-    loader.override_global("FRAGTRACE_TGID", &own_pid, true);
-    // Offsets for the classic tracepoint program; only it reads them.
-    let mut offsets: Vec<(&'static str, u32)> = Vec::new();
-    if let Ok(format) = &page_alloc_format {
-        let field = |name| format.field(name).map(|f| (f.offset, f.size));
-        if let (Ok(pfn), Ok(order), Ok(gfp), Ok(mt)) = (
-            field("pfn"),
-            field("order"),
-            field("gfp_flags"),
-            field("migratetype"),
-        ) {
-            offsets = vec![
-                ("TP_PFN_OFFSET", pfn.0),
-                ("TP_ORDER_OFFSET", order.0),
-                ("TP_GFP_OFFSET", gfp.0),
-                ("TP_GFP_SIZE", gfp.1),
-                ("TP_MIGRATETYPE_OFFSET", mt.0),
-            ];
+    let mut globals: Vec<(&'static str, u32)> = vec![
+        ("FRAGTRACE_TGID", std::process::id()),
+        ("PAGEBLOCK_ORDER", preflight::pageblock_order()),
+    ];
+    match page_alloc_offsets(&page_alloc_format) {
+        Ok(offsets) => globals.extend(offsets),
+        Err(e) => kernel.missing_offsets.push(("page_alloc_tp", e)),
+    }
+    // Classic tracepoints read one field at an offset taken from tracefs.
+    for (program, category, event, field, global) in [
+        (
+            "oom_mark_victim",
+            "oom",
+            "mark_victim",
+            "pid",
+            "OOM_PID_OFFSET",
+        ),
+        (
+            "compact_end_tp",
+            "compaction",
+            "mm_compaction_end",
+            "status",
+            "COMPACT_STATUS_OFFSET",
+        ),
+    ] {
+        match EventFormat::read(tracefs, category, event).and_then(|f| Ok(f.field(field)?.offset)) {
+            Ok(offset) => globals.push((global, offset)),
+            Err(e) => kernel
+                .missing_offsets
+                .push((program, format!("tracefs format unreadable: {e:#}"))),
         }
     }
-    for (name, value) in &offsets {
+
+    let mut loader = EbpfLoader::new();
+    loader.btf(kernel.btf.as_ref().ok());
+    for (name, value) in &globals {
         loader.override_global(name, value, true);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
@@ -113,14 +139,7 @@ pub fn load(tracefs: &Path, mode: Mode<'_>) -> Result<Loaded> {
             if matches!(mode, Mode::Only(kind) if kind != method.kind()) {
                 continue;
             }
-            let error = attach(
-                &mut ebpf,
-                method,
-                &btf,
-                &page_alloc_format,
-                offsets.is_empty(),
-            )
-            .err();
+            let error = attach(&mut ebpf, method, &kernel).err();
             let ok = error.is_none();
             attempts.push(Attempt { method, error });
             if ok && mode != Mode::EveryMethod {
@@ -136,40 +155,124 @@ pub fn load(tracefs: &Path, mode: Mode<'_>) -> Result<Loaded> {
     })
 }
 
-fn attach(
+/// Offsets of the classic `kmem/mm_page_alloc` record fields for `page_alloc_tp`.
+fn page_alloc_offsets(
+    format: &Result<EventFormat, String>,
+) -> Result<Vec<(&'static str, u32)>, String> {
+    let format = format
+        .as_ref()
+        .map_err(|e| format!("tracefs format unreadable: {e}"))?;
+    let field = |name| {
+        format
+            .field(name)
+            .map(|f| (f.offset, f.size))
+            .map_err(|e| format!("tracefs format lacks the expected fields: {e}"))
+    };
+    let (pfn, order, gfp, mt) = (
+        field("pfn")?,
+        field("order")?,
+        field("gfp_flags")?,
+        field("migratetype")?,
+    );
+    Ok(vec![
+        ("TP_PFN_OFFSET", pfn.0),
+        ("TP_ORDER_OFFSET", order.0),
+        ("TP_GFP_OFFSET", gfp.0),
+        ("TP_GFP_SIZE", gfp.1),
+        ("TP_MIGRATETYPE_OFFSET", mt.0),
+    ])
+}
+
+fn attach(ebpf: &mut Ebpf, method: Method, kernel: &Kernel<'_>) -> Result<(), String> {
+    if let Some(function) = method.function() {
+        if matches!(
+            method,
+            Method::Kprobe { .. } | Method::KprobeKretprobe { .. }
+        ) {
+            kernel.kprobes.clone()?;
+        } else {
+            kernel.btf.as_ref().map_err(Clone::clone)?;
+        }
+        if kernel.kallsyms.address_of(function).is_none() && !kernel.kallsyms.is_empty() {
+            return Err(format!("{function} is not in this kernel"));
+        }
+    }
+    let programs = method.programs();
+    for (i, program) in programs.iter().enumerate() {
+        if let Err(e) = attach_program(ebpf, method, program, kernel) {
+            // Undo the first half of a pair so nothing stays half-attached.
+            for done in &programs[..i] {
+                if let Some(p) = ebpf.program_mut(done) {
+                    let _ = unload(p);
+                }
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn attach_program(
     ebpf: &mut Ebpf,
     method: Method,
-    btf: &Result<Btf, String>,
-    format: &Result<EventFormat, String>,
-    offsets_missing: bool,
+    name: &str,
+    kernel: &Kernel<'_>,
 ) -> Result<(), String> {
+    if let Some((_, why)) = kernel.missing_offsets.iter().find(|(p, _)| *p == name) {
+        return Err(why.clone());
+    }
     let program = ebpf
-        .program_mut(method.program())
-        .ok_or_else(|| format!("program {} missing from the eBPF object", method.program()))?;
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the eBPF object"))?;
     let res: Result<(), ProgramError> = match method {
         Method::TpBtf { event, .. } => {
-            let btf = btf.as_ref().map_err(Clone::clone)?;
+            let btf = kernel.btf.as_ref().map_err(Clone::clone)?;
             let p: &mut BtfTracePoint = program.try_into().map_err(|e| first_line(&e))?;
-            p.load(event, btf).and_then(|()| p.attach().map(drop))
+            load_once(p.load(event, btf)).and_then(|()| p.attach().map(drop))
         }
         Method::RawTp { event, .. } => {
             let p: &mut RawTracePoint = program.try_into().map_err(|e| first_line(&e))?;
-            p.load().and_then(|()| p.attach(event).map(drop))
+            load_once(p.load()).and_then(|()| p.attach(event).map(drop))
         }
         Method::Tracepoint {
             category, event, ..
         } => {
-            if let Err(e) = format {
-                return Err(format!("tracefs format unreadable: {e}"));
-            }
-            if offsets_missing {
-                return Err("tracefs format lacks the expected fields".into());
-            }
             let p: &mut TracePoint = program.try_into().map_err(|e| first_line(&e))?;
-            p.load().and_then(|()| p.attach(category, event).map(drop))
+            load_once(p.load()).and_then(|()| p.attach(category, event).map(drop))
+        }
+        Method::Kprobe { function, .. } | Method::KprobeKretprobe { function, .. } => {
+            let p: &mut KProbe = program.try_into().map_err(|e| first_line(&e))?;
+            load_once(p.load()).and_then(|()| p.attach(function, 0).map(drop))
+        }
+        Method::Fexit { function, .. } | Method::FentryFexit { function, .. } => {
+            let btf = kernel.btf.as_ref().map_err(Clone::clone)?;
+            if let Ok(p) = <&mut FEntry>::try_from(&mut *program) {
+                load_once(p.load(function, btf)).and_then(|()| p.attach().map(drop))
+            } else {
+                let p: &mut FExit = program.try_into().map_err(|e| first_line(&e))?;
+                load_once(p.load(function, btf)).and_then(|()| p.attach().map(drop))
+            }
         }
     };
     res.map_err(|e| explain(&e))
+}
+
+/// A program shared by two methods (one kprobe on either of two functions) is loaded once.
+fn load_once(res: Result<(), ProgramError>) -> Result<(), ProgramError> {
+    match res {
+        Err(ProgramError::AlreadyLoaded) => Ok(()),
+        other => other,
+    }
+}
+
+fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
+    use aya::programs::Program;
+    match program {
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        _ => Ok(()),
+    }
 }
 
 /// A short reason for a refused program: the error chain's first lines, not the verifier log.

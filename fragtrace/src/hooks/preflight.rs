@@ -46,3 +46,26 @@ pub fn kernel_btf() -> Result<aya::Btf, String> {
     }
     aya::Btf::from_sys_fs().map_err(|e| format!("cannot parse kernel BTF: {e}"))
 }
+
+/// Whether kprobes can attach: the kprobe PMU or tracefs `kprobe_events` must exist.
+pub fn kprobe_support(tracefs: &std::path::Path) -> Result<(), String> {
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        || tracefs.join("kprobe_events").exists()
+    {
+        Ok(())
+    } else {
+        Err("kprobes not built into this kernel (CONFIG_KPROBES)".to_string())
+    }
+}
+
+/// The pageblock order from /proc/pagetypeinfo (`Page block order: 9`), 9 if unreadable.
+pub fn pageblock_order() -> u32 {
+    std::fs::read_to_string("/proc/pagetypeinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Page block order:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(9)
+}

@@ -1,7 +1,40 @@
 //! JSON lines. Field names are a contract (docs/json.md): add fields, never rename them.
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
-use crate::decode::event::AllocFail;
+use crate::{
+    analysis::{
+        attribution::{FailureContext, ZoneFree},
+        histogram::LatencySummary,
+        netns::errno_name,
+        pipeline::Record,
+        stalls::Stall,
+    },
+    decode::event::{AllocFail, Decoder, Task},
+};
+
+/// The fields every task event starts with.
+#[derive(Serialize)]
+pub struct TaskFields<'a> {
+    pub ts_ns: u64,
+    pub time: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: &'a str,
+}
+
+impl<'a> TaskFields<'a> {
+    pub fn new(t: &'a Task) -> Self {
+        Self {
+            ts_ns: t.ts_ns,
+            time: t.time.to_string(),
+            pid: t.pid,
+            tid: t.tid,
+            comm: &t.comm,
+        }
+    }
+}
 
 #[derive(Serialize)]
 pub struct AllocFailJson<'a> {
@@ -18,10 +51,19 @@ pub struct AllocFailJson<'a> {
     pub migratetype: &'a str,
     pub cgroup_id: u64,
     pub stack: &'a [String],
+    pub netns: bool,
+    pub netns_evidence: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
+    pub memcg_limited: Option<bool>,
+    pub warned: bool,
+    pub verdict: &'static str,
+    pub reason: &'a str,
 }
 
 impl<'a> AllocFailJson<'a> {
-    pub fn new(ev: &'a AllocFail) -> Self {
+    pub fn new(ev: &'a AllocFail, ctx: &'a FailureContext) -> Self {
+        let container = ctx.container.as_ref();
         Self {
             kind: "alloc_fail",
             ts_ns: ev.ts_ns,
@@ -35,8 +77,213 @@ impl<'a> AllocFailJson<'a> {
             migratetype: &ev.migratetype,
             cgroup_id: ev.cgroup_id,
             stack: &ev.stack,
+            netns: ctx.netns,
+            netns_evidence: ctx.netns_evidence.as_deref(),
+            container_id: container.and_then(|c| c.container_id.as_deref()),
+            pod_uid: container.and_then(|c| c.pod_uid.as_deref()),
+            memcg_limited: ctx.memcg_limited,
+            warned: ev.warned,
+            verdict: ctx.verdict.kind.as_str(),
+            reason: &ctx.verdict.reason,
         }
     }
+}
+
+/// Any record as one JSON line.
+pub fn record(rec: &Record, decoder: &Decoder) -> String {
+    let value = match rec {
+        Record::AllocFail(ev, ctx) => serde_json::to_value(AllocFailJson::new(ev, ctx)),
+        Record::AllocWarn {
+            task,
+            gfp,
+            gfp_flags,
+        } => serde_json::to_value(AllocWarnJson {
+            kind: "alloc_warn",
+            task: TaskFields::new(task),
+            gfp: *gfp,
+            gfp_flags,
+        }),
+        Record::Stall(Stall::Compaction {
+            task,
+            request,
+            status,
+            stall_ns,
+        }) => serde_json::to_value(CompactionJson {
+            kind: "compaction",
+            event: "pass",
+            task: TaskFields::new(task),
+            direct: request.is_some(),
+            order: request.map(|r| r.order),
+            gfp: request.map(|r| r.gfp),
+            gfp_flags: request.map(|r| decoder.gfp_names(r.gfp)),
+            priority: request.map(|r| r.prio),
+            status: Some(decoder.symbols.compaction_status.name(*status as u64)),
+            stall_ns: Some(*stall_ns),
+            retry: None,
+        }),
+        Record::CompactRetry {
+            task,
+            order,
+            priority,
+            result,
+            retries,
+            max_retries,
+            retry,
+        } => serde_json::to_value(CompactRetryJson {
+            kind: "compaction",
+            event: "retry",
+            task: TaskFields::new(task),
+            order: *order,
+            priority,
+            result,
+            retries: *retries,
+            max_retries: *max_retries,
+            retry: *retry,
+        }),
+        Record::Stall(Stall::Reclaim {
+            task,
+            order,
+            gfp,
+            stall_ns,
+            nr_reclaimed,
+        }) => serde_json::to_value(ReclaimJson {
+            kind: "reclaim",
+            task: TaskFields::new(task),
+            order: *order,
+            gfp: *gfp,
+            gfp_flags: decoder.gfp_names(*gfp),
+            stall_ns: *stall_ns,
+            nr_reclaimed: *nr_reclaimed,
+        }),
+        Record::Netns(n) => serde_json::to_value(NetnsJson {
+            kind: "netns",
+            task: TaskFields::new(&n.task),
+            op: n.op,
+            latency_ns: n.latency_ns,
+            ok: n.errno.is_none(),
+            errno: n.errno,
+            error: n.errno.map(errno_name),
+        }),
+        Record::OomKill { task, kill } => serde_json::to_value(OomKillJson {
+            kind: "oom_kill",
+            task: TaskFields::new(task),
+            victim_pid: kill.victim_pid,
+            victim_comm: &kill.victim_comm,
+            fragmentation_driven: kill.fragmentation_driven,
+            memcg_oom: kill.memcg_oom,
+            reason: &kill.reason,
+            zones: &kill.zones,
+        }),
+        Record::SlabCreateFail { task, cache } => serde_json::to_value(SlabCreateFailJson {
+            kind: "slab_create_fail",
+            task: TaskFields::new(task),
+            cache,
+        }),
+    };
+    value.expect("records serialize").to_string()
+}
+
+#[derive(Serialize)]
+struct AllocWarnJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    task: TaskFields<'a>,
+    gfp: u64,
+    gfp_flags: &'a str,
+}
+
+#[derive(Serialize)]
+struct CompactionJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'static str,
+    #[serde(flatten)]
+    task: TaskFields<'a>,
+    direct: bool,
+    order: Option<u32>,
+    gfp: Option<u64>,
+    gfp_flags: Option<String>,
+    priority: Option<i64>,
+    status: Option<String>,
+    stall_ns: Option<u64>,
+    retry: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct CompactRetryJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'static str,
+    #[serde(flatten)]
+    task: TaskFields<'a>,
+    order: u32,
+    priority: &'a str,
+    result: &'a str,
+    retries: u64,
+    max_retries: u64,
+    retry: bool,
+}
+
+#[derive(Serialize)]
+struct ReclaimJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    task: TaskFields<'a>,
+    order: u32,
+    gfp: u64,
+    gfp_flags: String,
+    stall_ns: u64,
+    nr_reclaimed: u64,
+}
+
+#[derive(Serialize)]
+struct NetnsJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    task: TaskFields<'a>,
+    op: &'static str,
+    latency_ns: u64,
+    ok: bool,
+    errno: Option<i32>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OomKillJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    task: TaskFields<'a>,
+    victim_pid: u32,
+    victim_comm: &'a str,
+    fragmentation_driven: bool,
+    memcg_oom: bool,
+    reason: &'a str,
+    zones: &'a [ZoneFree],
+}
+
+#[derive(Serialize)]
+struct SlabCreateFailJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    task: TaskFields<'a>,
+    cache: &'a str,
+}
+
+/// `mm_page_alloc_extfrag` fallbacks of one (alloc, fallback) migratetype pair, at the end.
+#[derive(Serialize)]
+pub struct ExtfragJson<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub alloc_migratetype: &'a str,
+    pub fallback_migratetype: &'a str,
+    pub fallbacks: u64,
+    /// Fallbacks below pageblock order: they mix migratetypes inside a pageblock.
+    pub fragmenting: u64,
 }
 
 #[derive(Serialize)]
@@ -67,6 +314,48 @@ pub struct SummaryJson<'a> {
     pub top_tasks: Vec<TaskJson<'a>>,
     pub top_stacks: Vec<StackJson<'a>>,
     pub hooks: Vec<HookJson>,
+    /// Failures by verdict: memcg_limit, fragmentation, exhaustion, unknown.
+    pub verdicts: &'a BTreeMap<&'static str, u64>,
+    /// Failures that warn_alloc reported (`page allocation failure` in the kernel log).
+    pub warned_failures: u64,
+    /// Failures inside a netns creation.
+    pub netns_failures: u64,
+    pub compaction: CompactionSummaryJson<'a>,
+    pub reclaim: ReclaimSummaryJson,
+    pub netns: NetnsSummaryJson<'a>,
+    pub oom_kills: u64,
+    pub oom_kills_fragmentation_driven: u64,
+    pub slab_create_failures: &'a BTreeMap<String, u64>,
+    /// Zone state at the first and the last sample of the run.
+    pub zones_first: Option<&'a crate::zones::ZoneState>,
+    pub zones_last: Option<&'a crate::zones::ZoneState>,
+    pub hints: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+pub struct CompactionSummaryJson<'a> {
+    /// Direct compaction stall per pass, by requested order.
+    pub direct: Vec<LatencySummary>,
+    /// kcompactd and proactive passes.
+    pub background: Option<LatencySummary>,
+    pub status: &'a BTreeMap<String, u64>,
+    pub retries: u64,
+    pub kcompactd_wakes: u64,
+    pub deferred: u64,
+}
+
+#[derive(Serialize)]
+pub struct ReclaimSummaryJson {
+    pub direct: Vec<LatencySummary>,
+    pub reclaimed_pages: u64,
+}
+
+#[derive(Serialize)]
+pub struct NetnsSummaryJson<'a> {
+    /// Latency of successful creations.
+    pub latency: Option<LatencySummary>,
+    /// Failed creations by `op ERRNO`.
+    pub failed: &'a BTreeMap<String, u64>,
 }
 
 #[derive(Serialize, Clone)]
@@ -74,9 +363,11 @@ pub struct HookJson {
     pub hook: &'static str,
     /// The attach method in use, or null when the hook is unavailable.
     pub method: Option<&'static str>,
+    /// The kernel function, for kprobe/fexit methods.
+    pub function: Option<&'static str>,
     pub attached: bool,
     /// Every method that attached (`probes` tries them all; tracing stops at the first).
-    pub available: Vec<&'static str>,
+    pub available: Vec<String>,
     /// Methods tried that did not attach, with the kernel's reason.
     pub unavailable: Vec<MethodError>,
     pub purpose: &'static str,
@@ -84,7 +375,7 @@ pub struct HookJson {
 
 #[derive(Serialize, Clone)]
 pub struct MethodError {
-    pub method: &'static str,
+    pub method: String,
     pub error: String,
 }
 
@@ -93,19 +384,20 @@ impl HookJson {
         Self {
             hook: status.hook.name,
             method: status.attached().map(|m| m.kind()),
+            function: status.attached().and_then(|m| m.function()),
             attached: status.attached().is_some(),
             available: status
                 .attempts
                 .iter()
                 .filter(|a| a.error.is_none())
-                .map(|a| a.method.kind())
+                .map(|a| a.method.label())
                 .collect(),
             unavailable: status
                 .attempts
                 .iter()
                 .filter_map(|a| {
                     a.error.as_ref().map(|e| MethodError {
-                        method: a.method.kind(),
+                        method: a.method.label(),
                         error: e.clone(),
                     })
                 })

@@ -1,31 +1,108 @@
-//! The end-of-run summary, as text or as one JSON object.
+//! The end-of-run summary, as text or as JSON lines (extfrag pairs, then the summary object).
 use std::fmt::Write as _;
 
-use fragtrace_common::ORDER_BUCKETS;
+use fragtrace_common::{MIGRATE_SLOTS, ORDER_BUCKETS};
 
-use super::json::{HookJson, StackJson, SummaryJson, TaskJson};
-use crate::{analysis::stats::FailureStats, hooks::counters::CounterValues};
+use super::json::{
+    CompactionSummaryJson, ExtfragJson, HookJson, NetnsSummaryJson, ReclaimSummaryJson, StackJson,
+    SummaryJson, TaskJson,
+};
+use crate::{
+    analysis::{
+        attribution::ZoneSampler,
+        histogram::{LatencySummary, human_ns},
+        pipeline::Aggregates,
+    },
+    decode::migratetype::MigrateTypes,
+    hooks::counters::CounterValues,
+    zones::{hints, verdict::VerdictKind},
+};
 
 pub struct Summary<'a> {
     pub duration_s: f64,
     pub counters: &'a CounterValues,
-    pub stats: &'a FailureStats,
+    pub totals: &'a Aggregates,
+    pub zones: &'a ZoneSampler,
+    pub migratetypes: &'a MigrateTypes,
     pub hooks: Vec<HookJson>,
     pub top: usize,
 }
 
+/// One (alloc, fallback) migratetype pair with its counts.
+struct Fallback {
+    alloc: usize,
+    fallback: usize,
+    count: u64,
+    fragmenting: u64,
+}
+
 impl Summary<'_> {
+    fn fallbacks(&self) -> Vec<Fallback> {
+        let mut v = Vec::new();
+        for alloc in 0..MIGRATE_SLOTS {
+            for fallback in 0..MIGRATE_SLOTS {
+                let i = alloc * MIGRATE_SLOTS + fallback;
+                let count = self.counters.extfrag[i];
+                if count > 0 {
+                    v.push(Fallback {
+                        alloc,
+                        fallback,
+                        count,
+                        fragmenting: self.counters.extfrag_fragmenting[i],
+                    });
+                }
+            }
+        }
+        v
+    }
+
+    fn hints(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for (kind, verdict) in [
+            ("fragmentation", VerdictKind::Fragmentation),
+            ("exhaustion", VerdictKind::Exhaustion),
+            ("memcg_limit", VerdictKind::MemcgLimit),
+        ] {
+            if self.totals.verdicts.get(kind).copied().unwrap_or(0) > 0 {
+                for h in hints::for_verdict(verdict) {
+                    if !out.contains(&h) {
+                        out.push(h);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// JSON lines: one `extfrag` object per migratetype pair, then the `summary` object.
     pub fn json(&self) -> String {
+        let mt = |i: usize| self.migratetypes.name(i as i32);
+        let mut lines: Vec<String> = self
+            .fallbacks()
+            .iter()
+            .map(|f| {
+                let (a, b) = (mt(f.alloc), mt(f.fallback));
+                serde_json::to_string(&ExtfragJson {
+                    kind: "extfrag",
+                    alloc_migratetype: &a,
+                    fallback_migratetype: &b,
+                    fallbacks: f.count,
+                    fragmenting: f.fragmenting,
+                })
+                .expect("extfrag serializes")
+            })
+            .collect();
+        let t = self.totals;
         let s = SummaryJson {
             kind: "summary",
             duration_s: (self.duration_s * 1e6).round() / 1e6,
             alloc_by_order: &self.counters.alloc_by_order,
             fail_by_order: &self.counters.fail_by_order,
             dropped: self.counters.ringbuf_drops,
-            events: self.stats.shown,
-            undecodable: self.stats.undecodable,
-            top_tasks: self
-                .stats
+            events: t.failures.shown,
+            undecodable: t.failures.undecodable,
+            top_tasks: t
+                .failures
                 .top_tasks(self.top)
                 .into_iter()
                 .map(|((comm, pid), failures)| TaskJson {
@@ -34,19 +111,46 @@ impl Summary<'_> {
                     failures,
                 })
                 .collect(),
-            top_stacks: self
-                .stats
+            top_stacks: t
+                .failures
                 .top_stacks(self.top)
                 .into_iter()
                 .map(|(stack, failures)| StackJson { failures, stack })
                 .collect(),
             hooks: self.hooks.clone(),
+            verdicts: &t.verdicts,
+            warned_failures: t.warned_failures,
+            netns_failures: t.netns_failures,
+            compaction: CompactionSummaryJson {
+                direct: t.compaction_direct.summaries(),
+                background: t.compaction_background.summary(),
+                status: &t.compaction_status,
+                retries: t.compact_retries,
+                kcompactd_wakes: self.counters.kcompactd_wakes,
+                deferred: self.counters.compaction_deferred,
+            },
+            reclaim: ReclaimSummaryJson {
+                direct: t.reclaim.summaries(),
+                reclaimed_pages: t.reclaimed_pages,
+            },
+            netns: NetnsSummaryJson {
+                latency: t.netns_latency.summary(),
+                failed: &t.netns_failed,
+            },
+            oom_kills: t.oom_kills,
+            oom_kills_fragmentation_driven: t.oom_fragmentation_driven,
+            slab_create_failures: &t.slab_failures,
+            zones_first: self.zones.first.as_ref(),
+            zones_last: self.zones.latest(),
+            hints: self.hints(),
         };
-        serde_json::to_string(&s).expect("summary serializes")
+        lines.push(serde_json::to_string(&s).expect("summary serializes"));
+        lines.join("\n")
     }
 
     pub fn text(&self) -> String {
         let c = self.counters;
+        let t = self.totals;
         let mut s = String::new();
         let _ = writeln!(s, "\n=== fragtrace summary: {:.1} s ===", self.duration_s);
         let _ = writeln!(
@@ -74,14 +178,24 @@ impl Summary<'_> {
             c.failures(),
             rate(c.failures(), c.allocs() + c.failures())
         );
-        let tasks = self.stats.top_tasks(self.top);
+        if !t.verdicts.is_empty() {
+            let v: Vec<String> = t.verdicts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(
+                s,
+                "\nverdicts: {}   warned (page allocation failure printed): {}   in netns creation: {}",
+                v.join(", "),
+                t.warned_failures,
+                t.netns_failures
+            );
+        }
+        let tasks = t.failures.top_tasks(self.top);
         if !tasks.is_empty() {
             let _ = writeln!(s, "\ntop failing tasks:");
             for ((comm, pid), n) in tasks {
                 let _ = writeln!(s, "  {n:>8}  {comm}[{pid}]");
             }
         }
-        let stacks = self.stats.top_stacks(self.top);
+        let stacks = t.failures.top_stacks(self.top);
         if !stacks.is_empty() {
             let _ = writeln!(s, "\ntop failing stacks:");
             for (stack, n) in stacks {
@@ -95,12 +209,149 @@ impl Summary<'_> {
                 }
             }
         }
+        latency_table(
+            &mut s,
+            "direct compaction stall per pass",
+            &t.compaction_direct.summaries(),
+        );
+        if let Some(bg) = t.compaction_background.summary() {
+            latency_table(&mut s, "kcompactd/proactive compaction passes", &[bg]);
+        }
+        if !t.compaction_status.is_empty() || c.kcompactd_wakes > 0 || c.compaction_deferred > 0 {
+            let st: Vec<String> = t
+                .compaction_status
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "compaction results: {}; retries {}; kcompactd wakeups {}; deferred {}",
+                if st.is_empty() {
+                    "-".into()
+                } else {
+                    st.join(", ")
+                },
+                t.compact_retries,
+                c.kcompactd_wakes,
+                c.compaction_deferred
+            );
+        }
+        latency_table(&mut s, "direct reclaim stall", &t.reclaim.summaries());
+        if t.reclaimed_pages > 0 {
+            let _ = writeln!(s, "pages reclaimed directly: {}", t.reclaimed_pages);
+        }
+        if let Some(l) = t.netns_latency.summary() {
+            latency_table(&mut s, "netns creation latency", &[l]);
+        }
+        if !t.netns_failed.is_empty() {
+            let f: Vec<String> = t
+                .netns_failed
+                .iter()
+                .map(|(k, n)| format!("{k} x{n}"))
+                .collect();
+            let _ = writeln!(s, "netns creations failed: {}", f.join(", "));
+        }
+        let fallbacks = self.fallbacks();
+        if !fallbacks.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nmigratetype fallbacks (fragmenting = below pageblock order):"
+            );
+            for f in fallbacks {
+                let _ = writeln!(
+                    s,
+                    "  {:>12} -> {:<12} {:>10}  fragmenting {}",
+                    self.migratetypes.name(f.alloc as i32),
+                    self.migratetypes.name(f.fallback as i32),
+                    f.count,
+                    f.fragmenting
+                );
+            }
+        }
+        if t.oom_kills > 0 {
+            let _ = writeln!(
+                s,
+                "\nOOM kills: {} ({} with memory free: fragmentation-driven)",
+                t.oom_kills, t.oom_fragmentation_driven
+            );
+        }
+        for (cache, n) in &t.slab_failures {
+            let _ = writeln!(s, "slab cache creation failed: {cache} x{n}");
+        }
+        zone_movement(&mut s, self.zones);
+        let hints = self.hints();
+        if !hints.is_empty() {
+            let _ = writeln!(s, "\nwhat to do:");
+            for h in hints {
+                let _ = writeln!(s, "  - {h}");
+            }
+        }
         let _ = writeln!(
             s,
             "\nevents shown: {}   dropped in kernel (ring buffer full): {}   undecodable: {}",
-            self.stats.shown, c.ringbuf_drops, self.stats.undecodable
+            t.failures.shown, c.ringbuf_drops, t.failures.undecodable
         );
         s
+    }
+}
+
+fn latency_table(s: &mut String, title: &str, rows: &[LatencySummary]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n{title}:");
+    let _ = writeln!(
+        s,
+        "  {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "order", "count", "p50", "p90", "p99", "max", "total"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "  {:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            r.order.map_or("-".into(), |o| o.to_string()),
+            r.count,
+            human_ns(r.p50_ns),
+            human_ns(r.p90_ns),
+            human_ns(r.p99_ns),
+            human_ns(r.max_ns),
+            human_ns(r.total_ns)
+        );
+    }
+}
+
+/// Free memory and largest free block per zone, first sample against last.
+fn zone_movement(s: &mut String, zones: &ZoneSampler) {
+    let (Some(first), Some(last)) = (zones.first.as_ref(), zones.latest()) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\nzones ({} samples): free kB and largest free order, start -> end",
+        zones.samples
+    );
+    for z in &last.zones {
+        let before = first
+            .zones
+            .iter()
+            .find(|b| b.node == z.node && b.zone == z.zone);
+        let kb = |st: &crate::zones::ZoneState, zz: &crate::zones::Zone| {
+            zz.free_pages.map_or("?".into(), |p| st.kb(p).to_string())
+        };
+        let order = |zz: &crate::zones::Zone| {
+            zz.largest_free_order()
+                .map_or("none".into(), |o| o.to_string())
+        };
+        let _ = writeln!(
+            s,
+            "  {:<16} free {:>10} -> {:<10} largest order {:>4} -> {:<4} min {} kB",
+            z.label(),
+            before.map_or("?".into(), |b| kb(first, b)),
+            kb(last, z),
+            before.map_or("?".into(), order),
+            order(z),
+            z.min_pages.map_or("?".into(), |p| last.kb(p).to_string()),
+        );
     }
 }
 

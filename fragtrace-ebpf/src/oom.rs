@@ -1,0 +1,27 @@
+//! `oom:mark_victim`. Its arguments changed (int pid on 5.x, task_struct on 6.x), so it is read
+//! as a classic tracepoint whose `pid` field offset comes from tracefs.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use fragtrace_common::EventKind;
+
+use crate::maps::{emit_mm, load_const};
+
+#[unsafe(no_mangle)]
+static OOM_PID_OFFSET: u32 = 8;
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    let _ = try_mark_victim(&ctx);
+    0
+}
+
+fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: the offset comes from this kernel's tracefs format for this event.
+    let pid: i32 = unsafe { ctx.read_at(load_const(&OOM_PID_OFFSET) as usize)? };
+    emit_mm(
+        ctx,
+        EventKind::OomVictim,
+        [pid as u32 as u64, 0, 0, 0, 0, 0],
+    );
+    Ok(())
+}
