@@ -8,7 +8,7 @@ use super::{
     filter::Filter,
     histogram::{Latency, LatencyByOrder},
     netns::{NetnsCreation, errno_name},
-    stalls::{Stall, StallTracker},
+    stalls::{CompactRequest, Stall, StallTracker},
     stats::FailureStats,
 };
 use crate::decode::event::{AllocFail, Decoder, Event, Task};
@@ -21,6 +21,11 @@ pub enum Record {
         task: Task,
         gfp: u64,
         gfp_flags: String,
+    },
+    /// A direct compaction attempt (`try_to_compact_pages`); its passes follow as stalls.
+    CompactTry {
+        task: Task,
+        request: CompactRequest,
     },
     Stall(Stall),
     CompactRetry {
@@ -52,6 +57,8 @@ pub struct Aggregates {
     /// kcompactd and proactive compaction passes.
     pub compaction_background: Latency,
     pub compaction_status: BTreeMap<String, u64>,
+    /// Direct compaction attempts by requested order.
+    pub compaction_attempts: BTreeMap<u32, u64>,
     pub compact_retries: u64,
     pub reclaim: LatencyByOrder,
     pub reclaimed_pages: u64,
@@ -126,8 +133,19 @@ impl Analyzer {
                 t.oom_fragmentation_driven += kill.fragmentation_driven as u64;
                 return Some(Record::OomKill { task, kill });
             }
-            EventKind::CompactTry
-            | EventKind::CompactBegin
+            EventKind::CompactTry => {
+                self.stalls.on(&task, kind, &args);
+                let request = CompactRequest::from_args(&args);
+                if !self
+                    .filter
+                    .matches(task.pid, &task.comm, Some(request.order))
+                {
+                    return None;
+                }
+                *t.compaction_attempts.entry(request.order).or_default() += 1;
+                Some(Record::CompactTry { task, request })
+            }
+            EventKind::CompactBegin
             | EventKind::CompactEnd
             | EventKind::ReclaimBegin
             | EventKind::ReclaimEnd => {

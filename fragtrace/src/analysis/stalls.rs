@@ -14,6 +14,17 @@ pub struct CompactRequest {
     pub prio: i64,
 }
 
+impl CompactRequest {
+    /// From a `CompactTry` record's args: [order, gfp, prio].
+    pub fn from_args(args: &[u64; 6]) -> Self {
+        Self {
+            order: args[0] as u32,
+            gfp: args[1],
+            prio: args[2] as i64,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stall {
     /// One compaction pass over a zone (`mm_compaction_begin` to `_end`). `request` is set for
@@ -50,12 +61,8 @@ impl StallTracker {
         self.bound();
         match kind {
             EventKind::CompactTry => {
-                let request = CompactRequest {
-                    order: args[0] as u32,
-                    gfp: args[1],
-                    prio: args[2] as i64,
-                };
-                self.requests.insert(task.tid, request);
+                self.requests
+                    .insert(task.tid, CompactRequest::from_args(args));
                 None
             }
             EventKind::CompactBegin => {

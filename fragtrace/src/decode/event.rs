@@ -167,11 +167,11 @@ impl Decoder {
     }
 
     /// Symbolizes frames and drops the leading ones that belong to the tracing machinery
-    /// (BPF program, trampolines, the tracepoint's own functions).
+    /// (the BPF program itself, which has no symbol, and the tracepoint's own functions).
     pub fn symbolize(&self, frames: &[u64]) -> Vec<String> {
         let skip = frames
             .iter()
-            .take_while(|&&addr| self.kallsyms.name(addr).is_some_and(is_tracing_frame))
+            .take_while(|&&addr| self.kallsyms.name(addr).is_none_or(is_tracing_frame))
             .count();
         frames[skip..]
             .iter()
@@ -272,10 +272,11 @@ mod tests {
             comm: *b"pipe\0\0\0\0\0\0\0\0\0\0\0\0",
             netns: 0,
             warned: 0,
-            stack_bytes: 4 * 8,
+            stack_bytes: 5 * 8,
             stack: [0; MAX_STACK_DEPTH],
         };
-        raw.stack[..4].copy_from_slice(&[
+        raw.stack[..5].copy_from_slice(&[
+            0xffffffffc0001000, // the BPF program: no symbol
             0xffffffff81100010,
             0xffffffff81200020,
             0xffffffff812a0030,

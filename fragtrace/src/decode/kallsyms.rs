@@ -58,14 +58,18 @@ impl Kallsyms {
         self.syms.is_empty()
     }
 
-    /// The symbol containing `addr` and the offset into it.
+    /// The symbol containing `addr` and the offset into it. kallsyms has no sizes, so an
+    /// address far past the nearest symbol (a BPF program or trampoline, which kallsyms lists
+    /// only with `net.core.bpf_jit_kallsyms=1`) is unknown rather than misnamed.
     pub fn lookup(&self, addr: u64) -> Option<(&str, u64, Option<&str>)> {
+        const MAX_FUNCTION_SIZE: u64 = 1 << 20;
         let idx = self
             .syms
             .partition_point(|s| s.addr <= addr)
             .checked_sub(1)?;
         let s = &self.syms[idx];
-        Some((&s.name, addr - s.addr, s.module.as_deref()))
+        let offset = addr - s.addr;
+        (offset < MAX_FUNCTION_SIZE).then_some((&s.name, offset, s.module.as_deref()))
     }
 
     /// `symbol+0xoff`, `symbol+0xoff [module]`, or the raw address.
@@ -114,6 +118,10 @@ ffffffffc0a01000 t nf_conntrack_init_net\t[nf_conntrack]
             "nf_conntrack_init_net+0x101 [nf_conntrack]"
         );
         assert_eq!(k.format(0x1000), "0x1000");
+        // Far past the last symbol: a JIT-ed BPF program, not nf_conntrack_init_net.
+        assert_eq!(k.format(0xffffffffc1a01000), "0xffffffffc1a01000");
+        // Far past the last symbol: a JIT-ed BPF program, not nf_conntrack_init_net.
+        assert_eq!(k.format(0xffffffffc1a01000), "0xffffffffc1a01000");
         assert_eq!(k.name(0xffffffff812a0801), Some("__alloc_pages_slowpath"));
     }
 

@@ -103,6 +103,19 @@ pub fn record(rec: &Record, decoder: &Decoder) -> String {
             gfp: *gfp,
             gfp_flags,
         }),
+        Record::CompactTry { task, request } => serde_json::to_value(CompactionJson {
+            kind: "compaction",
+            event: "try",
+            task: TaskFields::new(task),
+            direct: true,
+            order: Some(request.order),
+            gfp: Some(request.gfp),
+            gfp_flags: Some(decoder.gfp_names(request.gfp)),
+            priority: Some(request.prio),
+            status: None,
+            stall_ns: None,
+            retry: None,
+        }),
         Record::Stall(Stall::Compaction {
             task,
             request,
@@ -339,6 +352,8 @@ pub struct CompactionSummaryJson<'a> {
     /// kcompactd and proactive passes.
     pub background: Option<LatencySummary>,
     pub status: &'a BTreeMap<String, u64>,
+    /// Direct compaction attempts by requested order.
+    pub attempts: &'a BTreeMap<u32, u64>,
     pub retries: u64,
     pub kcompactd_wakes: u64,
     pub deferred: u64,

@@ -125,6 +125,7 @@ impl Summary<'_> {
                 direct: t.compaction_direct.summaries(),
                 background: t.compaction_background.summary(),
                 status: &t.compaction_status,
+                attempts: &t.compaction_attempts,
                 retries: t.compact_retries,
                 kcompactd_wakes: self.counters.kcompactd_wakes,
                 deferred: self.counters.compaction_deferred,
@@ -216,6 +217,14 @@ impl Summary<'_> {
         );
         if let Some(bg) = t.compaction_background.summary() {
             latency_table(&mut s, "kcompactd/proactive compaction passes", &[bg]);
+        }
+        if !t.compaction_attempts.is_empty() {
+            let a: Vec<String> = t
+                .compaction_attempts
+                .iter()
+                .map(|(o, n)| format!("order {o} x{n}"))
+                .collect();
+            let _ = writeln!(s, "\ndirect compaction attempts: {}", a.join(", "));
         }
         if !t.compaction_status.is_empty() || c.kcompactd_wakes > 0 || c.compaction_deferred > 0 {
             let st: Vec<String> = t

@@ -26,6 +26,15 @@ pub fn record(rec: &Record, frames: usize, decoder: &Decoder) -> String {
             task,
             &format!("WARN page allocation failure printed, {gfp_flags}"),
         ),
+        Record::CompactTry { task, request } => head(
+            task,
+            &format!(
+                "COMPACT-TRY order={} {} prio={}",
+                request.order,
+                decoder.gfp_names(request.gfp),
+                request.prio
+            ),
+        ),
         Record::Stall(Stall::Compaction {
             task,
             request,

@@ -469,14 +469,18 @@ impl Scenario {
         );
 
         // Stacks: symbolized frames, the allocator at the top and unshare under the netns ones.
+        // Frames are `symbol+0xoff`, or a raw address for code kallsyms does not list (a BPF
+        // trampoline, e.g. the one on copy_net_ns); the innermost frame is the allocator.
         let bad_stack = fails
             .iter()
             .filter(|f| {
                 f.stack.is_empty()
+                    || !f.stack[0].contains("alloc")
+                    || !f.stack[0].contains("+0x")
                     || !f
                         .stack
                         .iter()
-                        .all(|s| s.contains("+0x") && !s.starts_with("0x"))
+                        .all(|s| s.contains("+0x") || s.starts_with("0xffff"))
             })
             .count();
         let netns_with_path = fails
@@ -503,6 +507,63 @@ impl Scenario {
                 format!("order {} {} {}", f.order, f.gfp, f.stack.join(" <- ")),
             );
         }
+
+        // Attribution: failures inside the netns creations are tagged, with the frame that shows it.
+        let tagged: Vec<&Fail> = fails
+            .iter()
+            .filter(|f| f.pid == netns_pid && f.netns)
+            .collect();
+        let with_frame = tagged
+            .iter()
+            .filter(|f| {
+                f.netns_evidence.as_deref().is_some_and(|e| {
+                    ["copy_net_ns", "setup_net", "ops_init", "nf_conntrack"]
+                        .iter()
+                        .any(|n| e.starts_with(n))
+                })
+            })
+            .count();
+        self.check(
+            "netns_tagged",
+            with_frame > 0,
+            format!(
+                "{} of {netns_total} {NETNS_COMM} failures tagged netns, {with_frame} with a stack frame as evidence{}",
+                tagged.len(),
+                tagged
+                    .first()
+                    .and_then(|f| f.netns_evidence.as_deref())
+                    .map_or(String::new(), |e| format!(" (e.g. {e})"))
+            ),
+        );
+        // What the kernel did: the hugepage requests go through direct compaction.
+        self.check(
+            "compaction_events",
+            tr.compactions > 0,
+            format!("{} compaction records", tr.compactions),
+        );
+        // An OOM kill, if the kernel killed, is reported with the free memory at that moment.
+        let kills_in_log = dmesg()
+            .lines()
+            .filter(|l| l.contains("Killed process"))
+            .count();
+        let with_free = tr
+            .oom_kills
+            .iter()
+            .filter(|k| {
+                k.get("zones")
+                    .and_then(Value::as_array)
+                    .is_some_and(|z| !z.is_empty() && z.iter().all(|z| z.get("free_kb").is_some()))
+            })
+            .count();
+        self.metric("fragtrace_oom_kills", json!(tr.oom_kills));
+        self.check(
+            "oom_kills_reported",
+            tr.oom_kills.len() == kills_in_log && with_free == tr.oom_kills.len(),
+            format!(
+                "kernel log {kills_in_log} kills, fragtrace {} oom_kill records ({with_free} with zone free memory)",
+                tr.oom_kills.len()
+            ),
+        );
     }
 
     fn oom_check(&mut self) {
@@ -1342,10 +1403,15 @@ struct Fail {
     order: u32,
     gfp: String,
     stack: Vec<String>,
+    netns: bool,
+    netns_evidence: Option<String>,
 }
 
 struct TracerOutput {
     fails: Vec<Fail>,
+    /// `compaction` records (attempts, passes, retries).
+    compactions: usize,
+    oom_kills: Vec<Value>,
     first_fail: Option<Value>,
     summary: Option<Value>,
     summary_by_order: Option<BTreeMap<u32, usize>>,
@@ -1441,6 +1507,8 @@ impl Tracer {
         let stderr = fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default();
         let mut out = TracerOutput {
             fails: Vec::new(),
+            compactions: 0,
+            oom_kills: Vec::new(),
             first_fail: None,
             summary: None,
             summary_by_order: None,
@@ -1492,8 +1560,15 @@ impl Tracer {
                                     .collect()
                             })
                             .unwrap_or_default(),
+                        netns: v.get("netns").and_then(Value::as_bool).unwrap_or(false),
+                        netns_evidence: v
+                            .get("netns_evidence")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
                     });
                 }
+                Some("compaction") => out.compactions += 1,
+                Some("oom_kill") => out.oom_kills.push(v),
                 Some("summary") => {
                     out.dropped = v.get("dropped").and_then(Value::as_u64);
                     out.summary_by_order = v.get("fail_by_order").and_then(fail_by_order);
