@@ -231,3 +231,39 @@ pub fn create_netns(n: usize) -> usize {
     }
     ok
 }
+
+/// The field names documented in docs/json.md under `heading` (its table's first column).
+pub fn documented_fields(heading: &str) -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/json.md"))
+            .expect("docs/json.md");
+    let mut lines = doc.lines().skip_while(|l| l.trim() != heading);
+    assert!(
+        lines.next().is_some(),
+        "no heading {heading} in docs/json.md"
+    );
+    let mut fields = Vec::new();
+    for line in lines.take_while(|l| !l.starts_with('#')) {
+        let Some(first_cell) = line.strip_prefix("| ").and_then(|r| r.split(" |").next()) else {
+            continue;
+        };
+        // `a`, `b` rows document two fields.
+        for name in first_cell.split(", ") {
+            if let Some(n) = name.strip_prefix('`').and_then(|n| n.strip_suffix('`')) {
+                fields.push(n.to_string());
+            }
+        }
+    }
+    assert!(!fields.is_empty(), "no field table under {heading}");
+    fields
+}
+
+/// Panics unless `object` has every field in `fields`.
+pub fn assert_has_fields(object: &Value, fields: &[impl AsRef<str>], what: &str) {
+    let missing: Vec<&str> = fields
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|f| object.get(f).is_none())
+        .collect();
+    assert!(missing.is_empty(), "{what} lacks {missing:?}: {object}");
+}

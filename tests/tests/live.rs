@@ -306,3 +306,80 @@ fn unavailable_hooks_are_named_once_with_a_reason() {
         }
     }
 }
+
+/// The JSON contract: every field docs/json.md documents is in the real output, and the fields
+/// of the first release are never renamed.
+#[test]
+fn json_output_has_every_documented_field() {
+    if !is_root_or_skip("json_output_has_every_documented_field") {
+        return;
+    }
+    let _pipe_max = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
+    let name = format!("fragtrace-contract-{}", std::process::id());
+    let Some(cg) = MemCgroupV1::create(&name, 64 << 20) else {
+        return;
+    };
+    let tracer = Tracer::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
+        .arg(&cg.dir)
+        .arg("16")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let netns = Command::new(env!("CARGO_BIN_EXE_netns-maker"))
+        .arg("1")
+        .output()
+        .unwrap();
+    assert!(netns.status.success());
+    let (events, _) = tracer.stop();
+
+    const FIRST_RELEASE_ALLOC_FAIL: &[&str] = &[
+        "type",
+        "ts_ns",
+        "time",
+        "pid",
+        "tid",
+        "comm",
+        "order",
+        "gfp",
+        "gfp_flags",
+        "migratetype",
+        "cgroup_id",
+        "stack",
+    ];
+    const FIRST_RELEASE_SUMMARY: &[&str] = &[
+        "type",
+        "duration_s",
+        "alloc_by_order",
+        "fail_by_order",
+        "dropped",
+    ];
+    let fail = *of_type(&events, "alloc_fail")
+        .first()
+        .expect("an alloc_fail event");
+    assert_has_fields(fail, FIRST_RELEASE_ALLOC_FAIL, "alloc_fail");
+    assert_has_fields(fail, &documented_fields("### `alloc_fail`"), "alloc_fail");
+    let s = summary(&events);
+    assert_has_fields(s, FIRST_RELEASE_SUMMARY, "summary");
+    assert_has_fields(s, &documented_fields("### `summary`"), "summary");
+    let hook = &s["hooks"][0];
+    assert_has_fields(hook, &documented_fields("Each hook:"), "hook");
+    let n = *of_type(&events, "netns").first().expect("a netns event");
+    assert_has_fields(
+        n,
+        &[
+            "type",
+            "ts_ns",
+            "time",
+            "pid",
+            "tid",
+            "comm",
+            "op",
+            "latency_ns",
+            "ok",
+            "errno",
+            "error",
+        ],
+        "netns",
+    );
+}
