@@ -1,4 +1,5 @@
 //! Project tasks: `cargo xtask setup | build | run | test | vmtest | fuzz | bench | lint`.
+mod bench;
 mod fuzz;
 mod setup;
 mod util;
@@ -42,6 +43,8 @@ enum Task {
     Vmtest(vmtest::Options),
     /// Run the fuzz targets for a fixed time.
     Fuzz(fuzz::Options),
+    /// Measure fragtrace's overhead on the page-fault path against no tracer (root).
+    Bench(bench::Options),
     /// cargo fmt --check and clippy for user space and, on its own, the eBPF crate.
     Lint,
 }
@@ -77,6 +80,10 @@ fn try_main() -> Result<()> {
             vmtest::run(&opts)
         }
         Task::Fuzz(opts) => fuzz::run(&opts),
+        Task::Bench(opts) => {
+            setup::run()?;
+            bench::run_bench(&opts)
+        }
         Task::Lint => lint(),
     }
 }

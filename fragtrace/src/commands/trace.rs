@@ -84,6 +84,10 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let counters = Counters::new(loaded.take_map("COUNTERS")?)?;
     let mut reader = EventReader::new(loaded.take_map("EVENTS")?)?;
     let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
+    // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed): give those
+    // pages back so the long-running tracer stays small.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
 
     let mut run = Run {
         args: &args,

@@ -87,4 +87,25 @@ mod tests {
         assert_eq!(t.decode(1 << 30), "0x40000000");
         assert_eq!(t.decode(0xcc0 | (1 << 30)), "GFP_KERNEL|0x40000000");
     }
+
+    #[test]
+    fn kernel_5_10_table_uses_hex_literals() {
+        let t = GfpTable::from_print_fmt(include_str!(
+            "../../tests/fixtures/tracefs/mm_page_alloc-5.10.format"
+        ))
+        .unwrap();
+        let by_name = |n: &str| t.flags.iter().find(|f| f.name == n).unwrap().mask;
+        assert_eq!(by_name("GFP_KERNEL"), 0xcc0);
+        assert_eq!(by_name("GFP_KERNEL_ACCOUNT"), 0x400cc0);
+        assert_eq!(by_name("__GFP_COMP"), 0x40000);
+        assert_eq!(by_name("__GFP_ACCOUNT"), 0x400000);
+        // The tables differ between kernels (5.10 has no __GFP_NO_OBJ_EXT), which is why they
+        // are read from the running kernel.
+        assert!(t.flags.iter().all(|f| f.name != "__GFP_NO_OBJ_EXT"));
+        assert_eq!(
+            t.decode(0x400cc0 | 0x100 | 0x2000 | 0x40000),
+            // 5.10 lists __GFP_ZERO after __GFP_COMP; ftrace on 5.10 prints this order.
+            "GFP_KERNEL_ACCOUNT|__GFP_NOWARN|__GFP_COMP|__GFP_ZERO"
+        );
+    }
 }

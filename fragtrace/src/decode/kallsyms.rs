@@ -3,16 +3,23 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-#[derive(Debug, Clone)]
+/// One text symbol: its address and where its name (and module) sit in the arena.
+#[derive(Debug, Clone, Copy)]
 struct Symbol {
     addr: u64,
-    name: String,
-    module: Option<String>,
+    name_start: u32,
+    name_len: u16,
+    /// Index into `modules`, or `u16::MAX` for the kernel image.
+    module: u16,
 }
 
+/// ~100k symbols on a typical kernel: names live in one arena (16 bytes per entry plus the
+/// name) so the always-on daemon stays small.
 #[derive(Debug, Default)]
 pub struct Kallsyms {
     syms: Vec<Symbol>,
+    names: String,
+    modules: Vec<String>,
 }
 
 impl Kallsyms {
@@ -29,29 +36,55 @@ impl Kallsyms {
     /// Parses `ADDR TYPE NAME [MODULE]` lines. Zero addresses (kptr_restrict) are dropped, so
     /// a restricted kallsyms gives an empty table and raw addresses in the output.
     pub fn parse(text: &str) -> Self {
-        let mut syms: Vec<Symbol> = text
-            .lines()
-            .filter_map(|line| {
-                let mut it = line.split_ascii_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let kind = it.next()?;
-                let name = it.next()?;
-                // Text symbols only: stacks hold code addresses.
-                if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") {
-                    return None;
+        let mut table = Self::default();
+        for line in text.lines() {
+            let mut it = line.split_ascii_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            // Text symbols only: stacks hold code addresses.
+            if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") || name.len() > u16::MAX as usize
+            {
+                continue;
+            }
+            let module = match it.next() {
+                Some(m) => {
+                    let m = m.trim_start_matches('[').trim_end_matches(']');
+                    // Modules come in runs: usually the last one.
+                    match table.modules.iter().rposition(|x| x == m) {
+                        Some(i) => i as u16,
+                        None => {
+                            table.modules.push(m.to_string());
+                            (table.modules.len() - 1) as u16
+                        }
+                    }
                 }
-                let module = it
-                    .next()
-                    .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
-                Some(Symbol {
-                    addr,
-                    name: name.to_string(),
-                    module,
-                })
-            })
-            .collect();
-        syms.sort_by_key(|s| s.addr);
-        Self { syms }
+                None => u16::MAX,
+            };
+            table.syms.push(Symbol {
+                addr,
+                name_start: table.names.len() as u32,
+                name_len: name.len() as u16,
+                module,
+            });
+            table.names.push_str(name);
+        }
+        table.syms.sort_by_key(|s| s.addr);
+        table.syms.shrink_to_fit();
+        table.names.shrink_to_fit();
+        table
+    }
+
+    fn name_of(&self, s: &Symbol) -> &str {
+        let start = s.name_start as usize;
+        &self.names[start..start + s.name_len as usize]
+    }
+
+    fn module_of(&self, s: &Symbol) -> Option<&str> {
+        self.modules.get(s.module as usize).map(String::as_str)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,7 +102,7 @@ impl Kallsyms {
             .checked_sub(1)?;
         let s = &self.syms[idx];
         let offset = addr - s.addr;
-        (offset < MAX_FUNCTION_SIZE).then_some((&s.name, offset, s.module.as_deref()))
+        (offset < MAX_FUNCTION_SIZE).then(|| (self.name_of(s), offset, self.module_of(s)))
     }
 
     /// `symbol+0xoff`, `symbol+0xoff [module]`, or the raw address.
@@ -83,7 +116,10 @@ impl Kallsyms {
 
     /// The address of a text symbol, if the kernel has it.
     pub fn address_of(&self, name: &str) -> Option<u64> {
-        self.syms.iter().find(|s| s.name == name).map(|s| s.addr)
+        self.syms
+            .iter()
+            .find(|s| self.name_of(s) == name)
+            .map(|s| s.addr)
     }
 
     /// Name only (no offset), for matching.

@@ -160,4 +160,15 @@ mod tests {
         assert_eq!(f.field("common_pid").unwrap().size, 4);
         assert!(f.print_fmt.contains("__print_flags"));
     }
+
+    #[test]
+    fn older_kernels_put_a_4_byte_gfp_t_elsewhere() {
+        let f = EventFormat::parse(include_str!(
+            "../../tests/fixtures/tracefs/mm_page_alloc-5.10.format"
+        ))
+        .unwrap();
+        let gfp = f.field("gfp_flags").unwrap();
+        assert_eq!((gfp.offset, gfp.size), (20, 4));
+        assert_eq!(f.field("migratetype").unwrap().offset, 24);
+    }
 }
