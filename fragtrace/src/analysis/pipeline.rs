@@ -16,7 +16,7 @@ use crate::decode::event::{AllocFail, Decoder, Event, Task};
 /// What the outputs render, one per shown event.
 #[derive(Debug)]
 pub enum Record {
-    AllocFail(AllocFail, FailureContext),
+    AllocFail(Box<AllocFail>, Box<FailureContext>),
     AllocWarn {
         task: Task,
         gfp: u64,
@@ -104,7 +104,7 @@ impl Analyzer {
                 t.warned_failures += ev.warned as u64;
                 t.netns_failures += ctx.netns as u64;
                 *t.verdicts.entry(ctx.verdict.kind.as_str()).or_default() += 1;
-                Some(Record::AllocFail(ev, ctx))
+                Some(Record::AllocFail(Box::new(ev), Box::new(ctx)))
             }
             Event::SlabCreateFail { task, cache } => {
                 if !self.filter.matches(task.pid, &task.comm, None) {
@@ -131,7 +131,7 @@ impl Analyzer {
                 let kill = self.attributor.oom_kill(args[0] as u32);
                 t.oom_kills += 1;
                 t.oom_fragmentation_driven += kill.fragmentation_driven as u64;
-                return Some(Record::OomKill { task, kill });
+                Some(Record::OomKill { task, kill })
             }
             EventKind::CompactTry => {
                 self.stalls.on(&task, kind, &args);
