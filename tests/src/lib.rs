@@ -20,6 +20,20 @@ pub fn fragtrace_bin() -> PathBuf {
     root.join("target/release/fragtrace")
 }
 
+/// `fragtrace probes --json`, parsed.
+pub fn probes_json() -> Value {
+    let out = Command::new(fragtrace_bin())
+        .args(["probes", "--json"])
+        .output()
+        .expect("run fragtrace probes");
+    assert!(
+        out.status.success(),
+        "probes failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("probes --json is JSON")
+}
+
 /// True when running as root; otherwise prints why the test is skipped.
 pub fn is_root_or_skip(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -9,16 +9,7 @@ fn probes_reports_page_alloc_attached() {
     if !is_root_or_skip("probes_reports_page_alloc_attached") {
         return;
     }
-    let out = Command::new(fragtrace_bin())
-        .args(["probes", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = probes_json();
     let hook = v["hooks"]
         .as_array()
         .unwrap()
@@ -275,11 +266,7 @@ fn unavailable_hooks_are_named_once_with_a_reason() {
     if !is_root_or_skip("unavailable_hooks_are_named_once_with_a_reason") {
         return;
     }
-    let out = Command::new(fragtrace_bin())
-        .args(["probes", "--json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = probes_json();
     let tracer = Tracer::start(&[]);
     let (_, stderr) = tracer.stop();
     for hook in v["hooks"].as_array().unwrap() {

@@ -28,15 +28,7 @@ pub enum Record {
         request: CompactRequest,
     },
     Stall(Stall),
-    CompactRetry {
-        task: Task,
-        order: u32,
-        priority: String,
-        result: String,
-        retries: u64,
-        max_retries: u64,
-        retry: bool,
-    },
+    CompactRetry(CompactRetry),
     Netns(NetnsCreation),
     OomKill {
         task: Task,
@@ -46,6 +38,19 @@ pub enum Record {
         task: Task,
         cache: String,
     },
+}
+
+/// The allocator's decision after a compaction attempt (`oom:compact_retry`).
+#[derive(Debug)]
+pub struct CompactRetry {
+    pub task: Task,
+    pub order: u32,
+    pub priority: String,
+    pub result: String,
+    pub retries: u64,
+    pub max_retries: u64,
+    /// It will compact again.
+    pub retry: bool,
 }
 
 /// Aggregates for the summary.
@@ -191,7 +196,7 @@ impl Analyzer {
                     return None;
                 }
                 t.compact_retries += 1;
-                Some(Record::CompactRetry {
+                Some(Record::CompactRetry(CompactRetry {
                     order: args[0] as u32,
                     priority: decoder.symbols.compact_priority.name(args[1]),
                     result: decoder.symbols.compact_result.name(args[2]),
@@ -199,7 +204,7 @@ impl Analyzer {
                     max_retries: args[4],
                     retry: args[5] != 0,
                     task,
-                })
+                }))
             }
             EventKind::NetnsSyscall | EventKind::CopyNetNs => {
                 let creation = NetnsCreation::from_record(&task, kind, &args)?;

@@ -15,13 +15,13 @@ pub fn table(format: &str, marker: &str) -> Result<Vec<(u64, String)>> {
     let mut entries = Vec::new();
     while let Some(open) = rest.find('{') {
         // Stop at the call's closing parenthesis.
-        if let Some(close_paren) = top_level_close_paren(rest)
+        if let Some(close_paren) = closing(rest, ')')
             && close_paren < open
         {
             break;
         }
-        let close = matching_brace(&rest[open..])
-            .map(|i| open + i)
+        let close = closing(&rest[open + 1..], '}')
+            .map(|i| open + 1 + i)
             .context("unbalanced braces in the print fmt table")?;
         let entry = &rest[open + 1..close];
         rest = &rest[close + 1..];
@@ -63,38 +63,18 @@ impl Symbols {
     }
 }
 
-/// Index of the `)` that closes the enclosing call, ignoring nested parentheses and strings.
-fn top_level_close_paren(s: &str) -> Option<usize> {
-    let mut depth = 0i32;
+/// Index of the `close` that ends the enclosing group: scanning from the start, nested `()`
+/// and `{}` pairs and string literals are skipped. None when another closer comes first.
+fn closing(s: &str, close: char) -> Option<usize> {
+    let mut depth = 0u32;
     let mut in_str = false;
     for (i, c) in s.char_indices() {
         match c {
             '"' => in_str = !in_str,
             _ if in_str => {}
             '(' | '{' => depth += 1,
-            '}' => depth -= 1,
-            ')' if depth == 0 => return Some(i),
-            ')' => depth -= 1,
-            _ => {}
-        }
-    }
-    None
-}
-
-fn matching_brace(s: &str) -> Option<usize> {
-    let mut depth = 0i32;
-    let mut in_str = false;
-    for (i, c) in s.char_indices() {
-        match c {
-            '"' => in_str = !in_str,
-            _ if in_str => {}
-            '{' => depth += 1,
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
+            ')' | '}' if depth == 0 => return (c == close).then_some(i),
+            ')' | '}' => depth -= 1,
             _ => {}
         }
     }

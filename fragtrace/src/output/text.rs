@@ -76,19 +76,16 @@ pub fn record(rec: &Record, frames: usize, decoder: &Decoder) -> String {
                 human_ns(*stall_ns)
             ),
         ),
-        Record::CompactRetry {
-            task,
-            order,
-            priority,
-            result,
-            retries,
-            max_retries,
-            retry,
-        } => head(
-            task,
+        Record::CompactRetry(r) => head(
+            &r.task,
             &format!(
-                "COMPACT-RETRY order={order} {priority} result={result} retries={retries}/{max_retries} -> {}",
-                if *retry { "retry" } else { "give up" }
+                "COMPACT-RETRY order={} {} result={} retries={}/{} -> {}",
+                r.order,
+                r.priority,
+                r.result,
+                r.retries,
+                r.max_retries,
+                if r.retry { "retry" } else { "give up" }
             ),
         ),
         Record::Netns(n) => head(
