@@ -94,7 +94,6 @@ fn ensure_bpf_linker() -> Result<()> {
             .args([
                 "install",
                 "bpf-linker",
-                "--locked",
                 "--version",
                 &format!("~{BPF_LINKER_VERSION}"),
                 "--no-default-features",
