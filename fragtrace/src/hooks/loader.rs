@@ -278,7 +278,13 @@ fn unload(program: &mut aya::programs::Program) -> Result<(), ProgramError> {
 /// A short reason for a refused program: the error chain's first lines, not the verifier log.
 fn explain(err: &ProgramError) -> String {
     let text = first_line(err);
-    if text.contains("Operation not permitted") || text.contains("os error 1)") {
+    // The verifier's log adds nothing for a refusal; keep the syscall's answer.
+    let text = text
+        .split(". Verifier output:")
+        .next()
+        .unwrap_or(&text)
+        .to_string();
+    if text.contains("Operation not permitted") {
         format!("refused: EPERM ({text})")
     } else {
         text
