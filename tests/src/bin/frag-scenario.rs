@@ -6,11 +6,14 @@
 //! Prints `FRAGTRACE-VMTEST-FEATURE`, `-CHECK <name> <pass|fail|info> <detail>`, `-METRIC k=v`
 //! and one `-RESULT {json}` line; the host judges the checks. Scenarios (mode full):
 //! 1. `fragtrace probes --json`: every hook attached.
-//! 2. With `fragtrace --json` running: pin nearly all memory (mlock), free every page whose buddy
-//!    stays pinned (PFNs from /proc/self/pagemap), so free memory is order-0 holes; then take the
-//!    remaining blocks of order >= 1 with pipe rings (F_SETPIPE_SZ, order >= 4) and unix stream
-//!    socket data (orders 3..1) until /proc/buddyinfo shows none; then create network namespaces
-//!    in a child named `netns-maker`, request hugepages and send on sockets.
+//! 2. With `fragtrace --json` running: keep the per-CPU page lists short (their pages are free
+//!    memory that buddyinfo does not show), pin nearly all memory (mlock), free every page whose
+//!    buddy stays pinned (PFNs from /proc/self/pagemap), so free memory is order-0 holes; then
+//!    take the remaining blocks of order >= 1 with pipe rings (F_SETPIPE_SZ, order >= 4) and unix
+//!    stream socket data (orders 3..1) until /proc/buddyinfo shows none. Then, each time after
+//!    taking again the blocks that came back free since: create network namespaces in a child
+//!    named `netns-maker` (16, then more in batches until a tracefs instance of its own has seen
+//!    one of its allocations of order >= 1 fail, bounded), send on sockets, request hugepages.
 //! 3. Failed allocations counted by ftrace (kmem/mm_page_alloc filtered on pfn == -1) over the
 //!    same window must equal fragtrace's count, or differ by fragtrace's drop count.
 use std::{
@@ -107,6 +110,7 @@ impl Scenario {
 
     fn full(&mut self, fragtrace: &str) {
         let t0 = Instant::now();
+        let _ = kmsg();
         self.probes(fragtrace);
         tune_sysctls();
         // The OOM killer must pick the pinner, never this program or fragtrace.
@@ -131,7 +135,12 @@ impl Scenario {
         }
 
         // The netns child is forked now: a fork needs order-2 blocks that will be gone.
-        let netns = NetnsMaker::fork(16);
+        let netns = NetnsMaker::fork();
+        // Set up before fragmenting: a new tracefs instance allocates and frees memory.
+        let watch = NetnsWatch::start(netns.pid);
+        if let Err(e) = &watch {
+            self.info("netns_watch", format!("no watch instance, one batch: {e}"));
+        }
         let before = Buddy::read();
         self.metric("buddyinfo_before", json!(before.lines));
         self.metric("free_mib_before", json!(before.free_mib()));
@@ -141,6 +150,7 @@ impl Scenario {
         self.metric("fragment_secs", json!(round1(tf.elapsed().as_secs_f64())));
         self.metric("buddyinfo_after", json!(after.lines));
         self.metric("free_mib_after", json!(after.free_mib()));
+        self.metric("pcp_pages_after", json!(pcp_pages()));
         let ooms_fragmenting = oom_kills();
         if ooms_fragmenting > 0 {
             let log = dmesg();
@@ -183,17 +193,43 @@ impl Scenario {
             ),
         );
 
-        // The workloads of the incident. The netns creations' order-1..3 failures may wake the OOM
-        // killer, whose victim is the pinner (oom_score_adj 1000), which ends the fragmentation;
-        // hugepages come last, as their compaction attempts may leave free blocks behind.
+        // The workloads of the incident, netns creation first. Blocks of order >= 1 come back
+        // free after the check above (kernel memory freed late: RCU callbacks, discarded slabs,
+        // fragtrace's heap), so the pinner takes them again right before each workload, and
+        // buddyinfo is read around the netns step. The netns creations' order-1..3 failures may
+        // wake the OOM killer, whose victim is the pinner (oom_score_adj 1000), which ends the
+        // fragmentation; hugepages come last, as their compaction attempts may leave free
+        // blocks behind.
         let tw = Instant::now();
-        let sent = socket_sends(64, 64 * 1024);
-        self.metric("socket_send_bytes", json!(sent));
-        let netns = netns.run();
+        if let Ok(p) = &pinner {
+            self.metric("reconsumed_before_netns", p.reconsume());
+        }
+        let pre = Buddy::read();
+        self.metric("buddyinfo_pre_netns", json!(pre.lines));
+        let tn = Instant::now();
+        let netns = netns.run(watch.as_ref().ok(), pinner.as_ref().ok().map(|p| p.pid));
+        let netns_secs = tn.elapsed().as_secs_f64();
+        let post = Buddy::read();
+        self.metric("buddyinfo_post_netns", json!(post.lines));
         self.metric(
             "netns",
-            json!({"pid": netns.0, "created": netns.1, "errors": netns.2}),
+            json!({
+                "pid": netns.pid,
+                "created": netns.created,
+                "errors": netns.errors,
+                "batches": netns.batches,
+                "failures_seen_after_each_batch": netns.seen,
+                "stop": netns.stop,
+                "secs": round1(netns_secs),
+                "free_blocks_order_ge1_before": pre.free_blocks_from(1),
+                "free_blocks_order_ge1_after": post.free_blocks_from(1),
+            }),
         );
+        if let Ok(p) = &pinner {
+            self.metric("reconsumed_before_sends", p.reconsume());
+        }
+        let sent = socket_sends(64, 64 * 1024);
+        self.metric("socket_send_bytes", json!(sent));
         let huge = request_hugepages(4);
         self.metric("hugepages", json!({"requested": 4, "got": huge}));
         self.metric("workload_secs", json!(round1(tw.elapsed().as_secs_f64())));
@@ -207,6 +243,9 @@ impl Scenario {
             p.release();
         }
         let _ = fs::write("/proc/sys/vm/nr_hugepages", "0");
+        if let Ok(w) = watch {
+            w.stop();
+        }
         sleep(Duration::from_millis(500));
         let ft_events = ftrace.and_then(|f| f.stop());
         sleep(Duration::from_secs(2));
@@ -214,7 +253,7 @@ impl Scenario {
             Ok(t) => t.stop(),
             Err(e) => Err(e.clone()),
         };
-        self.compare(ft_events, tracer_out, netns.0);
+        self.compare(ft_events, tracer_out, netns.pid);
         self.oom_check();
         self.metric("scenario_secs", json!(round1(t0.elapsed().as_secs_f64())));
     }
@@ -576,17 +615,32 @@ impl Scenario {
     }
 }
 
-/// The kernel log, read from /dev/kmsg: running `dmesg` would fork, and a fork needs order-2
-/// blocks that the fragmented guest does not have (it would wake the OOM killer).
+static KMSG: std::sync::OnceLock<Option<fs::File>> = std::sync::OnceLock::new();
+
+/// /dev/kmsg, opened once, before memory is fragmented: each open allocates an 8 KiB buffer, an
+/// order-2 or order-3 request that may not fail (5.10: kmalloc_order from devkmsg_open), so in
+/// the fragmented guest it wakes the OOM killer.
+fn kmsg() -> Option<&'static fs::File> {
+    KMSG.get_or_init(|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/kmsg")
+            .ok()
+    })
+    .as_ref()
+}
+
+/// The kernel log, read from /dev/kmsg (from its first record each time): running `dmesg` would
+/// fork, and a fork needs order-2 blocks that the fragmented guest does not have.
 fn dmesg() -> String {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut f) = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/kmsg")
-    else {
+    let Some(mut f) = kmsg() else {
         return String::new();
     };
+    if f.seek(SeekFrom::Start(0)).is_err() {
+        return String::new();
+    }
     let mut out = String::new();
     let mut buf = vec![0u8; 8192];
     // One record per read; EAGAIN at the end.
@@ -753,6 +807,25 @@ fn tune_sysctls() {
             println!("frag-scenario: {e}");
         }
     }
+    // Per-CPU page lists as short as the kernel allows. Pages on them are neither in MemFree nor
+    // in /proc/buddyinfo: since 6.7 the lists grow to 1/8 of the zone when a task frees many
+    // pages in a row (the holes), 50 MiB on 6.12, and 5.13+ keep blocks of order 1..3 there too.
+    // Any drain (a direct reclaim's drain_all_pages, 6.7's decay_pcp_high every second) then
+    // brings them back, merged with their buddies into blocks the fragmentation check never saw.
+    // The fraction bounds each list to managed pages / fraction: 5.14+ call it
+    // percpu_pagelist_high_fraction, 5.10 percpu_pagelist_fraction.
+    let fraction = ["percpu_pagelist_high_fraction", "percpu_pagelist_fraction"]
+        .iter()
+        .map(|n| format!("/proc/sys/vm/{n}"))
+        .find(|p| fs::metadata(p).is_ok());
+    match fraction {
+        Some(p) => {
+            if let Err(e) = write(&p, "100000") {
+                println!("frag-scenario: {e}");
+            }
+        }
+        None => println!("frag-scenario: no percpu_pagelist sysctl"),
+    }
     let lim = libc::rlimit {
         rlim_cur: 1 << 20,
         rlim_max: 1 << 20,
@@ -890,6 +963,16 @@ fn meminfo_kb(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Pages on the per-CPU page lists, all zones and CPUs (/proc/zoneinfo `count:`): free memory
+/// that MemFree and /proc/buddyinfo do not show.
+fn pcp_pages() -> u64 {
+    fs::read_to_string("/proc/zoneinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("count:")?.trim().parse::<u64>().ok())
+        .sum()
+}
+
 #[derive(Default)]
 struct Fragmenter {
     /// Pinned chunks: (address, length).
@@ -938,14 +1021,20 @@ impl Fragmenter {
         // cannot merge, and compaction may not move the pinned pages (compact_unevictable_allowed=0).
         self.punch_holes()?;
         // The bookkeeping above is freed by now: its blocks are back in the buddy lists.
-        // 3. Take every remaining block of order >= 1, the highest first. Never below the floor:
-        // an allocation that misses its block falls back to order 0 and eats the holes.
+        // 3. Take every remaining block of order >= 1.
+        self.consume(true)
+    }
+
+    /// Takes every free block of order >= 1, the highest first, until /proc/buddyinfo shows none
+    /// (then, with `drain_pcp`, the blocks the per-CPU lists hide, and again). Never below the
+    /// floor: an allocation that misses its block falls back to order 0 and eats the holes.
+    fn consume(&mut self, drain_pcp: bool) -> Result<(), String> {
         let started = Instant::now();
         let mut sock: Option<RawFd> = None;
         let mut last_report = Instant::now();
         let mut last_counts = Vec::new();
         let mut stuck = 0;
-        let mut drained = false;
+        let mut drained = !drain_pcp;
         loop {
             let b = Buddy::read();
             let Some(h) = b.highest() else {
@@ -1134,15 +1223,38 @@ fn unix_pair(keep: &mut Vec<RawFd>) -> Option<RawFd> {
 }
 
 /// A child named `netns-maker`, forked before memory is fragmented, that creates network
-/// namespaces when told to.
+/// namespaces when told to: each command on its pipe is a count, each answer `<created> <errors>`.
+/// Besides unshare it only reads and writes its pipes, so that every allocation it makes in the
+/// window is netns creation's.
 struct NetnsMaker {
     pid: i32,
     go: RawFd,
     result: RawFd,
 }
 
+/// What the netns step did.
+struct NetnsRun {
+    pid: i32,
+    created: usize,
+    errors: Vec<String>,
+    /// Namespaces asked for, per batch.
+    batches: Vec<usize>,
+    /// Failed allocations of order >= 1 in the child after each batch, per the watch instance.
+    seen: Vec<u64>,
+    /// Why the step ended.
+    stop: String,
+}
+
+/// The first batch: the incident's scale. More batches follow until a failure is seen.
+const NETNS_FIRST: usize = 16;
+const NETNS_BATCH: usize = 8;
+const NETNS_MAX: usize = 96;
+const NETNS_MAX_SECS: u64 = 30;
+/// A batch that takes longer is stuck (an allocation retrying for ever): the child is killed.
+const NETNS_BATCH_TIMEOUT_MS: i32 = 60_000;
+
 impl NetnsMaker {
-    fn fork(n: usize) -> Self {
+    fn fork() -> Self {
         let (mut go, mut res) = ([0; 2], [0; 2]);
         unsafe {
             libc::pipe(go.as_mut_ptr());
@@ -1151,29 +1263,37 @@ impl NetnsMaker {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             let name = CString::new(NETNS_COMM).unwrap();
-            let mut byte = 0u8;
-            let mut ok = 0u8;
-            let mut errs = String::new();
             unsafe {
                 libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
                 libc::close(go[1]);
                 libc::close(res[0]);
-                libc::read(go[0], &mut byte as *mut u8 as *mut libc::c_void, 1);
             }
-            for _ in 0..n {
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
-                    ok += 1;
-                    // Keep it alive, so that each new namespace needs new memory.
-                    let _ = fs::File::open("/proc/self/ns/net").map(std::mem::forget);
-                } else {
-                    errs.push_str(&format!("{};", std::io::Error::last_os_error()));
+            // Strings with room enough, so that the loop's own heap does not grow.
+            let mut errs = String::with_capacity(16 << 10);
+            let mut msg = String::with_capacity(16 << 10);
+            let mut byte = 0u8;
+            // A count of 0 ends it (the pinner, forked later, holds the pipe's write end too: no
+            // end of file comes).
+            while unsafe { libc::read(go[0], &mut byte as *mut u8 as *mut libc::c_void, 1) } == 1
+                && byte > 0
+            {
+                let mut ok = 0;
+                errs.clear();
+                for _ in 0..byte {
+                    // The parent keeps each namespace alive (so that each new one needs new
+                    // memory) by opening /proc/PID/ns/net: an open here would allocate outside
+                    // netns creation.
+                    if unsafe { libc::unshare(libc::CLONE_NEWNET) } == 0 {
+                        ok += 1;
+                    } else {
+                        errs.push_str(&format!("{};", std::io::Error::last_os_error()));
+                    }
                 }
+                msg.clear();
+                msg.push_str(&format!("{ok} {errs}\n"));
+                unsafe { libc::write(res[1], msg.as_ptr() as *const libc::c_void, msg.len()) };
             }
-            let msg = format!("{ok} {errs}");
-            unsafe {
-                libc::write(res[1], msg.as_ptr() as *const libc::c_void, msg.len());
-                libc::_exit(0);
-            }
+            unsafe { libc::_exit(0) };
         }
         unsafe {
             libc::close(go[0]);
@@ -1186,47 +1306,214 @@ impl NetnsMaker {
         }
     }
 
-    /// Lets the child go; returns (pid, namespaces created, errors).
-    fn run(self) -> (i32, usize, Vec<String>) {
-        let mut buf = vec![0u8; 4096];
-        let got = unsafe {
-            libc::write(self.go, b"g".as_ptr() as *const libc::c_void, 1);
-            libc::read(
-                self.result,
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
-        let mut status = 0;
-        unsafe {
-            libc::waitpid(self.pid, &mut status, 0);
-            libc::close(self.go);
-            libc::close(self.result);
+    /// Asks for `n` namespaces; (created, errors), or why there is no answer.
+    fn batch(&self, n: usize) -> Result<(usize, Vec<String>), String> {
+        let byte = n.min(255) as u8;
+        if unsafe { libc::write(self.go, &byte as *const u8 as *const libc::c_void, 1) } != 1 {
+            return Err("the child is gone (OOM kill?)".into());
         }
-        let msg = String::from_utf8_lossy(&buf[..got.max(0) as usize]).into_owned();
+        let mut pfd = libc::pollfd {
+            fd: self.result,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if unsafe { libc::poll(&mut pfd, 1, NETNS_BATCH_TIMEOUT_MS) } != 1 {
+            let stack = fs::read_to_string(format!("/proc/{}/stack", self.pid)).unwrap_or_default();
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            return Err(format!(
+                "no answer in {} s; the child's kernel stack: {}",
+                NETNS_BATCH_TIMEOUT_MS / 1000,
+                stack.lines().take(16).collect::<Vec<_>>().join(" <- ")
+            ));
+        }
+        let msg = read_line(self.result);
         let (ok, errs) = msg
+            .trim_end_matches('\n')
             .split_once(' ')
-            .unwrap_or(("0", "the child died (OOM kill?)"));
+            .ok_or_else(|| format!("the child died (OOM kill?): {msg:?}"))?;
         let errors = errs
             .split(';')
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        (self.pid, ok.parse().unwrap_or(0), errors)
+        Ok((ok.parse().unwrap_or(0), errors))
+    }
+
+    /// Creates NETNS_FIRST namespaces, then batches of NETNS_BATCH until the watch instance has
+    /// seen a failed allocation of order >= 1 in the child, NETNS_MAX namespaces or
+    /// NETNS_MAX_SECS. Whether a failure comes within the first batch depends on what the slab
+    /// caches netns creation uses still hold (partial slabs, per-CPU slabs), so the step goes on
+    /// until one comes, bounded, and says how far it went.
+    fn run(self, watch: Option<&NetnsWatch>, pinner: Option<i32>) -> NetnsRun {
+        let started = Instant::now();
+        let mut r = NetnsRun {
+            pid: self.pid,
+            created: 0,
+            errors: Vec::new(),
+            batches: Vec::new(),
+            seen: Vec::new(),
+            stop: String::new(),
+        };
+        'batches: loop {
+            let n = if r.batches.is_empty() {
+                NETNS_FIRST
+            } else {
+                NETNS_BATCH
+            };
+            r.batches.push(n);
+            for _ in 0..n {
+                match self.batch(1) {
+                    Ok((ok, errs)) => {
+                        r.created += ok;
+                        r.errors.extend(errs);
+                        if ok == 1 {
+                            // Held until this program exits.
+                            let path = CString::new(format!("/proc/{}/ns/net", self.pid)).unwrap();
+                            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+                            if fd < 0 {
+                                r.errors.push(format!(
+                                    "open {path:?}: {}",
+                                    std::io::Error::last_os_error()
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        r.stop = e;
+                        break 'batches;
+                    }
+                }
+            }
+            println!(
+                "frag-scenario: netns batch {}: {} created so far, {:.1?}",
+                r.batches.len(),
+                r.created,
+                started.elapsed()
+            );
+            let Some(w) = watch else {
+                r.stop = "no watch instance: one batch".into();
+                break;
+            };
+            let seen = w.failures();
+            r.seen.push(seen);
+            let asked: usize = r.batches.iter().sum();
+            if seen > 0 {
+                r.stop = format!("failure seen after {asked} namespaces");
+                break;
+            }
+            if asked + NETNS_BATCH > NETNS_MAX {
+                r.stop = format!("no failure seen in {asked} namespaces (limit {NETNS_MAX})");
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(NETNS_MAX_SECS) {
+                r.stop = format!("no failure seen in {asked} namespaces in {NETNS_MAX_SECS} s");
+                break;
+            }
+            if !r.errors.is_empty() {
+                r.stop = "unshare failed".into();
+                break;
+            }
+            // Killed by the OOM killer (the fallbacks of the failed requests cannot fail), the
+            // pinner took the fragmentation with it: more namespaces would prove nothing.
+            if pinner.is_some_and(|p| !alive(p)) {
+                r.stop = format!("the pinner is gone (OOM kill) after {asked} namespaces");
+                break;
+            }
+        }
+        let mut status = 0;
+        unsafe {
+            libc::write(self.go, [0u8].as_ptr() as *const libc::c_void, 1);
+            libc::close(self.go);
+            libc::waitpid(self.pid, &mut status, 0);
+            libc::close(self.result);
+        }
+        r
+    }
+}
+
+/// A tracefs instance of its own (so the window's ftrace count is untouched) that records the
+/// netns child's failed allocations of order >= 1: how the netns step knows when to stop.
+/// Read through `trace_pipe`, opened in advance: opening `trace` allocates an iterator of several
+/// pages, a request that may not fail, in the fragmented guest.
+struct NetnsWatch {
+    dir: String,
+    pipe: fs::File,
+    seen: std::cell::Cell<u64>,
+}
+
+impl NetnsWatch {
+    fn start(pid: i32) -> Result<Self, String> {
+        let dir = format!("{TRACING}/instances/netns-watch");
+        if let Err(e) = fs::create_dir(&dir)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            return Err(format!("mkdir {dir}: {e}"));
+        }
+        let ev = format!("{dir}/events/kmem/mm_page_alloc");
+        write(&format!("{dir}/buffer_size_kb"), "256")?;
+        write(
+            &format!("{ev}/filter"),
+            &format!("common_pid == {pid} && pfn == 18446744073709551615 && order >= 1"),
+        )?;
+        write(&format!("{ev}/enable"), "1")?;
+        write(&format!("{dir}/tracing_on"), "1")?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let pipe = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("{dir}/trace_pipe"))
+            .map_err(|e| format!("open {dir}/trace_pipe: {e}"))?;
+        Ok(Self {
+            dir,
+            pipe,
+            seen: std::cell::Cell::new(0),
+        })
+    }
+
+    /// The failures recorded so far (trace_pipe consumes what it returns: they add up).
+    fn failures(&self) -> u64 {
+        static BUF: std::sync::Mutex<[u8; 16384]> = std::sync::Mutex::new([0; 16384]);
+        let mut buf = BUF.lock().unwrap();
+        let mut f = &self.pipe;
+        // One event per line, each line ending in its gfp flags: count the newlines.
+        while let Ok(n) = f.read(&mut buf[..]) {
+            if n == 0 {
+                break;
+            }
+            let lines = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.seen.set(self.seen.get() + lines);
+        }
+        self.seen.get()
+    }
+
+    fn stop(self) {
+        let _ = write(
+            &format!("{}/events/kmem/mm_page_alloc/enable", self.dir),
+            "0",
+        );
+        drop(self.pipe);
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 
 /// The child that holds the fragmentation: pinned memory with holes, pipes and sockets. It is the
-/// OOM killer's preferred victim, and killing it undoes everything.
+/// OOM killer's preferred victim, and killing it undoes everything. Once it has reported, it
+/// waits for commands: `c` takes the blocks of order >= 1 that came back free since (kernel
+/// memory freed late: RCU callbacks, slabs discarded, fragtrace's heap) and reports.
 struct Pinner {
     pid: i32,
     report: Value,
+    cmd: RawFd,
+    res: RawFd,
 }
 
 impl Pinner {
     fn spawn() -> Result<Self, String> {
-        let mut res = [0; 2];
-        unsafe { libc::pipe(res.as_mut_ptr()) };
+        let (mut cmd, mut res) = ([0; 2], [0; 2]);
+        unsafe {
+            libc::pipe(cmd.as_mut_ptr());
+            libc::pipe(res.as_mut_ptr());
+        }
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(format!("fork: {}", std::io::Error::last_os_error()));
@@ -1236,6 +1523,7 @@ impl Pinner {
             unsafe {
                 libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
                 libc::close(res[0]);
+                libc::close(cmd[1]);
             }
             let _ = fs::write("/proc/self/oom_score_adj", "1000");
             let mut f = Fragmenter::default();
@@ -1250,41 +1538,96 @@ impl Pinner {
                 "pcp_blocks": f.pcp_blocks,
                 "error": r.err(),
             });
-            let msg = format!("{report}\n");
-            unsafe {
-                libc::write(res[1], msg.as_ptr() as *const libc::c_void, msg.len());
-                loop {
-                    libc::pause();
-                }
+            write_line(res[1], &report.to_string());
+            let mut byte = 0u8;
+            while unsafe { libc::read(cmd[0], &mut byte as *mut u8 as *mut libc::c_void, 1) } == 1 {
+                let before = Buddy::read();
+                let allocs = f.consume_allocs;
+                let r = f.consume(false);
+                let report = json!({
+                    "blocks_found": before.free_blocks_from(1),
+                    "highest_order": before.highest(),
+                    "allocs": f.consume_allocs - allocs,
+                    "error": r.err(),
+                });
+                write_line(res[1], &report.to_string());
+            }
+            // The parent is gone: hold on until killed.
+            loop {
+                unsafe { libc::pause() };
             }
         }
-        unsafe { libc::close(res[1]) };
-        let mut text = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = unsafe { libc::read(res[0], buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-            if n <= 0 {
-                break;
-            }
-            text.extend_from_slice(&buf[..n as usize]);
-            if text.ends_with(b"\n") {
-                break;
-            }
+        unsafe {
+            libc::close(res[1]);
+            libc::close(cmd[0]);
         }
-        unsafe { libc::close(res[0]) };
-        let text = String::from_utf8_lossy(&text);
+        let text = read_line(res[0]);
         let report = serde_json::from_str(text.trim())
             .map_err(|_| format!("the pinner died before reporting: {}", clip(&text, 200)))?;
-        Ok(Self { pid, report })
+        Ok(Self {
+            pid,
+            report,
+            cmd: cmd[1],
+            res: res[0],
+        })
+    }
+
+    /// Has the pinner take the blocks of order >= 1 that are free again; its report.
+    fn reconsume(&self) -> Value {
+        let sent = unsafe { libc::write(self.cmd, b"c".as_ptr() as *const libc::c_void, 1) };
+        let text = if sent == 1 {
+            read_line(self.res)
+        } else {
+            String::new()
+        };
+        serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+            json!({ "error": if alive(self.pid) {
+                format!("the pinner did not answer: {}", clip(&text, 200))
+            } else {
+                "the pinner is gone (OOM kill)".to_string()
+            } })
+        })
     }
 
     fn release(self) {
         let mut status = 0;
         unsafe {
+            libc::close(self.cmd);
+            libc::close(self.res);
             libc::kill(self.pid, libc::SIGKILL);
             libc::waitpid(self.pid, &mut status, 0);
         }
     }
+}
+
+/// Whether a child runs (neither gone nor a zombie).
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|r| !r.1.starts_with(['Z', 'X'])))
+        .unwrap_or(false)
+}
+
+fn write_line(fd: RawFd, line: &str) {
+    let msg = format!("{line}\n");
+    unsafe { libc::write(fd, msg.as_ptr() as *const libc::c_void, msg.len()) };
+}
+
+/// Reads up to a newline (or end of file) from a pipe.
+fn read_line(fd: RawFd) -> String {
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        text.extend_from_slice(&buf[..n as usize]);
+        if text.ends_with(b"\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 fn request_hugepages(n: u32) -> u64 {

@@ -405,7 +405,7 @@ mod tests {
 
     /// Runs the matrix without `setup` and `build` (for working on the harness while the tree
     /// does not build): `VMTEST_KERNEL=6.1 VMTEST_BOOT_ONLY=1 FRAGTRACE_BIN=... cargo test -p xtask
-    /// -- --ignored --nocapture vmtest_direct`.
+    /// -- --ignored --nocapture vmtest_direct`. VMTEST_TIMEOUT=<seconds> overrides the timeout.
     #[test]
     #[ignore = "boots qemu; run on purpose"]
     fn vmtest_direct() {
@@ -414,6 +414,12 @@ mod tests {
             opts.kernel = k;
         }
         opts.boot_only = std::env::var_os("VMTEST_BOOT_ONLY").is_some();
+        if let Some(t) = std::env::var("VMTEST_TIMEOUT")
+            .ok()
+            .and_then(|t| t.parse().ok())
+        {
+            opts.timeout = t;
+        }
         if let Err(e) = run(&opts) {
             panic!("{e:#}");
         }
