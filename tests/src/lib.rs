@@ -224,6 +224,26 @@ impl Drop for MemCgroupV1 {
     }
 }
 
+/// What the memcg pipe workload (`pipe-pressure`) needs: pipes may grow to 16 MiB, and a v1
+/// memory cgroup limited to 64 MiB to run in. Both are undone on drop.
+pub struct PipePressure {
+    pub cgroup: MemCgroupV1,
+    pub pipe_max_size: FileRestore,
+}
+
+impl PipePressure {
+    /// None (with a printed reason) without a v1 memory controller.
+    pub fn prepare(tag: &str) -> Option<Self> {
+        let pipe_max_size = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
+        let name = format!("fragtrace-{tag}-{}", std::process::id());
+        let cgroup = MemCgroupV1::create(&name, 64 << 20)?;
+        Some(Self {
+            cgroup,
+            pipe_max_size,
+        })
+    }
+}
+
 /// Creates `n` network namespaces, each in a short-lived forked child (unshare(CLONE_NEWNET)).
 /// Returns how many succeeded.
 pub fn create_netns(n: usize) -> usize {

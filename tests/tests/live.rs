@@ -85,14 +85,13 @@ fn memcg_pipe_failures_are_caught_by_every_attach_method() {
 }
 
 fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) {
-    let _pipe_max = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
-    let name = format!("fragtrace-test-{}", std::process::id());
-    let Some(cg) = MemCgroupV1::create(&name, 64 << 20) else {
+    // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
+    let Some(pressure) = PipePressure::prepare("test") else {
         return;
     };
     let tracer = Tracer::start(tracer_args);
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
-        .arg(&cg.dir)
+        .arg(&pressure.cgroup.dir)
         .arg("32")
         .output()
         .expect("run pipe-pressure");
@@ -173,15 +172,14 @@ fn filters_hide_other_tasks() {
     if !is_root_or_skip("filters_hide_other_tasks") {
         return;
     }
-    let _pipe_max = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
-    let name = format!("fragtrace-filter-{}", std::process::id());
-    let Some(cg) = MemCgroupV1::create(&name, 64 << 20) else {
+    // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
+    let Some(pressure) = PipePressure::prepare("filter") else {
         return;
     };
     // Filters that exclude the workload: no event may get through, but counters still count.
     let tracer = Tracer::start(&["--comm", "no-such-task", "--min-order", "7"]);
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
-        .arg(&cg.dir)
+        .arg(&pressure.cgroup.dir)
         .arg("16")
         .output()
         .unwrap();
@@ -301,14 +299,13 @@ fn json_output_has_every_documented_field() {
     if !is_root_or_skip("json_output_has_every_documented_field") {
         return;
     }
-    let _pipe_max = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
-    let name = format!("fragtrace-contract-{}", std::process::id());
-    let Some(cg) = MemCgroupV1::create(&name, 64 << 20) else {
+    // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
+    let Some(pressure) = PipePressure::prepare("contract") else {
         return;
     };
     let tracer = Tracer::start(&[]);
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
-        .arg(&cg.dir)
+        .arg(&pressure.cgroup.dir)
         .arg("16")
         .output()
         .unwrap();

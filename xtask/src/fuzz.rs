@@ -3,7 +3,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::util::{self, root_dir, succeeds};
+use crate::util::{self, root_dir};
 
 /// The targets in fuzz/Cargo.toml.
 const TARGETS: [&str; 2] = ["log_parser", "proc_parsers"];
@@ -23,26 +23,13 @@ impl Options {
 
 /// rustup's `cargo` proxy, so that `+nightly` selects the toolchain (the `CARGO` cargo gave
 /// xtask is a toolchain's own binary, which ignores it).
-fn nightly_cargo() -> Command {
+pub fn nightly_cargo() -> Command {
     let mut cmd = Command::new("cargo");
     cmd.arg("+nightly").env_remove("RUSTUP_TOOLCHAIN");
     cmd
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        util::run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
-    if !succeeds(nightly_cargo().args(["fuzz", "--version"])) {
-        util::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
-            .context("cannot install cargo-fuzz")?;
-    }
     let fuzz_dir = root_dir().join("fuzz");
     for target in TARGETS {
         let corpus = fuzz_dir.join("corpus").join(target);

@@ -79,7 +79,10 @@ fn try_main() -> Result<()> {
             build()?;
             vmtest::run(&opts)
         }
-        Task::Fuzz(opts) => fuzz::run(&opts),
+        Task::Fuzz(opts) => {
+            setup::run()?;
+            fuzz::run(&opts)
+        }
         Task::Bench(opts) => {
             setup::run()?;
             bench::run_bench(&opts)

@@ -20,12 +20,29 @@ const BPF_LINKER_VERSION: &str = "0.13";
 
 pub fn run() -> Result<()> {
     let started = std::time::Instant::now();
+    ensure_nightly()?;
     ensure_rust_src()?;
+    ensure_cargo_fuzz()?;
     ensure_apt_packages()?;
     ensure_bpf_linker()?;
     crate::vmtest::ensure_kernels()?;
     eprintln!("xtask setup: ready in {:.1?}", started.elapsed());
     Ok(())
+}
+
+/// The nightly toolchain builds the eBPF crate (with rust-src) and runs cargo-fuzz.
+fn ensure_nightly() -> Result<()> {
+    if succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing the nightly toolchain");
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+    ]))
 }
 
 fn ensure_rust_src() -> Result<()> {
@@ -41,14 +58,16 @@ fn ensure_rust_src() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask setup: installing nightly rust-src");
-    run_cmd(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-    ]))?;
     run_cmd(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    if succeeds(crate::fuzz::nightly_cargo().args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-fuzz");
+    run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+        .context("cannot install cargo-fuzz")
 }
 
 fn ensure_apt_packages() -> Result<()> {
