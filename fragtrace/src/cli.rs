@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand};
     about = "Trace failed page allocations, compaction and fragmentation with eBPF",
     long_about = "Trace failed page allocations, compaction and fragmentation with eBPF.\n\n\
         With no subcommand, fragtrace attaches every hook this kernel supports (root needed) and \
-        prints each failed page allocation as it happens, then a summary on Ctrl-C, SIGTERM or \
-        --duration.",
+        prints, as they happen, each failed page allocation with its verdict and what the kernel \
+        did about it (compaction, direct reclaim, OOM kills, network namespace creations), then \
+        a summary on Ctrl-C, SIGTERM or --duration.",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -41,13 +42,13 @@ pub struct TraceArgs {
     /// Stop after SECS seconds and print the summary.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Show only failures of this order or higher.
+    /// Show only events of this order or higher (events without an order are kept).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=31))]
     pub min_order: Option<u32>,
-    /// Show only failures of this process (thread group) id.
+    /// Show only events of this process (thread group) id (OOM kills are always shown).
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
-    /// Show only failures of tasks whose name contains COMM.
+    /// Show only events of tasks whose name contains COMM (OOM kills are always shown).
     #[arg(long, value_name = "COMM")]
     pub comm: Option<String>,
     /// Stack frames shown per failure in text output (JSON always has all of them).
