@@ -169,6 +169,25 @@ pub struct EventHeader {
     pub tid: u32,
 }
 
+/// A memory cgroup's page counter (`mem_cgroup.memory`), read at the moment of a failure.
+/// Reading it then, not later from cgroupfs, keeps the evidence when the task exits or frees
+/// memory before user space looks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemcgCounters {
+    /// Pages charged (`page_counter.usage`).
+    pub usage_pages: u64,
+    /// The limit in pages (`page_counter.max`).
+    pub max_pages: u64,
+    /// 0 for the task's own memory cgroup, 1 for its parent, and so on.
+    pub level: u32,
+    /// 1 when the counters were read; 0 when this kernel's layout is unknown or a read failed.
+    pub valid: u32,
+}
+
+/// Levels of the memory-cgroup hierarchy walked from the task's own cgroup towards the root.
+pub const MEMCG_MAX_LEVELS: u32 = 8;
+
 /// A page allocation that returned no page (`kmem:mm_page_alloc` with page NULL / pfn -1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -183,6 +202,9 @@ pub struct AllocFailEvent {
     pub netns: u32,
     /// 1 when `warn_alloc` ran for this failure (it printed `page allocation failure`).
     pub warned: u32,
+    /// The task's memory-cgroup counters read in the kernel at the failure, at the level of the
+    /// hierarchy with the least headroom (see [`MemcgCounters`]).
+    pub memcg: MemcgCounters,
     /// Bytes of `stack` filled by `bpf_get_stack`, or a negative errno.
     pub stack_bytes: i64,
     pub stack: [u64; MAX_STACK_DEPTH],
@@ -203,8 +225,10 @@ impl AllocFailEvent {
 // Layout guards: a change here is a change of the kernel/user contract.
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 const _: () = assert!(
-    core::mem::size_of::<AllocFailEvent>() == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 8 + 127 * 8
+    core::mem::size_of::<AllocFailEvent>() == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 24 + 8 + 127 * 8
 );
+const _: () = assert!(core::mem::size_of::<MemcgCounters>() == 24);
+const _: () = assert!(core::mem::offset_of!(AllocFailEvent, memcg) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<MmEvent>() == 24 + 16 + 48);
 const _: () = assert!(core::mem::size_of::<SlabCreateFailEvent>() == 24 + 16 + 64);
 const _: () = assert!(core::mem::offset_of!(AllocFailEvent, stack) % 8 == 0);
@@ -260,6 +284,7 @@ mod tests {
             comm: *b"pipe-filler\0\0\0\0\0",
             netns: netns_window::COPY_NET_NS,
             warned: 1,
+            memcg: MemcgCounters::default(),
             stack_bytes: 3 * 8,
             stack: [0; MAX_STACK_DEPTH],
         };
@@ -316,6 +341,7 @@ mod tests {
             comm: [0; 16],
             netns: 0,
             warned: 0,
+            memcg: MemcgCounters::default(),
             stack_bytes: -14,
             stack: [7; MAX_STACK_DEPTH],
         };

@@ -5,6 +5,7 @@
 
 mod compaction;
 mod maps;
+mod memcg;
 mod netns;
 mod oom;
 mod page_alloc;

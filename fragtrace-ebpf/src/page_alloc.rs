@@ -20,6 +20,7 @@ use crate::maps::{
     COPY_NET_NS_START, EVENTS, NETNS_WINDOWS, WARNED, btf_and_raw_tracepoint, bump, current_tid,
     header, is_self, load_const,
 };
+use crate::memcg::current_memcg_counters;
 
 // Field offsets in the classic tracepoint record, read from tracefs `format` by user space.
 #[unsafe(no_mangle)]
@@ -148,6 +149,7 @@ fn try_page_alloc<C: EbpfContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i64> 
         (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*ev).netns = netns;
         (*ev).warned = warned;
+        (*ev).memcg = current_memcg_counters();
         let stack_ptr = core::ptr::addr_of_mut!((*ev).stack) as *mut c_void;
         (*ev).stack_bytes = bpf_get_stack(
             ctx.as_ptr(),

@@ -120,6 +120,12 @@ fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) {
         // The memory cgroup was at its limit: that, not fragmentation, is the verdict.
         assert_eq!(f["memcg_limited"], true, "{f}");
         assert_eq!(f["verdict"], "memcg_limit", "{f}");
+        // Read by the kernel handler at the failure, so it survives the workload freeing its
+        // memory and exiting before fragtrace handles the event.
+        assert!(
+            f["reason"].as_str().unwrap().contains("at the failure"),
+            "{f}"
+        );
         assert!(f["reason"].as_str().unwrap().contains("limit"), "{f}");
         assert_eq!(f["netns"], false, "{f}");
         assert_eq!(f["order"], 6, "{f}");

@@ -96,8 +96,16 @@ impl Attributor {
             _ => None,
         };
         let netns_evidence = frame.or_else(|| window.map(str::to_string));
-        let memcg = MemcgUsage::for_pid(ev.pid).ok();
-        let request_bytes = crate::zones::page_size() << ev.order.min(40);
+        let page_size = crate::zones::page_size();
+        let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", ev.pid)).ok();
+        let memcg = MemcgUsage::from_failure(
+            &ev.memcg,
+            page_size,
+            proc_cgroup.as_deref(),
+            &format!("of pid {}", ev.pid),
+        )
+        .or_else(|| MemcgUsage::for_pid(ev.pid).ok());
+        let request_bytes = page_size << ev.order.min(40);
         let memcg_limited = memcg
             .as_ref()
             .map(|m| m.limit_reason(request_bytes).is_some());

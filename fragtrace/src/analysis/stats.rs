@@ -58,6 +58,7 @@ mod tests {
             stack: stack.iter().map(|s| s.to_string()).collect(),
             netns_window: 0,
             warned: false,
+            memcg: Default::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Raw ring-buffer records to typed events with names: gfp flags, migratetype, symbols, time.
 use anyhow::{Result, bail};
 use fragtrace_common::{
-    AllocFailEvent, EventHeader, EventKind, MmEvent, SlabCreateFailEvent, read_record,
+    AllocFailEvent, EventHeader, EventKind, MemcgCounters, MmEvent, SlabCreateFailEvent,
+    read_record,
 };
 
 use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols};
@@ -35,6 +36,8 @@ pub struct AllocFail {
     pub netns_window: u32,
     /// warn_alloc ran for it: the kernel printed `page allocation failure`.
     pub warned: bool,
+    /// The task's memory-cgroup counters as the kernel handler read them at the failure.
+    pub memcg: MemcgCounters,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +159,7 @@ impl Decoder {
             stack: self.symbolize(raw.frames()),
             netns_window: raw.netns,
             warned: raw.warned != 0,
+            memcg: raw.memcg,
         }
     }
 
@@ -272,6 +276,7 @@ mod tests {
             comm: *b"pipe\0\0\0\0\0\0\0\0\0\0\0\0",
             netns: 0,
             warned: 0,
+            memcg: Default::default(),
             stack_bytes: 5 * 8,
             stack: [0; MAX_STACK_DEPTH],
         };

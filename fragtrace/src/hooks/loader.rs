@@ -11,7 +11,7 @@ use aya::{
 
 use super::{
     catalog::{self, Hook, Method},
-    preflight,
+    kernel_layout, preflight,
 };
 use crate::{
     decode::{kallsyms::Kallsyms, tracefs::EventFormat},
@@ -88,6 +88,12 @@ pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loade
         ("FRAGTRACE_TGID", std::process::id()),
         ("PAGEBLOCK_ORDER", preflight::pageblock_order()),
     ];
+    // Without these the failure handler skips the memory-cgroup read, and user space falls
+    // back to reading cgroupfs when the event arrives.
+    match kernel_layout::memcg_globals() {
+        Ok(offsets) => globals.extend(offsets),
+        Err(e) => log::debug!("memory-cgroup counters not read in the kernel: {e}"),
+    }
     match page_alloc_offsets(&page_alloc_format) {
         Ok(offsets) => globals.extend(offsets),
         Err(e) => kernel.missing_offsets.push(("page_alloc_tp", e)),

@@ -2,6 +2,7 @@
 //! the ring buffer and the counters.
 pub mod catalog;
 pub mod counters;
+pub mod kernel_layout;
 pub mod loader;
 pub mod preflight;
 pub mod ringbuf;

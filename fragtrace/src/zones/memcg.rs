@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use fragtrace_common::MemcgCounters;
 use serde::Serialize;
 
 /// Where the hierarchies are mounted on systemd and most other distributions.
@@ -28,6 +29,8 @@ pub struct MemcgUsage {
     pub events_max: Option<u64>,
     pub events_oom: Option<u64>,
     pub events_oom_kill: Option<u64>,
+    /// Usage and limit were read by the kernel handler at the failure, not from cgroupfs later.
+    pub read_at_failure: bool,
 }
 
 impl MemcgUsage {
@@ -45,6 +48,37 @@ impl MemcgUsage {
             _ => Path::new(CGROUP_ROOT).join("unified"),
         };
         Self::read(&dir.join(path.trim_start_matches('/')), &path)
+    }
+
+    /// From the page counter the kernel handler read at the failure. `proc_cgroup` is the task's
+    /// /proc/PID/cgroup text if it is still readable; it names the cgroup (`level` steps up
+    /// from the task's own), else `unnamed` stands in.
+    pub fn from_failure(
+        counters: &MemcgCounters,
+        page_size: u64,
+        proc_cgroup: Option<&str>,
+        unnamed: &str,
+    ) -> Option<Self> {
+        if counters.valid == 0 {
+            return None;
+        }
+        let (version, path) = match proc_cgroup.and_then(memory_cgroup_of) {
+            Some((version, path)) => (version, ancestor(&path, counters.level)),
+            None if counters.level == 0 => (0, unnamed.to_string()),
+            None => (0, format!("{unnamed}, {} level(s) up", counters.level)),
+        };
+        let limit = counters.max_pages.saturating_mul(page_size);
+        Some(Self {
+            path,
+            version,
+            usage_bytes: counters.usage_pages.saturating_mul(page_size),
+            limit_bytes: (limit < V1_UNLIMITED).then_some(limit),
+            failcnt: None,
+            events_max: None,
+            events_oom: None,
+            events_oom_kill: None,
+            read_at_failure: true,
+        })
     }
 
     /// Reads the cgroup directory `dir` (v2 if it has `memory.current`, else v1). `path` is the
@@ -65,6 +99,7 @@ impl MemcgUsage {
                 events_max: event(&events, "max"),
                 events_oom: event(&events, "oom"),
                 events_oom_kill: event(&events, "oom_kill"),
+                read_at_failure: false,
             });
         }
         if let Some(usage) = get("memory.usage_in_bytes") {
@@ -82,6 +117,7 @@ impl MemcgUsage {
                 events_max: None,
                 events_oom: None,
                 events_oom_kill: event(&oom_control, "oom_kill"),
+                read_at_failure: false,
             });
         }
         bail!(
@@ -106,10 +142,18 @@ impl MemcgUsage {
         if let Some(n) = self.events_oom_kill {
             counters.push(format!("oom_kill {n}"));
         }
+        let version = match self.version {
+            0 => String::new(),
+            v => format!(" (v{v})"),
+        };
+        let when = if self.read_at_failure {
+            ", at the failure"
+        } else {
+            ""
+        };
         Some(format!(
-            "memory cgroup {} (v{}): {} kB used + {} kB requested > {} kB limit{}",
+            "memory cgroup {}{version}{when}: {} kB used + {} kB requested > {} kB limit{}",
             self.path,
-            self.version,
             self.usage_bytes / 1024,
             request_bytes / 1024,
             limit / 1024,
@@ -139,6 +183,15 @@ pub fn memory_cgroup_of(proc_cgroup: &str) -> Option<(u8, String)> {
         }
     }
     v2
+}
+
+/// The cgroup `levels` steps above `path` (`/a/b/c`, 1 → `/a/b`; never above `/`).
+fn ancestor(path: &str, levels: u32) -> String {
+    let mut p = path.trim_end_matches('/');
+    for _ in 0..levels {
+        p = p.rsplit_once('/').map_or("", |(head, _)| head);
+    }
+    if p.is_empty() { "/".into() } else { p.into() }
 }
 
 fn parse_u64(text: &str, file: &str) -> Result<u64> {
@@ -215,6 +268,44 @@ mod tests {
             Some((2, "/user.slice".into()))
         );
         assert_eq!(memory_cgroup_of("garbage"), None);
+    }
+
+    #[test]
+    fn counters_read_at_the_failure() {
+        let at_limit = MemcgCounters {
+            usage_pages: 16384,
+            max_pages: 16384,
+            level: 1,
+            valid: 1,
+        };
+        let proc = "4:memory:/kubepods/pod1/c1\n0::/\n";
+        let m = MemcgUsage::from_failure(&at_limit, 4096, Some(proc), "pid 7").unwrap();
+        assert_eq!((m.version, m.path.as_str()), (1, "/kubepods/pod1"));
+        let reason = m.limit_reason(256 << 10).unwrap();
+        assert!(
+            reason.starts_with(
+                "memory cgroup /kubepods/pod1 (v1), at the failure: 65536 kB used + 256 kB \
+                 requested > 65536 kB limit"
+            ),
+            "{reason}"
+        );
+        // The task is gone: the reason still stands, with the pid instead of a path.
+        let gone = MemcgUsage::from_failure(&at_limit, 4096, None, "of pid 7").unwrap();
+        assert!(
+            gone.limit_reason(4096)
+                .unwrap()
+                .contains("of pid 7, 1 level(s) up")
+        );
+        // Unlimited (PAGE_COUNTER_MAX) and unread counters.
+        let unlimited = MemcgCounters {
+            max_pages: i64::MAX as u64 / 4096,
+            ..at_limit
+        };
+        let m = MemcgUsage::from_failure(&unlimited, 4096, None, "x").unwrap();
+        assert_eq!(m.limit_bytes, None);
+        assert!(MemcgUsage::from_failure(&MemcgCounters::default(), 4096, None, "x").is_none());
+        assert_eq!(ancestor("/a/b/c", 2), "/a");
+        assert_eq!(ancestor("/a", 3), "/");
     }
 
     #[test]

@@ -1,0 +1,82 @@
+//! The failing task's memory-cgroup page counters, read at the failure.
+//!
+//! `current->cgroups->subsys[memory_cgrp_id]` is the task's `mem_cgroup` (by its `css`); its
+//! `memory` page counter and every ancestor's (`page_counter.parent`) hold usage and max. A
+//! charge fails at the first level without room, so the level with the least headroom is kept.
+//! The offsets come from the kernel's BTF, set by user space at load time; `MEMCG_LAYOUT_KNOWN`
+//! stays 0 when they could not be read, and then nothing is read here.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use fragtrace_common::{MEMCG_MAX_LEVELS, MemcgCounters};
+
+use crate::maps::load_const;
+
+#[unsafe(no_mangle)]
+static MEMCG_LAYOUT_KNOWN: u32 = 0;
+/// `offsetof(struct task_struct, cgroups)`.
+#[unsafe(no_mangle)]
+static TASK_CGROUPS_OFFSET: u32 = 0;
+/// `offsetof(struct css_set, subsys) + memory_cgrp_id * sizeof(void *)`.
+#[unsafe(no_mangle)]
+static CSS_SET_MEMORY_SUBSYS_OFFSET: u32 = 0;
+/// `offsetof(struct mem_cgroup, memory) - offsetof(struct mem_cgroup, css)`.
+#[unsafe(no_mangle)]
+static MEMCG_CSS_TO_COUNTER: u32 = 0;
+/// `offsetof(struct page_counter, usage | max | parent)`.
+#[unsafe(no_mangle)]
+static COUNTER_USAGE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static COUNTER_MAX_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static COUNTER_PARENT_OFFSET: u32 = 0;
+
+#[inline(always)]
+fn read_u64(base: u64, offset: u32) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const u64).ok() }
+}
+
+/// The counters of the current task's memory cgroup level with the least headroom.
+#[inline(always)]
+pub fn current_memcg_counters() -> MemcgCounters {
+    let mut best = MemcgCounters::default();
+    if load_const(&MEMCG_LAYOUT_KNOWN) == 0 {
+        return best;
+    }
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(css_set) = read_u64(task, load_const(&TASK_CGROUPS_OFFSET)) else {
+        return best;
+    };
+    let Some(css) = read_u64(css_set, load_const(&CSS_SET_MEMORY_SUBSYS_OFFSET)) else {
+        return best;
+    };
+    if css == 0 {
+        return best;
+    }
+    let mut counter = css + load_const(&MEMCG_CSS_TO_COUNTER) as u64;
+    let mut best_headroom = u64::MAX;
+    for level in 0..MEMCG_MAX_LEVELS {
+        let (Some(usage), Some(max)) = (
+            read_u64(counter, load_const(&COUNTER_USAGE_OFFSET)),
+            read_u64(counter, load_const(&COUNTER_MAX_OFFSET)),
+        ) else {
+            break;
+        };
+        let headroom = max.saturating_sub(usage);
+        if headroom < best_headroom {
+            best_headroom = headroom;
+            best = MemcgCounters {
+                usage_pages: usage,
+                max_pages: max,
+                level,
+                valid: 1,
+            };
+        }
+        match read_u64(counter, load_const(&COUNTER_PARENT_OFFSET)) {
+            Some(parent) if parent != 0 => counter = parent,
+            _ => break,
+        }
+    }
+    best
+}
