@@ -57,7 +57,8 @@ pub enum EventKind {
     ReclaimBegin = 6,
     /// `mm_vmscan_direct_reclaim_end`: args = [nr_reclaimed].
     ReclaimEnd = 7,
-    /// `oom:mark_victim`: args = [victim pid].
+    /// `oom:mark_victim`: args = [victim pid, then the OOM invoker's memory-cgroup counters
+    /// packed by [`MemcgCounters::to_args`]].
     OomVictim = 8,
     /// A netns syscall window closed: args = [op (NetnsOp), flags, start ns, return value].
     NetnsSyscall = 9,
@@ -179,10 +180,38 @@ pub struct MemcgCounters {
     pub usage_pages: u64,
     /// The limit in pages (`page_counter.max`).
     pub max_pages: u64,
+    /// Inode number of that level's cgroup directory (`kernfs_node.id`), which names it in
+    /// cgroupfs after the task is gone; 0 if unread.
+    pub cgroup_ino: u64,
     /// 0 for the task's own memory cgroup, 1 for its parent, and so on.
     pub level: u32,
     /// 1 when the counters were read; 0 when this kernel's layout is unknown or a read failed.
     pub valid: u32,
+}
+
+impl MemcgCounters {
+    /// Packed into four [`MmEvent`] args.
+    pub fn to_args(&self) -> [u64; 4] {
+        [
+            self.usage_pages,
+            self.max_pages,
+            self.cgroup_ino,
+            ((self.valid as u64) << 32) | self.level as u64,
+        ]
+    }
+
+    pub fn from_args(args: &[u64]) -> Self {
+        match args {
+            [usage, max, ino, packed, ..] => Self {
+                usage_pages: *usage,
+                max_pages: *max,
+                cgroup_ino: *ino,
+                level: *packed as u32,
+                valid: (*packed >> 32) as u32,
+            },
+            _ => Self::default(),
+        }
+    }
 }
 
 /// Levels of the memory-cgroup hierarchy walked from the task's own cgroup towards the root.
@@ -225,9 +254,9 @@ impl AllocFailEvent {
 // Layout guards: a change here is a change of the kernel/user contract.
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 const _: () = assert!(
-    core::mem::size_of::<AllocFailEvent>() == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 24 + 8 + 127 * 8
+    core::mem::size_of::<AllocFailEvent>() == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 32 + 8 + 127 * 8
 );
-const _: () = assert!(core::mem::size_of::<MemcgCounters>() == 24);
+const _: () = assert!(core::mem::size_of::<MemcgCounters>() == 32);
 const _: () = assert!(core::mem::offset_of!(AllocFailEvent, memcg) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<MmEvent>() == 24 + 16 + 48);
 const _: () = assert!(core::mem::size_of::<SlabCreateFailEvent>() == 24 + 16 + 64);
@@ -266,6 +295,19 @@ pub fn record_bytes<T: Copy>(record: &T) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memcg_counters_pack_into_args() {
+        let c = MemcgCounters {
+            usage_pages: 16384,
+            max_pages: 16385,
+            cgroup_ino: 4242,
+            level: 2,
+            valid: 1,
+        };
+        assert_eq!(MemcgCounters::from_args(&c.to_args()), c);
+        assert_eq!(MemcgCounters::from_args(&[]), MemcgCounters::default());
+    }
 
     #[test]
     fn alloc_fail_round_trip() {

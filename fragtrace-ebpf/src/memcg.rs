@@ -29,6 +29,14 @@ static COUNTER_USAGE_OFFSET: u32 = 0;
 static COUNTER_MAX_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static COUNTER_PARENT_OFFSET: u32 = 0;
+/// `offsetof(struct cgroup_subsys_state, cgroup)`, `offsetof(struct cgroup, kn)`,
+/// `offsetof(struct kernfs_node, id)`: the cgroup directory's inode number.
+#[unsafe(no_mangle)]
+static CSS_CGROUP_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CGROUP_KN_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static KERNFS_ID_OFFSET: u32 = 0;
 
 #[inline(always)]
 fn read_u64(base: u64, offset: u32) -> Option<u64> {
@@ -54,7 +62,9 @@ pub fn current_memcg_counters() -> MemcgCounters {
     if css == 0 {
         return best;
     }
-    let mut counter = css + load_const(&MEMCG_CSS_TO_COUNTER) as u64;
+    let css_to_counter = load_const(&MEMCG_CSS_TO_COUNTER) as u64;
+    let mut counter = css + css_to_counter;
+    let mut best_counter = 0;
     let mut best_headroom = u64::MAX;
     for level in 0..MEMCG_MAX_LEVELS {
         let (Some(usage), Some(max)) = (
@@ -66,9 +76,11 @@ pub fn current_memcg_counters() -> MemcgCounters {
         let headroom = max.saturating_sub(usage);
         if headroom < best_headroom {
             best_headroom = headroom;
+            best_counter = counter;
             best = MemcgCounters {
                 usage_pages: usage,
                 max_pages: max,
+                cgroup_ino: 0,
                 level,
                 valid: 1,
             };
@@ -77,6 +89,16 @@ pub fn current_memcg_counters() -> MemcgCounters {
             Some(parent) if parent != 0 => counter = parent,
             _ => break,
         }
+    }
+    if best_counter != 0 {
+        // Every counter on the parent chain is the `memory` member of a mem_cgroup.
+        best.cgroup_ino = read_u64(
+            best_counter - css_to_counter,
+            load_const(&CSS_CGROUP_OFFSET),
+        )
+        .and_then(|cgroup| read_u64(cgroup, load_const(&CGROUP_KN_OFFSET)))
+        .and_then(|kn| read_u64(kn, load_const(&KERNFS_ID_OFFSET)))
+        .unwrap_or(0);
     }
     best
 }

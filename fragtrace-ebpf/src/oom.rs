@@ -4,7 +4,10 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use fragtrace_common::EventKind;
 
-use crate::maps::{emit_mm, load_const};
+use crate::{
+    maps::{emit_mm, load_const},
+    memcg::current_memcg_counters,
+};
 
 #[unsafe(no_mangle)]
 static OOM_PID_OFFSET: u32 = 8;
@@ -18,10 +21,13 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
 fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: the offset comes from this kernel's tracefs format for this event.
     let pid: i32 = unsafe { ctx.read_at(load_const(&OOM_PID_OFFSET) as usize)? };
+    // The current task invoked the OOM killer; for a memory-cgroup OOM its cgroup (or an
+    // ancestor) is the one at its limit. Read now: the victim and its cgroup may be gone later.
+    let [usage, max, ino, level] = current_memcg_counters().to_args();
     emit_mm(
         ctx,
         EventKind::OomVictim,
-        [pid as u32 as u64, 0, 0, 0, 0, 0],
+        [pid as u32 as u64, usage, max, ino, level, 0],
     );
     Ok(())
 }

@@ -127,6 +127,13 @@ fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) {
             "{f}"
         );
         assert!(f["reason"].as_str().unwrap().contains("limit"), "{f}");
+        assert!(
+            f["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("memory cgroup /fragtrace-test-"),
+            "{f}"
+        );
         assert_eq!(f["netns"], false, "{f}");
         assert_eq!(f["order"], 6, "{f}");
         assert_eq!(f["comm"], "pipe-pressure", "{f}");
@@ -372,4 +379,59 @@ fn json_output_has_every_documented_field() {
         ],
         "netns",
     );
+}
+
+/// A memory-cgroup OOM kill on a machine with gigabytes free: the `oom_kill` event names the
+/// victim and calls it a cgroup OOM, from counters read in the kernel when the OOM killer ran
+/// (the victim is gone by the time user space looks).
+#[test]
+fn memcg_oom_kill_is_reported_as_a_cgroup_oom() {
+    if !is_root_or_skip("memcg_oom_kill_is_reported_as_a_cgroup_oom") {
+        return;
+    }
+    let Some(cgroup) =
+        MemCgroupV1::create(&format!("fragtrace-oom-{}", std::process::id()), 32 << 20)
+    else {
+        return;
+    };
+    let tracer = Tracer::start(&[]);
+    let mut hog = Command::new(env!("CARGO_BIN_EXE_memcg-hog"))
+        .arg(&cgroup.dir)
+        .arg("256")
+        .spawn()
+        .expect("run memcg-hog");
+    let hog_pid = hog.id();
+    let status = hog.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the hog was not OOM-killed: {status}"
+    );
+    let (events, stderr) = tracer.stop();
+
+    let kills = of_type(&events, "oom_kill");
+    let kill = kills
+        .iter()
+        .find(|k| k["victim_pid"] == hog_pid)
+        .unwrap_or_else(|| panic!("no oom_kill for pid {hog_pid}: {kills:?}; stderr {stderr}"));
+    assert_eq!(kill["memcg_oom"], true, "{kill}");
+    assert_eq!(kill["fragmentation_driven"], false, "{kill}");
+    let reason = kill["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("cgroup OOM: memory cgroup /fragtrace-oom-"),
+        "{kill}"
+    );
+    assert!(reason.contains("when the OOM killer ran"), "{kill}");
+    assert!(reason.contains("> 32768 kB limit"), "{kill}");
+    // The zones were read too: this machine has far more free than 32 MiB.
+    let free_kb: u64 = kill["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["free_kb"].as_u64().unwrap())
+        .sum();
+    assert!(free_kb > 32 << 10, "{kill}");
+    let summary = of_type(&events, "summary")[0];
+    assert!(summary["oom_kills"].as_u64().unwrap() >= 1, "{summary}");
 }

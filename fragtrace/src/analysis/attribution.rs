@@ -1,7 +1,7 @@
 //! Who a failure hit and why: netns creation, container, memory cgroup, and the zone verdict.
 use std::time::{Duration, Instant};
 
-use fragtrace_common::netns_window;
+use fragtrace_common::{MemcgCounters, netns_window};
 
 use super::{
     container::{ContainerInfo, ContainerResolver},
@@ -12,7 +12,7 @@ use crate::{
     offline::gfp_layouts::preferred_zone,
     zones::{
         ZoneState,
-        memcg::MemcgUsage,
+        memcg::{MemcgNames, MemcgUsage},
         verdict::{self, Verdict},
     },
 };
@@ -78,6 +78,7 @@ impl ZoneSampler {
 pub struct Attributor {
     containers: ContainerResolver,
     pub zones: ZoneSampler,
+    memcg_names: MemcgNames,
 }
 
 impl Attributor {
@@ -85,6 +86,7 @@ impl Attributor {
         Self {
             containers: ContainerResolver::new(),
             zones: ZoneSampler::new(Duration::from_millis(100)),
+            memcg_names: MemcgNames::default(),
         }
     }
 
@@ -98,11 +100,13 @@ impl Attributor {
         let netns_evidence = frame.or_else(|| window.map(str::to_string));
         let page_size = crate::zones::page_size();
         let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", ev.pid)).ok();
-        let memcg = MemcgUsage::from_failure(
+        let memcg = MemcgUsage::from_event(
             &ev.memcg,
             page_size,
+            self.memcg_names.name(ev.memcg.cgroup_ino),
             proc_cgroup.as_deref(),
             &format!("of pid {}", ev.pid),
+            "at the failure",
         )
         .or_else(|| MemcgUsage::for_pid(ev.pid).ok());
         let request_bytes = page_size << ev.order.min(40);
@@ -154,13 +158,29 @@ pub struct OomKill {
 }
 
 impl Attributor {
-    pub fn oom_kill(&mut self, victim_pid: u32) -> OomKill {
+    /// `invoker` ran the OOM killer; `invoker_memcg` is its memory cgroup as the kernel handler
+    /// read it then. Without those counters the victim's cgroup is read from cgroupfs.
+    pub fn oom_kill(
+        &mut self,
+        victim_pid: u32,
+        invoker: u32,
+        invoker_memcg: &MemcgCounters,
+    ) -> OomKill {
         let victim_comm = std::fs::read_to_string(format!("/proc/{victim_pid}/comm"))
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "?".into());
-        let memcg_reason = MemcgUsage::for_pid(victim_pid)
-            .ok()
-            .and_then(|m| m.limit_reason(1 << 20));
+        let proc_cgroup = std::fs::read_to_string(format!("/proc/{invoker}/cgroup")).ok();
+        let memcg = MemcgUsage::from_event(
+            invoker_memcg,
+            crate::zones::page_size(),
+            self.memcg_names.name(invoker_memcg.cgroup_ino),
+            proc_cgroup.as_deref(),
+            &format!("of pid {invoker}"),
+            "when the OOM killer ran",
+        )
+        .or_else(|| MemcgUsage::for_pid(victim_pid).ok());
+        // A charge that cannot fit a charge batch (64 pages) is at the limit.
+        let memcg_reason = memcg.and_then(|m| m.limit_reason(64 * crate::zones::page_size()));
         let zones: Vec<ZoneFree> = self
             .zones
             .sample()

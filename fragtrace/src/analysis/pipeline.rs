@@ -1,7 +1,7 @@
 //! Decoded events in, output records out: pairing, attribution, and the run's aggregates.
 use std::collections::BTreeMap;
 
-use fragtrace_common::EventKind;
+use fragtrace_common::{EventKind, MemcgCounters};
 
 use super::{
     attribution::{Attributor, FailureContext, OomKill},
@@ -133,7 +133,11 @@ impl Analyzer {
         match kind {
             EventKind::OomVictim => {
                 // Always shown: an OOM kill matters whoever it hit.
-                let kill = self.attributor.oom_kill(args[0] as u32);
+                let kill = self.attributor.oom_kill(
+                    args[0] as u32,
+                    task.pid,
+                    &MemcgCounters::from_args(&args[1..5]),
+                );
                 t.oom_kills += 1;
                 t.oom_fragmentation_driven += kill.fragmentation_driven as u64;
                 Some(Record::OomKill { task, kill })

@@ -42,6 +42,12 @@ fn memcg_globals_from(btf: &Btf) -> Result<Vec<(&'static str, u32)>, String> {
             "COUNTER_PARENT_OFFSET",
             member_offset(btf, "page_counter", "parent")?,
         ),
+        (
+            "CSS_CGROUP_OFFSET",
+            member_offset(btf, "cgroup_subsys_state", "cgroup")?,
+        ),
+        ("CGROUP_KN_OFFSET", member_offset(btf, "cgroup", "kn")?),
+        ("KERNFS_ID_OFFSET", member_offset(btf, "kernfs_node", "id")?),
         ("MEMCG_LAYOUT_KNOWN", 1),
     ])
 }

@@ -1,7 +1,12 @@
 //! Memory cgroup usage against its limit, for cgroup v2 (`memory.current`, `memory.max`,
 //! `memory.events`) and v1 (`memory.usage_in_bytes`, `memory.limit_in_bytes`,
 //! `memory.failcnt`).
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, bail};
 use fragtrace_common::MemcgCounters;
@@ -29,8 +34,9 @@ pub struct MemcgUsage {
     pub events_max: Option<u64>,
     pub events_oom: Option<u64>,
     pub events_oom_kill: Option<u64>,
-    /// Usage and limit were read by the kernel handler at the failure, not from cgroupfs later.
-    pub read_at_failure: bool,
+    /// When the kernel handler read usage and limit (`at the failure`); None when they were
+    /// read from cgroupfs afterwards.
+    pub read_in_kernel: Option<&'static str>,
 }
 
 impl MemcgUsage {
@@ -50,20 +56,27 @@ impl MemcgUsage {
         Self::read(&dir.join(path.trim_start_matches('/')), &path)
     }
 
-    /// From the page counter the kernel handler read at the failure. `proc_cgroup` is the task's
-    /// /proc/PID/cgroup text if it is still readable; it names the cgroup (`level` steps up
-    /// from the task's own), else `unnamed` stands in.
-    pub fn from_failure(
+    /// From the page counter the kernel handler read at an event (`moment`, e.g. `at the
+    /// failure`). `proc_cgroup` is the task's /proc/PID/cgroup text if it is still readable; it
+    /// names the cgroup (`level` steps up from the task's own), else `unnamed` stands in.
+    pub fn from_event(
         counters: &MemcgCounters,
         page_size: u64,
+        named: Option<(u8, String)>,
         proc_cgroup: Option<&str>,
         unnamed: &str,
+        moment: &'static str,
     ) -> Option<Self> {
         if counters.valid == 0 {
             return None;
         }
-        let (version, path) = match proc_cgroup.and_then(memory_cgroup_of) {
-            Some((version, path)) => (version, ancestor(&path, counters.level)),
+        let from_proc = || {
+            proc_cgroup
+                .and_then(memory_cgroup_of)
+                .map(|(version, path)| (version, ancestor(&path, counters.level)))
+        };
+        let (version, path) = match named.or_else(from_proc) {
+            Some(named) => named,
             None if counters.level == 0 => (0, unnamed.to_string()),
             None => (0, format!("{unnamed}, {} level(s) up", counters.level)),
         };
@@ -77,7 +90,7 @@ impl MemcgUsage {
             events_max: None,
             events_oom: None,
             events_oom_kill: None,
-            read_at_failure: true,
+            read_in_kernel: Some(moment),
         })
     }
 
@@ -99,7 +112,7 @@ impl MemcgUsage {
                 events_max: event(&events, "max"),
                 events_oom: event(&events, "oom"),
                 events_oom_kill: event(&events, "oom_kill"),
-                read_at_failure: false,
+                read_in_kernel: None,
             });
         }
         if let Some(usage) = get("memory.usage_in_bytes") {
@@ -117,7 +130,7 @@ impl MemcgUsage {
                 events_max: None,
                 events_oom: None,
                 events_oom_kill: event(&oom_control, "oom_kill"),
-                read_at_failure: false,
+                read_in_kernel: None,
             });
         }
         bail!(
@@ -146,11 +159,9 @@ impl MemcgUsage {
             0 => String::new(),
             v => format!(" (v{v})"),
         };
-        let when = if self.read_at_failure {
-            ", at the failure"
-        } else {
-            ""
-        };
+        let when = self
+            .read_in_kernel
+            .map_or(String::new(), |moment| format!(", {moment}"));
         Some(format!(
             "memory cgroup {}{version}{when}: {} kB used + {} kB requested > {} kB limit{}",
             self.path,
@@ -163,6 +174,69 @@ impl MemcgUsage {
                 format!(" ({})", counters.join(", "))
             }
         ))
+    }
+}
+
+/// Memory-cgroup directories by inode number (the kernel's `kernfs_node.id`), so a cgroup
+/// is named after its tasks are gone. The tree is rescanned on a miss, at most once a second.
+#[derive(Default)]
+pub struct MemcgNames {
+    by_ino: HashMap<u64, (u8, String)>,
+    scanned: Option<Instant>,
+}
+
+/// Enough for the cgroup trees of large Kubernetes nodes; the scan stops there.
+const MAX_SCANNED_DIRS: usize = 200_000;
+
+impl MemcgNames {
+    /// Cgroup version and path (`/kubepods/pod1`) of the directory with inode `ino`.
+    pub fn name(&mut self, ino: u64) -> Option<(u8, String)> {
+        if ino == 0 {
+            return None;
+        }
+        if !self.by_ino.contains_key(&ino)
+            && self
+                .scanned
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.scan();
+        }
+        self.by_ino.get(&ino).cloned()
+    }
+
+    fn scan(&mut self) {
+        self.scanned = Some(Instant::now());
+        let v1 = Path::new(CGROUP_ROOT).join("memory");
+        let (version, root) = if v1.join("memory.limit_in_bytes").exists() {
+            (1, v1)
+        } else if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() {
+            (2, PathBuf::from(CGROUP_ROOT))
+        } else {
+            (2, Path::new(CGROUP_ROOT).join("unified"))
+        };
+        let mut stack = vec![root.clone()];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            seen += 1;
+            if seen > MAX_SCANNED_DIRS {
+                break;
+            }
+            let Ok(meta) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let rel = dir.strip_prefix(&root).unwrap_or(&dir);
+            self.by_ino
+                .insert(meta.ino(), (version, format!("/{}", rel.display())));
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
     }
 }
 
@@ -275,11 +349,14 @@ mod tests {
         let at_limit = MemcgCounters {
             usage_pages: 16384,
             max_pages: 16384,
+            cgroup_ino: 0,
             level: 1,
             valid: 1,
         };
         let proc = "4:memory:/kubepods/pod1/c1\n0::/\n";
-        let m = MemcgUsage::from_failure(&at_limit, 4096, Some(proc), "pid 7").unwrap();
+        let m =
+            MemcgUsage::from_event(&at_limit, 4096, None, Some(proc), "pid 7", "at the failure")
+                .unwrap();
         assert_eq!((m.version, m.path.as_str()), (1, "/kubepods/pod1"));
         let reason = m.limit_reason(256 << 10).unwrap();
         assert!(
@@ -290,7 +367,9 @@ mod tests {
             "{reason}"
         );
         // The task is gone: the reason still stands, with the pid instead of a path.
-        let gone = MemcgUsage::from_failure(&at_limit, 4096, None, "of pid 7").unwrap();
+        let gone =
+            MemcgUsage::from_event(&at_limit, 4096, None, None, "of pid 7", "at the failure")
+                .unwrap();
         assert!(
             gone.limit_reason(4096)
                 .unwrap()
@@ -301,11 +380,30 @@ mod tests {
             max_pages: i64::MAX as u64 / 4096,
             ..at_limit
         };
-        let m = MemcgUsage::from_failure(&unlimited, 4096, None, "x").unwrap();
+        let m = MemcgUsage::from_event(&unlimited, 4096, None, None, "x", "now").unwrap();
         assert_eq!(m.limit_bytes, None);
-        assert!(MemcgUsage::from_failure(&MemcgCounters::default(), 4096, None, "x").is_none());
+        assert!(
+            MemcgUsage::from_event(&MemcgCounters::default(), 4096, None, None, "x", "now")
+                .is_none()
+        );
         assert_eq!(ancestor("/a/b/c", 2), "/a");
         assert_eq!(ancestor("/a", 3), "/");
+    }
+
+    #[test]
+    fn cgroup_directories_are_found_by_inode() {
+        let mut names = MemcgNames::default();
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let Some((_, path)) = memory_cgroup_of(&text) else {
+            return;
+        };
+        names.scan();
+        let found = names.by_ino.values().any(|(_, p)| *p == path);
+        assert!(
+            found || names.by_ino.is_empty(),
+            "{path} not among the scanned directories"
+        );
+        assert_eq!(names.name(0), None);
     }
 
     #[test]

@@ -412,7 +412,7 @@ mod tests {
             events_max: Some(3),
             events_oom: None,
             events_oom_kill: None,
-            read_at_failure: false,
+            read_in_kernel: None,
         };
         let v = judge(6, &seed_002(), Some(&m));
         assert_eq!(v.kind, VerdictKind::MemcgLimit);
