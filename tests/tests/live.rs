@@ -423,7 +423,7 @@ fn memcg_oom_kill_is_reported_as_a_cgroup_oom() {
         "{kill}"
     );
     assert!(reason.contains("when the OOM killer ran"), "{kill}");
-    assert!(reason.contains("> 32768 kB limit"), "{kill}");
+    assert!(reason.contains("kB used of a 32768 kB limit"), "{kill}");
     // The zones were read too: this machine has far more free than 32 MiB.
     let free_kb: u64 = kill["zones"]
         .as_array()

@@ -179,8 +179,8 @@ impl Attributor {
             "when the OOM killer ran",
         )
         .or_else(|| MemcgUsage::for_pid(victim_pid).ok());
-        // A charge that cannot fit a charge batch (64 pages) is at the limit.
-        let memcg_reason = memcg.and_then(|m| m.limit_reason(64 * crate::zones::page_size()));
+        // Less headroom than one charge batch (64 pages): the cgroup is at its limit.
+        let memcg_reason = memcg.and_then(|m| m.near_limit_reason(64 * crate::zones::page_size()));
         let zones: Vec<ZoneFree> = self
             .zones
             .sample()

@@ -141,8 +141,21 @@ impl MemcgUsage {
 
     /// A one-line reason when an allocation of `request_bytes` would exceed the limit.
     pub fn limit_reason(&self, request_bytes: u64) -> Option<String> {
+        self.reason_if_within(
+            request_bytes,
+            &format!("+ {} kB requested >", request_bytes / 1024),
+        )
+    }
+
+    /// A one-line reason when usage is within `margin_bytes` of the limit (an OOM kill, where
+    /// the size of the charge that failed is unknown).
+    pub fn near_limit_reason(&self, margin_bytes: u64) -> Option<String> {
+        self.reason_if_within(margin_bytes, "of a")
+    }
+
+    fn reason_if_within(&self, margin_bytes: u64, relation: &str) -> Option<String> {
         let limit = self.limit_bytes?;
-        if self.usage_bytes.saturating_add(request_bytes) <= limit {
+        if self.usage_bytes.saturating_add(margin_bytes) <= limit {
             return None;
         }
         let mut counters = Vec::new();
@@ -163,10 +176,9 @@ impl MemcgUsage {
             .read_in_kernel
             .map_or(String::new(), |moment| format!(", {moment}"));
         Some(format!(
-            "memory cgroup {}{version}{when}: {} kB used + {} kB requested > {} kB limit{}",
+            "memory cgroup {}{version}{when}: {} kB used {relation} {} kB limit{}",
             self.path,
             self.usage_bytes / 1024,
-            request_bytes / 1024,
             limit / 1024,
             if counters.is_empty() {
                 String::new()

@@ -16,6 +16,8 @@
 //!    one of its allocations of order >= 1 fail, bounded), send on sockets, request hugepages.
 //! 3. Failed allocations counted by ftrace (kmem/mm_page_alloc filtered on pfn == -1) over the
 //!    same window must equal fragtrace's count, or differ by fragtrace's drop count.
+//! 4. A cgroup v2 memory limit: order-6 pipe failures tagged memcg_limited, and an OOM kill
+//!    called a cgroup OOM, both from counters read in the kernel.
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
@@ -255,7 +257,80 @@ impl Scenario {
         };
         self.compare(ft_events, tracer_out, netns.pid);
         self.oom_check();
+        self.memcg(fragtrace);
         self.metric("scenario_secs", json!(round1(t0.elapsed().as_secs_f64())));
+    }
+
+    /// Scenario 4: a cgroup v2 memory limit. A child filling the cgroup gets order-6
+    /// `F_SETPIPE_SZ` failures that must be tagged memcg_limited; a second child touching more
+    /// than the limit is OOM-killed, which must be called a cgroup OOM. Both verdicts come from
+    /// the page counters the eBPF handlers read through this kernel's BTF layout.
+    fn memcg(&mut self, fragtrace: &str) {
+        let dir = "/sys/fs/cgroup/fragtrace-memcg";
+        let setup = write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
+            .and_then(|_| fs::create_dir(dir).map_err(|e| format!("mkdir {dir}: {e}")))
+            .and_then(|_| write(&format!("{dir}/memory.max"), &(32u64 << 20).to_string()))
+            .and_then(|_| write("/proc/sys/fs/pipe-max-size", &(16u32 << 20).to_string()));
+        if let Err(e) = setup {
+            return self.check("memcg_setup", false, e);
+        }
+        let mut tracer = match Tracer::start(fragtrace) {
+            Ok(t) => t,
+            Err(e) => return self.check("memcg_fragtrace_started", false, e),
+        };
+        let (pipe_pid, pipe_status) = in_cgroup_child(dir, fill_then_grow_pipes);
+        let enomem = libc::WIFEXITED(pipe_status).then(|| libc::WEXITSTATUS(pipe_status));
+        let (hog_pid, hog_status) = in_cgroup_child(dir, touch_beyond_limit);
+        let hog_killed =
+            libc::WIFSIGNALED(hog_status) && libc::WTERMSIG(hog_status) == libc::SIGKILL;
+        sleep(Duration::from_millis(500));
+        let out = tracer.stop();
+        let _ = fs::remove_dir(dir);
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => return self.check("memcg_fragtrace_output", false, e),
+        };
+
+        let fails: Vec<&Fail> = out.fails.iter().filter(|f| f.pid == pipe_pid).collect();
+        let tagged = fails
+            .iter()
+            .filter(|f| {
+                f.memcg_limited
+                    && f.order == 6
+                    && f.reason.contains("/fragtrace-memcg")
+                    && f.reason.contains("at the failure")
+            })
+            .count();
+        self.check(
+            "memcg_limited",
+            enomem.is_some_and(|n| n > 0 && n as usize == fails.len()) && tagged == fails.len(),
+            format!(
+                "{} F_SETPIPE_SZ calls failed with ENOMEM (exit status {pipe_status:#x}); \
+                 fragtrace: {} alloc_fail for pid {pipe_pid}, {tagged} of them order 6 and \
+                 memcg_limited by counters read at the failure; first reason: {}",
+                enomem.map_or("?".into(), |n| n.to_string()),
+                fails.len(),
+                fails.first().map_or("-", |f| f.reason.as_str()),
+            ),
+        );
+        let kill = out.oom_kills.iter().find(|k| k["victim_pid"] == hog_pid);
+        let reason = kill.and_then(|k| k["reason"].as_str()).unwrap_or("");
+        self.check(
+            "memcg_oom_kill",
+            hog_killed
+                && kill.is_some_and(|k| k["memcg_oom"] == true)
+                && reason.contains("/fragtrace-memcg")
+                && reason.contains("when the OOM killer ran"),
+            format!(
+                "hog pid {hog_pid} {}; fragtrace: {}",
+                if hog_killed {
+                    "SIGKILLed"
+                } else {
+                    "not OOM-killed"
+                },
+                kill.map_or("no oom_kill record for it".into(), |k| k.to_string()),
+            ),
+        );
     }
 
     /// Scenario 1.
@@ -1734,6 +1809,65 @@ impl Ftrace {
     }
 }
 
+/// Forks a child that joins the cgroup `dir` (with an OOM score of its own: this program's is
+/// -1000) and runs `work`, whose result is its exit status. Returns its pid and wait status.
+fn in_cgroup_child(dir: &str, work: fn(&str) -> i32) -> (i32, i32) {
+    // SAFETY: the child runs plain system calls and allocations, then _exit.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let joined = write("/proc/self/oom_score_adj", "0")
+            .and_then(|_| write(&format!("{dir}/cgroup.procs"), "0"));
+        let code = if joined.is_ok() { work(dir) } else { 250 };
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    (pid, status)
+}
+
+/// Fills the cgroup to 2 MiB below memory.max, then asks for 16 MiB pipe buffers: each needs
+/// an order-6 GFP_KERNEL_ACCOUNT allocation whose charge fails. Exit status: ENOMEM count.
+fn fill_then_grow_pipes(dir: &str) -> i32 {
+    let read = |f: &str| -> u64 {
+        fs::read_to_string(format!("{dir}/{f}"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let limit = read("memory.max");
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    while read("memory.current").saturating_add(2 << 20) + (256 << 10) <= limit {
+        held.push(std::hint::black_box(vec![1u8; 256 << 10]));
+    }
+    let mut enomem = 0;
+    for _ in 0..16 {
+        let mut fds = [0i32; 2];
+        // SAFETY: plain system calls on descriptors this child owns; they stay open.
+        unsafe {
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return 251;
+            }
+            if libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 16 << 20) < 0
+                && *libc::__errno_location() == libc::ENOMEM
+            {
+                enomem += 1;
+            }
+        }
+    }
+    drop(held);
+    enomem
+}
+
+/// Touches 128 MiB, four times the cgroup's limit: the cgroup's OOM killer ends it.
+fn touch_beyond_limit(_dir: &str) -> i32 {
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..128 {
+        held.push(std::hint::black_box(vec![1u8; 1 << 20]));
+    }
+    0
+}
+
 /// `fragtrace --json` in the background.
 struct Tracer {
     child: Child,
@@ -1748,6 +1882,8 @@ struct Fail {
     stack: Vec<String>,
     netns: bool,
     netns_evidence: Option<String>,
+    memcg_limited: bool,
+    reason: String,
 }
 
 struct TracerOutput {
@@ -1908,6 +2044,8 @@ impl Tracer {
                             .get("netns_evidence")
                             .and_then(Value::as_str)
                             .map(str::to_string),
+                        memcg_limited: v["memcg_limited"] == true,
+                        reason: v["reason"].as_str().unwrap_or("").to_string(),
                     });
                 }
                 Some("compaction") => out.compactions += 1,

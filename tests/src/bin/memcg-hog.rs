@@ -15,7 +15,7 @@ fn main() {
     .expect("join the cgroup");
     let mut held: Vec<Vec<u8>> = Vec::new();
     for _ in 0..mib {
-        held.push(vec![1u8; 1 << 20]);
+        held.push(std::hint::black_box(vec![1u8; 1 << 20]));
     }
     println!("{}", held.len());
 }
