@@ -5,7 +5,8 @@
 //! peak memory. Needs root.
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    path::Path,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -24,6 +25,9 @@ pub struct Options {
     /// Passes per round.
     #[arg(long, default_value_t = 12)]
     pub passes: u64,
+    /// Seconds of failing allocations per round of the failure-path benchmark.
+    #[arg(long, default_value_t = 2.0)]
+    pub fail_secs: f64,
 }
 
 /// A configuration: no tracer, or fragtrace with these extra arguments.
@@ -48,6 +52,8 @@ pub fn run_bench(opts: &Options) -> Result<()> {
         "fragtrace",
         "--bin",
         "fault-bench",
+        "--bin",
+        "fail-bench",
     ]))?;
     let mut configs = vec![
         config("baseline (no tracer)", None),
@@ -74,7 +80,8 @@ pub fn run_bench(opts: &Options) -> Result<()> {
         }
         eprintln!("xtask bench: round {} of {} done", round + 1, opts.rounds);
     }
-    print_report(&configs, opts)
+    print_report(&configs, opts)?;
+    failure_path(opts)
 }
 
 fn config(name: &'static str, tracer_args: Option<&'static [&'static str]>) -> Config {
@@ -100,28 +107,7 @@ fn measure(tracer_args: Option<&[&str]>, opts: &Options) -> Result<(f64, Option<
     let bin = root_dir().join("target/release");
     let mut tracer = match tracer_args {
         None => None,
-        Some(args) => {
-            let mut child = Command::new(bin.join("fragtrace"))
-                .args(["--json", "--no-status"])
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .context("start fragtrace")?;
-            let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let mut line = String::new();
-                if stderr.read_line(&mut line)? == 0 || Instant::now() > deadline {
-                    bail!("fragtrace did not attach (run as root)");
-                }
-                if line.contains("hooks attached") {
-                    break;
-                }
-            }
-            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-            Some(child)
-        }
+        Some(args) => Some(start_tracer(args, Stdio::null())?),
     };
     let out = output(
         Command::new(bin.join("fault-bench"))
@@ -133,7 +119,7 @@ fn measure(tracer_args: Option<&[&str]>, opts: &Options) -> Result<(f64, Option<
         .nth(1)
         .and_then(|r| r.trim().trim_end_matches('}').parse::<f64>().ok())
         .context("fault-bench output")?;
-    let usage = match tracer.as_mut() {
+    let usage = match tracer.take() {
         None => None,
         Some(child) => {
             let pid = child.id();
@@ -149,16 +135,181 @@ fn measure(tracer_args: Option<&[&str]>, opts: &Options) -> Result<(f64, Option<
                 }),
                 _ => None,
             };
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGINT) };
-            let status = child.wait()?;
-            if !status.success() {
-                bail!("fragtrace exited with {status}");
-            }
+            stop_tracer(child)?;
             usage
         }
     };
     Ok((rate, usage))
+}
+
+/// `fragtrace --json --no-status ARGS`, returned once its hooks are attached.
+fn start_tracer(args: &[&str], stdout: Stdio) -> Result<Child> {
+    let mut child = Command::new(root_dir().join("target/release/fragtrace"))
+        .args(["--json", "--no-status"])
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start fragtrace")?;
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line)? == 0 || Instant::now() > deadline {
+            bail!("fragtrace did not attach (run as root)");
+        }
+        if line.contains("hooks attached") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Ok(child)
+}
+
+fn stop_tracer(mut child: Child) -> Result<()> {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("fragtrace exited with {status}");
+    }
+    Ok(())
+}
+
+/// The failure path: order-6 allocations refused by a v1 memory cgroup's charge, as fast as one
+/// thread can make them, without fragtrace and with it (interleaved). Each failure costs
+/// fragtrace a ring-buffer record with a 127-frame stack, the memory-cgroup walk in the kernel,
+/// then decoding, symbolization, attribution and a JSON line in user space.
+fn failure_path(opts: &Options) -> Result<()> {
+    let root = Path::new("/sys/fs/cgroup/memory");
+    if !root.join("memory.limit_in_bytes").exists() {
+        println!(
+            "\nfailure path: skipped, no cgroup v1 memory controller at {}",
+            root.display()
+        );
+        return Ok(());
+    }
+    let cgroup = root.join(format!("fragtrace-bench-{}", std::process::id()));
+    let pipe_max = "/proc/sys/fs/pipe-max-size";
+    let old_pipe_max = std::fs::read_to_string(pipe_max)?;
+    std::fs::create_dir(&cgroup).with_context(|| format!("mkdir {}", cgroup.display()))?;
+    let result = std::fs::write(
+        cgroup.join("memory.limit_in_bytes"),
+        (64u64 << 20).to_string(),
+    )
+    .and_then(|_| std::fs::write(pipe_max, (16u32 << 20).to_string()))
+    .context("set up the memory cgroup")
+    .and_then(|_| failure_rounds(&cgroup, opts));
+    let _ = std::fs::write(pipe_max, old_pipe_max.trim());
+    for _ in 0..50 {
+        if std::fs::remove_dir(&cgroup).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rounds = result?;
+    let base: Vec<f64> = rounds.iter().map(|r| r.baseline).collect();
+    let traced: Vec<f64> = rounds.iter().map(|r| r.traced).collect();
+    let events: u64 = rounds.iter().map(|r| r.events).sum();
+    let failures: u64 = rounds.iter().map(|r| r.failures).sum();
+    let dropped: u64 = rounds.iter().map(|r| r.dropped).sum();
+    let us: Vec<f64> = rounds
+        .iter()
+        .filter(|r| r.events > 0)
+        .map(|r| r.cpu_ms * 1000.0 / r.events as f64)
+        .collect();
+    println!();
+    println!(
+        "failure path: fail-bench, {} s of order-6 memcg charge failures per round, {} interleaved rounds",
+        opts.fail_secs, opts.rounds
+    );
+    println!();
+    println!(
+        "| configuration | median failures/s | ratio to baseline | alloc_fail events / failures (dropped) | fragtrace CPU per event |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| baseline (no tracer) | {:.0} | 1.000 | - | - |",
+        median(&base)
+    );
+    println!(
+        "| fragtrace (tp_btf, all hooks) | {:.0} | {:.3} | {events} / {failures} ({dropped}) | {:.0} us |",
+        median(&traced),
+        median(&traced) / median(&base),
+        median(&us)
+    );
+    Ok(())
+}
+
+struct FailureRound {
+    baseline: f64,
+    traced: f64,
+    /// With fragtrace: failures the workload saw, events printed for it, drops reported, and
+    /// fragtrace's CPU time from attach to the end of the workload.
+    failures: u64,
+    events: u64,
+    dropped: u64,
+    cpu_ms: f64,
+}
+
+fn failure_rounds(cgroup: &Path, opts: &Options) -> Result<Vec<FailureRound>> {
+    let bin = root_dir().join("target/release");
+    let json = root_dir().join("target/bench-failure-path.jsonl");
+    let workload = || -> Result<(f64, u64, u32)> {
+        let mut child = Command::new(bin.join("fail-bench"))
+            .arg(cgroup)
+            .arg(opts.fail_secs.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start fail-bench")?;
+        let pid = child.id();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut out)?;
+        if !child.wait()?.success() {
+            bail!("fail-bench failed: {out}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&out).context("fail-bench output")?;
+        Ok((
+            v["failures_per_sec"].as_f64().unwrap_or(0.0),
+            v["failures"].as_u64().unwrap_or(0),
+            pid,
+        ))
+    };
+    let mut rounds = Vec::new();
+    for round in 0..opts.rounds {
+        let (baseline, _, _) = workload()?;
+        let tracer = start_tracer(&[], Stdio::from(std::fs::File::create(&json)?))?;
+        let cpu_before = cpu_ms(tracer.id()).unwrap_or(0.0);
+        let (traced, failures, pid) = workload()?;
+        // Let fragtrace drain what the workload left in the ring buffer.
+        std::thread::sleep(Duration::from_millis(300));
+        let cpu_ms = cpu_ms(tracer.id()).unwrap_or(0.0) - cpu_before;
+        stop_tracer(tracer)?;
+        let (mut events, mut dropped) = (0, 0);
+        for line in std::fs::read_to_string(&json)?.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).context("fragtrace output")?;
+            if v["type"] == "alloc_fail" && v["pid"] == pid {
+                events += 1;
+            } else if v["type"] == "summary" {
+                dropped = v["dropped"].as_u64().unwrap_or(0);
+            }
+        }
+        rounds.push(FailureRound {
+            baseline,
+            traced,
+            // The failure that ended the set-up loop counts too.
+            failures: failures + 1,
+            events,
+            dropped,
+            cpu_ms,
+        });
+        eprintln!(
+            "xtask bench: failure path round {} of {} done",
+            round + 1,
+            opts.rounds
+        );
+    }
+    Ok(rounds)
 }
 
 /// utime + stime of a process, in milliseconds.

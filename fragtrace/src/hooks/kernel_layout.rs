@@ -1,12 +1,16 @@
 //! Kernel struct field offsets read from the running kernel's BTF, for the eBPF code that walks
 //! kernel structures by hand (the failing task's memory-cgroup counters).
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Load-time globals for `fragtrace-ebpf/src/memcg.rs`, or why they are unavailable.
 pub fn memcg_globals() -> Result<Vec<(&'static str, u32)>, String> {
-    let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
+    // Mmap reads only what the lookups touch (kernels from 6.16 allow it); the cached backend
+    // parses the whole file, which costs time and a heap peak at start-up.
+    let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+        .or_else(|_| Btf::from_file(VMLINUX_BTF))
+        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
     memcg_globals_from(&btf)
 }
 
