@@ -207,7 +207,7 @@ impl Attributor {
         let fragmentation_driven = !memcg_oom && !well_above.is_empty();
         let reason = if let Some(r) = memcg_reason {
             format!("cgroup OOM: {r}")
-        } else if let Some(z) = well_above.first() {
+        } else if let Some(z) = well_above.iter().max_by_key(|z| z.free_kb) {
             format!(
                 "fragmentation-driven: {} has {} kB free, above its high watermark {} kB \
                  (min {} kB), largest free block order {}",

@@ -669,13 +669,28 @@ impl Scenario {
                     .is_some_and(|z| !z.is_empty() && z.iter().all(|z| z.get("free_kb").is_some()))
             })
             .count();
+        // The pinner is killed only while it holds memory fragmented with over 100 MiB free:
+        // such a kill must be called fragmentation-driven.
+        let pinner_kills: Vec<&Value> = tr
+            .oom_kills
+            .iter()
+            .filter(|k| k["victim_comm"] == "frag-pinner")
+            .collect();
+        let driven = pinner_kills
+            .iter()
+            .filter(|k| k["fragmentation_driven"] == true && k["memcg_oom"] == false)
+            .count();
         self.metric("fragtrace_oom_kills", json!(tr.oom_kills));
         self.check(
             "oom_kills_reported",
-            tr.oom_kills.len() == kills_in_log && with_free == tr.oom_kills.len(),
+            tr.oom_kills.len() == kills_in_log
+                && with_free == tr.oom_kills.len()
+                && driven == pinner_kills.len(),
             format!(
-                "kernel log {kills_in_log} kills, fragtrace {} oom_kill records ({with_free} with zone free memory)",
-                tr.oom_kills.len()
+                "kernel log {kills_in_log} kills, fragtrace {} oom_kill records ({with_free} with \
+                 zone free memory; {driven} of {} kills of the pinner fragmentation-driven)",
+                tr.oom_kills.len(),
+                pinner_kills.len()
             ),
         );
     }
