@@ -99,16 +99,9 @@ impl Attributor {
         };
         let netns_evidence = frame.or_else(|| window.map(str::to_string));
         let page_size = crate::zones::page_size();
-        let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", ev.pid)).ok();
-        let memcg = MemcgUsage::from_event(
-            &ev.memcg,
-            page_size,
-            self.memcg_names.name(ev.memcg.cgroup_ino),
-            proc_cgroup.as_deref(),
-            &format!("of pid {}", ev.pid),
-            "at the failure",
-        )
-        .or_else(|| MemcgUsage::for_pid(ev.pid).ok());
+        let memcg = self
+            .memcg_read_in_kernel(&ev.memcg, ev.pid, "at the failure")
+            .or_else(|| MemcgUsage::for_pid(ev.pid).ok());
         let request_bytes = page_size << ev.order.min(40);
         let memcg_limited = memcg
             .as_ref()
@@ -158,6 +151,29 @@ pub struct OomKill {
 }
 
 impl Attributor {
+    /// The memory cgroup counters of task `pid` as a kernel handler read them (`moment`), named
+    /// by the cgroup's inode, else by the task's /proc/PID/cgroup if it still exists.
+    fn memcg_read_in_kernel(
+        &mut self,
+        counters: &MemcgCounters,
+        pid: u32,
+        moment: &'static str,
+    ) -> Option<MemcgUsage> {
+        let named = self.memcg_names.name(counters.cgroup_ino);
+        let proc_cgroup = match named {
+            Some(_) => None,
+            None => std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok(),
+        };
+        MemcgUsage::from_event(
+            counters,
+            crate::zones::page_size(),
+            named,
+            proc_cgroup.as_deref(),
+            &format!("of pid {pid}"),
+            moment,
+        )
+    }
+
     /// `invoker` ran the OOM killer; `invoker_memcg` is its memory cgroup as the kernel handler
     /// read it then. Without those counters the victim's cgroup is read from cgroupfs.
     pub fn oom_kill(
@@ -169,16 +185,9 @@ impl Attributor {
         let victim_comm = std::fs::read_to_string(format!("/proc/{victim_pid}/comm"))
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "?".into());
-        let proc_cgroup = std::fs::read_to_string(format!("/proc/{invoker}/cgroup")).ok();
-        let memcg = MemcgUsage::from_event(
-            invoker_memcg,
-            crate::zones::page_size(),
-            self.memcg_names.name(invoker_memcg.cgroup_ino),
-            proc_cgroup.as_deref(),
-            &format!("of pid {invoker}"),
-            "when the OOM killer ran",
-        )
-        .or_else(|| MemcgUsage::for_pid(victim_pid).ok());
+        let memcg = self
+            .memcg_read_in_kernel(invoker_memcg, invoker, "when the OOM killer ran")
+            .or_else(|| MemcgUsage::for_pid(victim_pid).ok());
         // Less headroom than one charge batch (64 pages): the cgroup is at its limit.
         let memcg_reason = memcg.and_then(|m| m.near_limit_reason(64 * crate::zones::page_size()));
         let zones: Vec<ZoneFree> = self
