@@ -1,5 +1,5 @@
 //! Who a failure hit and why: netns creation, container, memory cgroup, and the zone verdict.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fragtrace_common::{MemcgCounters, netns_window};
 
@@ -8,12 +8,15 @@ use super::{
     netns::stack_evidence,
 };
 use crate::{
-    decode::event::AllocFail,
+    decode::{
+        event::{AllocFail, MonotonicClock},
+        gfp::GfpTable,
+    },
     offline::gfp_layouts::preferred_zone,
     zones::{
         ZoneState,
         memcg::{MemcgNames, MemcgUsage},
-        verdict::{self, Verdict},
+        verdict::{self, Access, Verdict},
     },
 };
 
@@ -26,13 +29,23 @@ pub struct FailureContext {
     pub container: Option<ContainerInfo>,
     /// None when the task's memory cgroup could not be read (the task may have exited).
     pub memcg_limited: Option<bool>,
+    /// How many ms after the failure the zone state behind the verdict was read (negative:
+    /// before it); None when /proc was unreadable.
+    pub zone_state_lag_ms: Option<i64>,
     pub verdict: Verdict,
 }
 
-/// Zone state sampled on demand (at most every `fresh_for`) and kept for the run's summary.
+/// A zone state read later than this after a failure is flagged in the reason.
+const STALE_STATE_MS: i64 = 100;
+
+/// Zone state sampled on demand and kept for the run's summary. A failure is judged against
+/// the newest sample unless that sample is more than `fresh_for` older than the failure; a
+/// backlog of failures that happened before the newest sample reuses it rather than reading
+/// /proc again later, further from when they happened.
 pub struct ZoneSampler {
-    fresh_for: Duration,
-    last: Option<(Instant, ZoneState)>,
+    fresh_for_ns: u64,
+    /// (CLOCK_MONOTONIC ns when read, state)
+    last: Option<(u64, ZoneState)>,
     pub first: Option<ZoneState>,
     pub samples: u64,
 }
@@ -40,7 +53,7 @@ pub struct ZoneSampler {
 impl ZoneSampler {
     pub fn new(fresh_for: Duration) -> Self {
         Self {
-            fresh_for,
+            fresh_for_ns: fresh_for.as_nanos() as u64,
             last: None,
             first: None,
             samples: 0,
@@ -54,20 +67,29 @@ impl ZoneSampler {
         if self.first.is_none() {
             self.first = Some(state.clone());
         }
-        self.last = Some((Instant::now(), state));
+        self.last = Some((MonotonicClock::monotonic_now_ns(), state));
         self.last.as_ref().map(|(_, s)| s)
     }
 
-    /// A sample no older than `fresh_for` (bursts of failures share one read).
-    pub fn recent(&mut self) -> Option<&ZoneState> {
-        let fresh = self
+    /// Reads /proc now unless the newest sample already covers an event at `event_ns`.
+    pub fn cover(&mut self, event_ns: u64) {
+        let covered = self
             .last
             .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < self.fresh_for);
-        if fresh {
-            return self.last.as_ref().map(|(_, s)| s);
+            .is_some_and(|(at, _)| at.saturating_add(self.fresh_for_ns) >= event_ns);
+        if !covered {
+            self.sample();
         }
-        self.sample()
+    }
+
+    /// The state to judge an event at `event_ns` against, and how many ms after the event it
+    /// was read (negative: before it).
+    pub fn for_event(&mut self, event_ns: u64) -> Option<(&ZoneState, i64)> {
+        self.cover(event_ns);
+        self.last.as_ref().map(|(at, state)| {
+            let lag_ns = i128::from(*at) - i128::from(event_ns);
+            (state, (lag_ns / 1_000_000) as i64)
+        })
     }
 
     pub fn latest(&self) -> Option<&ZoneState> {
@@ -90,7 +112,8 @@ impl Attributor {
         }
     }
 
-    pub fn failure(&mut self, ev: &AllocFail) -> FailureContext {
+    /// `gfp` is the running kernel's flag table, for the request's reserve rights.
+    pub fn failure(&mut self, ev: &AllocFail, gfp: Option<&GfpTable>) -> FailureContext {
         let frame = stack_evidence(&ev.stack).map(str::to_string);
         let window = match ev.netns_window {
             netns_window::COPY_NET_NS => Some("inside copy_net_ns"),
@@ -106,10 +129,19 @@ impl Attributor {
         let memcg_limited = memcg
             .as_ref()
             .map(|m| m.limit_reason(request_bytes).is_some());
-        let verdict = match self.zones.recent() {
-            Some(state) => {
+        let sampled = self.zones.for_event(ev.ts_ns);
+        let zone_state_lag_ms = sampled.as_ref().map(|(_, lag)| *lag);
+        let verdict = match sampled {
+            Some((state, lag_ms)) => {
                 let zone = preferred_zone(ev.gfp, state.zones.iter().any(|z| z.zone == "HighMem"));
-                verdict::judge_in(ev.order, Some(zone), state, memcg.as_ref())
+                let access = Access::from_gfp(ev.gfp, ev.migratetype == "Movable", |name| {
+                    gfp.and_then(|t| t.bit(name))
+                });
+                let mut v = verdict::judge_in(ev.order, Some(zone), access, state, memcg.as_ref());
+                if v.zone.is_some() && lag_ms > STALE_STATE_MS {
+                    v.reason += &format!(" [zone state read {lag_ms} ms after the failure]");
+                }
+                v
             }
             None => Verdict {
                 kind: verdict::VerdictKind::Unknown,
@@ -122,6 +154,7 @@ impl Attributor {
             netns_evidence,
             container: self.containers.for_task(ev.cgroup_id, ev.pid),
             memcg_limited,
+            zone_state_lag_ms,
             verdict,
         }
     }

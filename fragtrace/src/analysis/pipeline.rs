@@ -103,7 +103,7 @@ impl Analyzer {
                 if !self.filter.matches(ev.pid, &ev.comm, Some(ev.order)) {
                     return None;
                 }
-                let ctx = self.attributor.failure(&ev);
+                let ctx = self.attributor.failure(&ev, decoder.gfp.as_ref());
                 let t = &mut self.totals;
                 t.failures.record(&ev);
                 t.warned_failures += ev.warned as u64;

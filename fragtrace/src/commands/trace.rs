@@ -12,7 +12,7 @@ use crate::{
     analysis::{filter::Filter, pipeline::Analyzer},
     cli::TraceArgs,
     decode::{
-        event::{Decoder, KernelSymbols},
+        event::{Decoder, Event, KernelSymbols},
         gfp::GfpTable,
         kallsyms::Kallsyms,
         migratetype::MigrateTypes,
@@ -196,11 +196,25 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn handle(&mut self, batch: &mut Vec<Bytes>) {
+        let mut events = Vec::with_capacity(batch.len());
         for bytes in batch.drain(..) {
-            let Ok(event) = self.decoder.decode(&bytes) else {
-                self.analyzer.totals.failures.undecodable += 1;
-                continue;
-            };
+            match self.decoder.decode(&bytes) {
+                Ok(event) => events.push(event),
+                Err(_) => self.analyzer.totals.failures.undecodable += 1,
+            }
+        }
+        // Read the zones once as the batch arrives, before output slows its tail down.
+        let newest_failure = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AllocFail(f) => Some(f.ts_ns),
+                _ => None,
+            })
+            .max();
+        if let Some(ts) = newest_failure {
+            self.analyzer.attributor.zones.cover(ts);
+        }
+        for event in events {
             let Some(record) = self.analyzer.on_event(event, self.decoder) else {
                 continue;
             };

@@ -226,7 +226,7 @@ impl MonotonicClock {
         jiff::Timestamp::from_nanosecond(ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
-    #[cfg(test)]
+    /// CLOCK_MONOTONIC now, the clock of the events' `ts_ns`.
     pub fn monotonic_now_ns() -> u64 {
         clock_ns(libc::CLOCK_MONOTONIC) as u64
     }

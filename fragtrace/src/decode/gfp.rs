@@ -34,6 +34,11 @@ impl GfpTable {
         Ok(Self { flags })
     }
 
+    /// The mask of one named flag (e.g. `__GFP_HIGH`), if this kernel has it.
+    pub fn bit(&self, name: &str) -> Option<u64> {
+        self.flags.iter().find(|f| f.name == name).map(|f| f.mask)
+    }
+
     /// Names for `gfp`, exactly as the kernel's `__print_flags` prints them.
     pub fn decode(&self, gfp: u64) -> String {
         if gfp == 0 {

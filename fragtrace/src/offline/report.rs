@@ -10,7 +10,7 @@ use super::{
 };
 use crate::zones::{
     Zone, ZoneState, hints,
-    verdict::{self, Verdict, VerdictKind},
+    verdict::{self, Access, Verdict, VerdictKind},
 };
 
 /// Frames that tie a failure to network namespace creation.
@@ -99,11 +99,13 @@ impl Report {
             }
             (None, None) => (None, "unknown: no mode in the log".to_string()),
         };
-        let reserve_ok = gfp_flags.as_deref().is_none_or(may_use_highatomic);
+        let access = gfp_flags.as_deref().map(Access::from_flag_names);
+        // Unknown flags: keep every free block rather than guess.
+        let reserve_ok = access.is_none_or(Access::has_reserve_rights);
         let state = zone_state(&inc.zones, reserve_ok);
         let has_highmem = state.zones.iter().any(|z| z.zone == "HighMem");
         let preferred = mask.map(|m| gfp_layouts::preferred_zone(m, has_highmem));
-        let mut verdict = judge(inc, &state, preferred);
+        let mut verdict = judge(inc, &state, preferred, access.unwrap_or_default());
         if !reserve_ok && let Some(note) = highatomic_note(inc, &verdict) {
             verdict.reason.push_str(&note);
         }
@@ -286,12 +288,6 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 /// Whether a request may take blocks from the highatomic reserve (`H` in the free lists):
 /// only high-priority atomic requests may (`ALLOC_HARDER`/`ALLOC_HIGHATOMIC`, from
 /// `__GFP_HIGH`/`__GFP_ATOMIC`, both in GFP_ATOMIC).
-fn may_use_highatomic(flags: &str) -> bool {
-    flags
-        .split('|')
-        .any(|f| matches!(f.trim(), "GFP_ATOMIC" | "__GFP_ATOMIC" | "__GFP_HIGH"))
-}
-
 /// Free lists with only the highatomic reserve's blocks at an order are, for other requests,
 /// empty at that order.
 fn usable_blocks(z: &LogZone, reserve_ok: bool) -> Vec<u64> {
@@ -360,7 +356,7 @@ fn zone_state(zones: &[LogZone], reserve_ok: bool) -> ZoneState {
     state
 }
 
-fn judge(inc: &Incident, state: &ZoneState, preferred: Option<&str>) -> Verdict {
+fn judge(inc: &Incident, state: &ZoneState, preferred: Option<&str>, access: Access) -> Verdict {
     if let Some(oom) = &inc.oom_kill
         && inc.trigger == Trigger::OomKiller
         && (oom.constraint.as_deref() == Some("CONSTRAINT_MEMCG") || oom.memcg.is_some())
@@ -393,7 +389,7 @@ fn judge(inc: &Incident, state: &ZoneState, preferred: Option<&str>) -> Verdict 
             zone: None,
         };
     }
-    let v = verdict::judge_in(order, preferred, state, None);
+    let v = verdict::judge_in(order, preferred, access, state, None);
     if v.kind == VerdictKind::Fragmentation {
         // The log does not record vm.extfrag_threshold; say the default was used.
         let reason = v.reason.replace(
@@ -612,9 +608,10 @@ mod tests {
 
     #[test]
     fn highatomic_reserve_is_for_atomic_requests_only() {
-        assert!(may_use_highatomic("GFP_ATOMIC|__GFP_COMP"));
-        assert!(may_use_highatomic("__GFP_HIGH|__GFP_NOWARN"));
-        assert!(!may_use_highatomic("GFP_HIGHUSER_MOVABLE"));
-        assert!(!may_use_highatomic("GFP_KERNEL|__GFP_HIGHMEM"));
+        let rights = |names| Access::from_flag_names(names).has_reserve_rights();
+        assert!(rights("GFP_ATOMIC|__GFP_COMP"));
+        assert!(rights("__GFP_HIGH|__GFP_NOWARN"));
+        assert!(!rights("GFP_HIGHUSER_MOVABLE"));
+        assert!(!rights("GFP_KERNEL|__GFP_HIGHMEM"));
     }
 }

@@ -59,6 +59,7 @@ pub struct AllocFailJson<'a> {
     pub warned: bool,
     pub verdict: &'static str,
     pub reason: &'a str,
+    pub zone_state_lag_ms: Option<i64>,
 }
 
 impl<'a> AllocFailJson<'a> {
@@ -85,6 +86,7 @@ impl<'a> AllocFailJson<'a> {
             warned: ev.warned,
             verdict: ctx.verdict.kind.as_str(),
             reason: &ctx.verdict.reason,
+            zone_state_lag_ms: ctx.zone_state_lag_ms,
         }
     }
 }

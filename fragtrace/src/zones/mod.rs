@@ -44,6 +44,16 @@ impl Zone {
         index::largest_free_order(&self.free_blocks)
     }
 
+    /// Free pages in the free lists of one migratetype (pagetypeinfo); 0 when unknown.
+    pub fn free_pages_of(&self, migratetype: &str) -> u64 {
+        self.free_by_migratetype
+            .iter()
+            .filter(|(mt, _)| mt == migratetype)
+            .flat_map(|(_, counts)| counts.iter().enumerate())
+            .map(|(order, n)| n << order.min(40))
+            .sum()
+    }
+
     /// "Node 0 Normal", as the kernel's Mem-Info names zones.
     pub fn label(&self) -> String {
         format!("Node {} {}", self.node, self.zone)

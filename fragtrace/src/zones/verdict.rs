@@ -2,8 +2,10 @@
 //! memory cgroup when known), with a one-line reason that carries the numbers.
 //!
 //! The model follows the kernel's own check (`__zone_watermark_ok`): a zone can serve an
-//! order-N request when its free pages minus (2^N - 1) stay above `min + lowmem_reserve` for the
-//! request's preferred zone, and it has a free block of order N or larger.
+//! order-N request when its free pages minus (2^N - 1) and minus the free pages it may not use
+//! (CMA for non-movable requests, the highatomic reserve for requests without reserve rights)
+//! stay above `min + lowmem_reserve` for the request's preferred zone, and one of the free lists
+//! it may use holds a block of order N or larger. See [`Access`].
 use serde::Serialize;
 
 use super::{Zone, ZoneState, index, memcg::MemcgUsage};
@@ -51,17 +53,138 @@ pub struct Verdict {
     pub zone: Option<ZoneFigures>,
 }
 
+/// What the allocator lets one request use, from its gfp flags and migratetype
+/// (mm/page_alloc.c: `gfp_to_alloc_flags`, `__zone_watermark_unusable_free`,
+/// `__zone_watermark_ok`). The default is an ordinary sleeping, non-movable request such as
+/// GFP_KERNEL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// A movable request may use free pages in CMA pageblocks (ALLOC_CMA).
+    pub cma: bool,
+    /// `__GFP_HIGH`: the min watermark is halved (ALLOC_MIN_RESERVE, ALLOC_HIGH before 6.3).
+    pub high: bool,
+    /// Cannot sleep and not `__GFP_NOMEMALLOC` (ALLOC_NON_BLOCK; before 6.3, `__GFP_ATOMIC`
+    /// gave ALLOC_HARDER): with `high`, min drops a further quarter; the highatomic reserve
+    /// and, above order 0, the HighAtomic free lists become usable.
+    pub atomic: bool,
+}
+
+impl Access {
+    /// From a gfp mask, with `bit` giving the running kernel's value for a flag name (the
+    /// tracefs print fmt table), so no bit layout is hard-coded.
+    pub fn from_gfp(gfp: u64, movable: bool, bit: impl Fn(&str) -> Option<u64>) -> Self {
+        let set = |name: &str| bit(name).is_some_and(|b| gfp & b != 0);
+        // Kernels that still have __GFP_ATOMIC (before 6.3) key the atomic rights on it.
+        let cannot_sleep = match bit("__GFP_ATOMIC") {
+            Some(b) => gfp & b != 0,
+            None => bit("__GFP_DIRECT_RECLAIM").is_some_and(|b| gfp & b == 0),
+        };
+        Self {
+            cma: movable,
+            high: set("__GFP_HIGH"),
+            atomic: cannot_sleep && !set("__GFP_NOMEMALLOC"),
+        }
+    }
+
+    /// From flag names as a kernel log prints them (`GFP_ATOMIC|__GFP_COMP`). Composite names
+    /// hide bits, so only names that carry the rights count: `__GFP_HIGH` and `GFP_ATOMIC` for
+    /// `high`, `GFP_ATOMIC` and `__GFP_ATOMIC` for `atomic`, `__GFP_MOVABLE` and the movable
+    /// composites for `cma`.
+    pub fn from_flag_names(names: &str) -> Self {
+        let has = |wanted: &[&str]| names.split('|').any(|f| wanted.contains(&f.trim()));
+        Self {
+            cma: has(&[
+                "__GFP_MOVABLE",
+                "GFP_HIGHUSER_MOVABLE",
+                "GFP_TRANSHUGE",
+                "GFP_TRANSHUGE_LIGHT",
+            ]),
+            high: has(&["__GFP_HIGH", "GFP_ATOMIC"]),
+            atomic: has(&["GFP_ATOMIC", "__GFP_ATOMIC"]) && !has(&["__GFP_NOMEMALLOC"]),
+        }
+    }
+
+    /// Whether the request had any right to reserves below the min watermark.
+    pub fn has_reserve_rights(self) -> bool {
+        self.high || self.atomic
+    }
+
+    /// The min watermark this request is held to.
+    fn min_watermark(self, min: u64) -> u64 {
+        if !self.high {
+            return min;
+        }
+        let min = min - min / 2;
+        if self.atomic { min - min / 4 } else { min }
+    }
+
+    /// Free pages of `zone` that this request may not count: free CMA pages without ALLOC_CMA,
+    /// free highatomic pages without reserve rights.
+    fn unusable(self, zone: &Zone) -> Unusable {
+        Unusable {
+            cma: if self.cma {
+                0
+            } else {
+                zone.free_pages_of("CMA")
+            },
+            highatomic: if self.has_reserve_rights() {
+                0
+            } else {
+                zone.free_pages_of("HighAtomic")
+            },
+        }
+    }
+
+    /// Whether the free lists of `migratetype` can serve an order-`order` request.
+    fn may_use(self, migratetype: &str, order: u32) -> bool {
+        match migratetype {
+            "Unmovable" | "Movable" | "Reclaimable" => true,
+            "CMA" => self.cma,
+            "HighAtomic" => self.atomic && order > 0,
+            _ => false,
+        }
+    }
+
+    /// The largest free block this request may take from `zone`: per migratetype when
+    /// pagetypeinfo was read, else any free block (buddyinfo).
+    fn largest_usable_order(self, zone: &Zone, order: u32) -> Option<u32> {
+        if zone.free_by_migratetype.is_empty() {
+            return zone.largest_free_order();
+        }
+        zone.free_by_migratetype
+            .iter()
+            .filter(|(mt, _)| self.may_use(mt, order))
+            .filter_map(|(_, counts)| index::largest_free_order(counts))
+            .max()
+    }
+}
+
+/// Free pages a request may not count, by why.
+#[derive(Clone, Copy, Default)]
+struct Unusable {
+    cma: u64,
+    highatomic: u64,
+}
+
+impl Unusable {
+    fn total(self) -> u64 {
+        self.cma + self.highatomic
+    }
+}
+
 /// Judges an order-`order` failure whose preferred zone is the highest ordinary zone (Normal,
 /// else the highest non-Movable zone): what a GFP_KERNEL request gets.
 #[allow(dead_code, reason = "API for the live tracer (issue #5 wiring)")]
 pub fn judge(order: u32, zone_state: &ZoneState, memcg: Option<&MemcgUsage>) -> Verdict {
-    judge_in(order, None, zone_state, memcg)
+    judge_in(order, None, Access::default(), zone_state, memcg)
 }
 
-/// As [`judge`], with the preferred zone named (from the request's gfp zone bits).
+/// As [`judge`], with the preferred zone named (from the request's gfp zone bits) and the
+/// request's [`Access`].
 pub fn judge_in(
     order: u32,
     preferred: Option<&str>,
+    access: Access,
     zone_state: &ZoneState,
     memcg: Option<&MemcgUsage>,
 ) -> Verdict {
@@ -114,20 +237,33 @@ pub fn judge_in(
     let candidates = fallback_zones(zone_state, &targets);
     let checks: Vec<(&Zone, ZoneCheck)> = candidates
         .iter()
-        .map(|z| (*z, check(z, order, &targets)))
+        .map(|z| (*z, check(z, order, access, &targets)))
         .collect();
-    if let Some((zone, _)) = checks
+    // A zone that could serve it by a few pages only is within the noise of a /proc read
+    // taken after the failure (DMA, held back by its lowmem reserve, sits right there).
+    let serving = |c: &ZoneCheck| c.above_watermark && c.has_block;
+    let marginal: Vec<String> = checks
         .iter()
-        .find(|(_, c)| c.above_watermark && c.has_block)
-    {
+        .filter(|(_, c)| serving(c) && c.within_noise)
+        .map(|(z, c)| {
+            format!(
+                "; {} has a free block, but only {} page{} over its min + lowmem reserve, \
+                 within the noise of a later read",
+                z.label(),
+                c.margin_pages,
+                if c.margin_pages == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    if let Some((zone, _)) = checks.iter().find(|(_, c)| serving(c) && !c.within_noise) {
         return Verdict {
             kind: VerdictKind::Unknown,
             reason: format!(
-                "{} could serve an order-{order} request in this state (largest free order {}, \
-                 {} kB free); the failure came from a constraint not visible here (cpuset, \
-                 nodemask, __GFP_THISNODE, migratetype) or the state changed since",
+                "{} could serve an order-{order} request in this state (largest usable free \
+                 order {}, {} kB free); the failure came from a constraint not visible here \
+                 (cpuset, nodemask, __GFP_THISNODE, migratetype) or the state changed since",
                 zone.label(),
-                fmt_order(zone.largest_free_order()),
+                fmt_order(access.largest_usable_order(zone, order)),
                 zone_state.kb(zone.free_pages.unwrap_or(0)),
             ),
             zone: Some(figures),
@@ -135,6 +271,9 @@ pub fn judge_in(
     }
     let kb = |p| zone_state.kb(p);
     let block_kb = kb(1u64 << order.min(40));
+    let min = access.min_watermark(min);
+    let rights = rights_note(access);
+    let largest = access.largest_usable_order(main, order);
     if checks.iter().any(|(_, c)| c.above_watermark) {
         let frag = figures.fragmentation_index.unwrap_or(0);
         let threshold = zone_state.threshold();
@@ -150,34 +289,103 @@ pub fn judge_in(
                 index::format_thousandths(frag, 1)
             )
         };
+        let usable = if main.free_by_migratetype.is_empty() {
+            "largest free block"
+        } else {
+            "largest free block it may use"
+        };
         return Verdict {
             kind: VerdictKind::Fragmentation,
             reason: format!(
-                "{}: {} kB free > {} kB min, but the largest free block is order {} ({}) < \
-                 order {order} ({block_kb} kB); {index_note}",
+                "{}: {} kB free > {} kB min{rights}, but the {usable} is order {} ({}) < \
+                 order {order} ({block_kb} kB){}; {index_note}{}",
                 main.label(),
                 kb(free),
                 kb(min),
-                fmt_order(main.largest_free_order()),
-                main.largest_free_order()
+                fmt_order(largest),
+                largest
                     .map(|o| format!("{} kB", kb(1u64 << o)))
                     .unwrap_or_else(|| "none".into()),
+                restricted_blocks_note(main, largest, order),
+                marginal.concat(),
             ),
             zone: Some(figures),
         };
     }
+    let unusable = access.unusable(main);
+    let (counted, not_counted) = match unusable_note(unusable, zone_state) {
+        Some(note) => (
+            format!(
+                "{} kB of {} kB free usable by this request",
+                kb(free.saturating_sub(unusable.total())),
+                kb(free)
+            ),
+            format!("; not usable: {note}"),
+        ),
+        None => (format!("{} kB free", kb(free)), String::new()),
+    };
     Verdict {
         kind: VerdictKind::Exhaustion,
         reason: format!(
-            "{}: {} kB free <= {} kB min (+ {} kB order-{order} request){}",
+            "{}: {counted} <= {} kB min{rights} (+ {} kB order-{order} request){not_counted}{}",
             main.label(),
-            kb(free),
             kb(min),
             block_kb,
             lower_zones_note(&checks, main, zone_state),
         ),
         zone: Some(figures),
     }
+}
+
+/// " (halved for __GFP_HIGH)" when the request may dip below the min watermark.
+fn rights_note(access: Access) -> &'static str {
+    match (access.high, access.atomic) {
+        (true, true) => " (lowered for an atomic __GFP_HIGH request)",
+        (true, false) => " (halved for __GFP_HIGH)",
+        _ => "",
+    }
+}
+
+/// "204800 kB in CMA blocks (movable requests only)", or None when all free pages count.
+fn unusable_note(unusable: Unusable, state: &ZoneState) -> Option<String> {
+    let mut parts = Vec::new();
+    if unusable.cma > 0 {
+        parts.push(format!(
+            "{} kB in CMA blocks (movable requests only)",
+            state.kb(unusable.cma)
+        ));
+    }
+    if unusable.highatomic > 0 {
+        parts.push(format!(
+            "{} kB in the highatomic reserve (atomic and __GFP_HIGH requests only)",
+            state.kb(unusable.highatomic)
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// "; order-9 blocks are free only in the CMA lists" when buddyinfo shows larger blocks than the
+/// request may take.
+fn restricted_blocks_note(zone: &Zone, usable: Option<u32>, order: u32) -> String {
+    let Some(any) = zone.largest_free_order() else {
+        return String::new();
+    };
+    if usable.is_some_and(|u| u >= any) || any < order {
+        return String::new();
+    }
+    let lists: Vec<&str> = zone
+        .free_by_migratetype
+        .iter()
+        .filter(|(_, counts)| index::largest_free_order(counts).is_some_and(|o| o >= order))
+        .map(|(mt, _)| mt.as_str())
+        .collect();
+    if lists.is_empty() {
+        return String::new();
+    }
+    format!(
+        " (order {any} blocks are free only in the {} lists, which this request may not use)",
+        lists.join("/")
+    )
 }
 
 fn unknown(reason: &str) -> Verdict {
@@ -244,21 +452,30 @@ fn fallback_zones<'a>(state: &'a ZoneState, targets: &[&Zone]) -> Vec<&'a Zone> 
 struct ZoneCheck {
     above_watermark: bool,
     has_block: bool,
+    /// Free pages left over min + lowmem reserve after the request.
+    margin_pages: u64,
+    /// Above the watermark by less than 1% of min + reserve (or the request's size).
+    within_noise: bool,
 }
 
-/// `__zone_watermark_ok` without the migratetype and ALLOC_* refinements.
-fn check(zone: &Zone, order: u32, targets: &[&Zone]) -> ZoneCheck {
+/// `__zone_watermark_ok` for a request with `access` (ALLOC_OOM and cpusets aside).
+fn check(zone: &Zone, order: u32, access: Access, targets: &[&Zone]) -> ZoneCheck {
     let free = zone.free_pages.unwrap_or(0);
-    let min = zone.min_pages.unwrap_or(0);
+    let min = access.min_watermark(zone.min_pages.unwrap_or(0));
     let reserve = targets
         .iter()
         .find(|t| t.node == zone.node)
         .map(|t| lowmem_reserve(zone, t))
         .unwrap_or(0);
-    let needed = (1u64 << order.min(40)) - 1;
+    let needed = (1u64 << order.min(40)) - 1 + access.unusable(zone).total();
+    let margin_pages = free.saturating_sub(needed).saturating_sub(min + reserve);
     ZoneCheck {
         above_watermark: zone.free_pages.is_some() && free.saturating_sub(needed) > min + reserve,
-        has_block: zone.largest_free_order().is_some_and(|o| o >= order),
+        margin_pages,
+        within_noise: margin_pages <= ((min + reserve) / 100).max(1u64 << order.min(40)),
+        has_block: access
+            .largest_usable_order(zone, order)
+            .is_some_and(|o| o >= order),
     }
 }
 
@@ -430,6 +647,155 @@ mod tests {
         assert_eq!(judge(3, &state, None).kind, VerdictKind::Unknown);
     }
 
+    /// The running kernel's table decides the rights: 6.18 has no __GFP_ATOMIC, so a request
+    /// that cannot sleep is atomic; 5.10 keys on __GFP_ATOMIC, so GFP_NOWAIT is not.
+    #[test]
+    fn access_from_the_kernels_own_flag_table() {
+        use crate::decode::gfp::GfpTable;
+        let table = |fmt| GfpTable::from_print_fmt(fmt).unwrap();
+        let new = table(include_str!(
+            "../../tests/fixtures/tracefs/mm_page_alloc-6.18.format"
+        ));
+        let old = table(include_str!(
+            "../../tests/fixtures/tracefs/mm_page_alloc-5.10.format"
+        ));
+        let access = |t: &GfpTable, names: &[&str], movable| {
+            let gfp = names
+                .iter()
+                .map(|n| t.bit(n).unwrap())
+                .fold(0, |a, b| a | b);
+            Access::from_gfp(gfp, movable, |n| t.bit(n))
+        };
+        for t in [&new, &old] {
+            let atomic = access(t, &["GFP_ATOMIC"], false);
+            assert!(atomic.high && atomic.atomic && !atomic.cma);
+            assert_eq!(access(t, &["GFP_KERNEL"], false), Access::default());
+            let no_reserve = access(t, &["GFP_ATOMIC", "__GFP_NOMEMALLOC"], true);
+            assert!(no_reserve.high && !no_reserve.atomic && no_reserve.cma);
+        }
+        assert!(access(&new, &["GFP_NOWAIT"], false).atomic);
+        assert!(!access(&old, &["GFP_NOWAIT"], false).atomic);
+        // 50% then 25% off: __zone_watermark_ok's min for an atomic __GFP_HIGH request.
+        assert_eq!(
+            access(&new, &["GFP_ATOMIC"], false).min_watermark(1000),
+            375
+        );
+        assert_eq!(
+            Access::from_flag_names("GFP_ATOMIC|__GFP_COMP"),
+            access(&new, &["GFP_ATOMIC"], false)
+        );
+    }
+
+    /// A zone whose only high-order blocks sit in CMA pageblocks: a GFP_KERNEL request cannot
+    /// use them (nor the free CMA pages for its watermark); a movable one can.
+    #[test]
+    fn cma_blocks_serve_only_movable_requests() {
+        let mut cma = vec![0; 11];
+        cma[9] = 100; // 200 MiB free, all in CMA order-9 blocks
+        let state = ZoneState {
+            page_size: 4096,
+            pageblock_order: Some(9),
+            extfrag_threshold: Some(500),
+            zones: vec![Zone {
+                node: 0,
+                zone: "Normal".into(),
+                index: Some(2),
+                free_pages: Some(20_000 + 51_200),
+                min_pages: Some(4_000),
+                free_blocks: vec![20_000, 0, 0, 0, 0, 0, 0, 0, 0, 100, 0],
+                free_by_migratetype: vec![
+                    (
+                        "Unmovable".into(),
+                        vec![20_000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    ),
+                    ("Movable".into(), vec![0; 11]),
+                    ("CMA".into(), cma),
+                ],
+                ..Default::default()
+            }],
+        };
+        let kernel = judge_in(3, Some("Normal"), Access::default(), &state, None);
+        assert_eq!(kernel.kind, VerdictKind::Fragmentation, "{}", kernel.reason);
+        assert!(
+            kernel
+                .reason
+                .contains("largest free block it may use is order 0 (4 kB) < order 3")
+                && kernel
+                    .reason
+                    .contains("order 9 blocks are free only in the CMA lists"),
+            "{}",
+            kernel.reason
+        );
+        let movable = Access {
+            cma: true,
+            ..Access::default()
+        };
+        let v = judge_in(3, Some("Normal"), movable, &state, None);
+        assert_eq!(v.kind, VerdictKind::Unknown, "{}", v.reason);
+
+        // Below min once CMA pages are not counted: exhaustion for GFP_KERNEL, with the reason.
+        let mut low = state.clone();
+        low.zones[0].free_pages = Some(3_000 + 51_200);
+        low.zones[0].free_blocks[0] = 3_000;
+        low.zones[0].free_by_migratetype[0].1[0] = 3_000;
+        let v = judge_in(0, Some("Normal"), Access::default(), &low, None);
+        assert_eq!(v.kind, VerdictKind::Exhaustion, "{}", v.reason);
+        assert!(
+            v.reason
+                .contains("12000 kB of 216800 kB free usable by this request <= 16000 kB min (+ 4 kB order-0 request); not usable: 204800 kB in CMA blocks (movable requests only)"),
+            "{}",
+            v.reason
+        );
+    }
+
+    /// The 5.10 VM after fragmentation: DMA (an order-8 block, but held back by a 440-page
+    /// lowmem reserve) is 1 page over its watermark in a later read; DMA32 has no block.
+    #[test]
+    fn a_fallback_zone_over_its_watermark_by_a_page_does_not_hide_fragmentation() {
+        let mut dma_blocks = vec![0; 11];
+        dma_blocks[8] = 1;
+        dma_blocks[0] = 209;
+        let state = ZoneState {
+            page_size: 4096,
+            pageblock_order: Some(9),
+            extfrag_threshold: Some(1000),
+            zones: vec![
+                Zone {
+                    node: 0,
+                    zone: "DMA".into(),
+                    index: Some(0),
+                    free_pages: Some(465),
+                    min_pages: Some(23),
+                    protection: vec![0, 440, 440, 440, 440],
+                    free_blocks: dma_blocks,
+                    ..Default::default()
+                },
+                Zone {
+                    node: 0,
+                    zone: "DMA32".into(),
+                    index: Some(1),
+                    free_pages: Some(44_727),
+                    min_pages: Some(659),
+                    free_blocks: vec![44_727, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    ..Default::default()
+                },
+            ],
+        };
+        let v = judge_in(1, Some("Normal"), Access::default(), &state, None);
+        assert_eq!(v.kind, VerdictKind::Fragmentation, "{}", v.reason);
+        assert!(
+            v.reason
+                .contains("Node 0 DMA has a free block, but only 1 page over its min"),
+            "{}",
+            v.reason
+        );
+        // Well over the watermark, DMA could serve it: then it is not fragmentation.
+        let mut roomy = state.clone();
+        roomy.zones[0].free_pages = Some(600);
+        let v = judge_in(1, Some("Normal"), Access::default(), &roomy, None);
+        assert_eq!(v.kind, VerdictKind::Unknown, "{}", v.reason);
+    }
+
     /// No Normal zone (x86-64 with 2 GB or less): a Normal request starts from DMA32.
     #[test]
     fn missing_preferred_zone_falls_back_to_the_highest_lower_zone() {
@@ -453,7 +819,7 @@ mod tests {
                 zone("DMA32", 352, 354),
             ],
         };
-        let v = judge_in(0, Some("Normal"), &state, None);
+        let v = judge_in(0, Some("Normal"), Access::default(), &state, None);
         assert_eq!(v.kind, VerdictKind::Exhaustion, "{}", v.reason);
         assert_eq!(v.zone.unwrap().zone, "DMA32");
         assert_eq!(highest_present_zone(&state, "HighMem".into()), "DMA32");

@@ -153,6 +153,7 @@ impl Scenario {
         self.metric("buddyinfo_after", json!(after.lines));
         self.metric("free_mib_after", json!(after.free_mib()));
         self.metric("pcp_pages_after", json!(pcp_pages()));
+        self.metric("zones_after", json!(zone_figures()));
         let ooms_fragmenting = oom_kills();
         if ooms_fragmenting > 0 {
             let log = dmesg();
@@ -649,6 +650,44 @@ impl Scenario {
                     .map_or(String::new(), |e| format!(" (e.g. {e})"))
             ),
         );
+        // Why: with over 100 MiB free and no block of order >= 1, failures are fragmentation.
+        // fragtrace reads the zones from /proc after the fact, and kcompactd may have made a
+        // block by then: that is "unknown", with the reason. Never exhaustion or a cgroup limit.
+        let count = |pid: Option<i32>| {
+            let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+            for f in fails.iter().filter(|f| pid.is_none_or(|p| f.pid == p)) {
+                *by.entry(f.verdict.as_str()).or_default() += 1;
+            }
+            by
+        };
+        let all = count(None);
+        let netns_verdicts = count(Some(netns_pid));
+        let fragmentation = all.get("fragmentation").copied().unwrap_or(0);
+        let wrong = |by: &BTreeMap<&str, usize>| {
+            by.iter()
+                .filter(|(v, _)| !matches!(**v, "fragmentation" | "unknown"))
+                .map(|(_, n)| n)
+                .sum::<usize>()
+        };
+        let lags: Vec<i64> = fails.iter().filter_map(|f| f.zone_state_lag_ms).collect();
+        let example = |kind: &str| {
+            fails
+                .iter()
+                .find(|f| f.verdict == kind)
+                .map_or("-", |f| f.reason.as_str())
+        };
+        self.check(
+            "verdicts",
+            fragmentation > 0 && wrong(&all) == 0 && wrong(&netns_verdicts) == 0,
+            format!(
+                "all {all:?}, {NETNS_COMM} {netns_verdicts:?}; zone state read {}..{} ms after \
+                 the failures; e.g. {}; unknown e.g. {}",
+                lags.iter().min().unwrap_or(&0),
+                lags.iter().max().unwrap_or(&0),
+                example("fragmentation"),
+                example("unknown"),
+            ),
+        );
         // What the kernel did: the hugepage requests go through direct compaction.
         self.check(
             "compaction_events",
@@ -1055,6 +1094,36 @@ fn meminfo_kb(key: &str) -> u64 {
 
 /// Pages on the per-CPU page lists, all zones and CPUs (/proc/zoneinfo `count:`): free memory
 /// that MemFree and /proc/buddyinfo do not show.
+/// The watermark lines of /proc/zoneinfo and the pageblock table of /proc/pagetypeinfo: what a
+/// verdict is judged against, for the record.
+fn zone_figures() -> Vec<String> {
+    let zoneinfo = fs::read_to_string("/proc/zoneinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    let mut zone = String::new();
+    for line in zoneinfo.lines() {
+        let t = line.trim();
+        if t.starts_with("Node") {
+            zone = t.split_whitespace().last().unwrap_or("").to_string();
+            continue;
+        }
+        let key = t.split_whitespace().next().unwrap_or("");
+        if matches!(key, "min" | "boost" | "protection:" | "nr_free_pages")
+            || t.starts_with("pages free")
+        {
+            out.push(format!("{zone}: {t}"));
+        }
+    }
+    let pagetype = fs::read_to_string("/proc/pagetypeinfo").unwrap_or_default();
+    let mut in_blocks = false;
+    for line in pagetype.lines() {
+        in_blocks |= line.starts_with("Number of blocks type");
+        if in_blocks && !line.trim().is_empty() {
+            out.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    out
+}
+
 fn pcp_pages() -> u64 {
     fs::read_to_string("/proc/zoneinfo")
         .unwrap_or_default()
@@ -1898,7 +1967,9 @@ struct Fail {
     netns: bool,
     netns_evidence: Option<String>,
     memcg_limited: bool,
+    verdict: String,
     reason: String,
+    zone_state_lag_ms: Option<i64>,
 }
 
 struct TracerOutput {
@@ -2060,7 +2131,9 @@ impl Tracer {
                             .and_then(Value::as_str)
                             .map(str::to_string),
                         memcg_limited: v["memcg_limited"] == true,
+                        verdict: v["verdict"].as_str().unwrap_or("").to_string(),
                         reason: v["reason"].as_str().unwrap_or("").to_string(),
+                        zone_state_lag_ms: v["zone_state_lag_ms"].as_i64(),
                     });
                 }
                 Some("compaction") => out.compactions += 1,
