@@ -217,6 +217,45 @@ impl MemcgCounters {
 /// Levels of the memory-cgroup hierarchy walked from the task's own cgroup towards the root.
 pub const MEMCG_MAX_LEVELS: u32 = 8;
 
+/// Zones of one node read at a failure, by zone index (DMA, DMA32, Normal, Movable, Device on
+/// x86-64), the way /proc/zoneinfo lists them.
+pub const SNAPSHOT_ZONES: usize = 5;
+/// Free-list orders read per zone (0..=MAX_ORDER).
+pub const SNAPSHOT_ORDERS: usize = MAX_ORDER + 1;
+
+/// One `struct zone`'s counters, read at the failure.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneCounters {
+    /// `managed_pages`; 0 for an unpopulated zone.
+    pub managed_pages: u64,
+    /// `vm_stat[NR_FREE_PAGES]`.
+    pub free_pages: u64,
+    /// `min_wmark_pages()`: `_watermark[WMARK_MIN] + watermark_boost`.
+    pub min_pages: u64,
+    /// `vm_stat[NR_FREE_CMA_PAGES]` (0 without CONFIG_CMA).
+    pub free_cma_pages: u64,
+    /// What the watermark check holds back for the highatomic reserve: `nr_free_highatomic`
+    /// where the kernel has it, else `nr_reserved_highatomic`.
+    pub highatomic_pages: u64,
+    /// `free_area[order].nr_free`: free blocks per order, as /proc/buddyinfo.
+    pub free_blocks: [u64; SNAPSHOT_ORDERS],
+}
+
+/// The failing CPU's node's zones at the failure ([`zone_snapshot`] flags say if it was read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneSnapshot {
+    pub zones: [ZoneCounters; SNAPSHOT_ZONES],
+    pub node: u32,
+    pub flags: u32,
+}
+
+pub mod zone_snapshot {
+    /// The counters were read.
+    pub const VALID: u32 = 1;
+}
+
 /// A page allocation that returned no page (`kmem:mm_page_alloc` with page NULL / pfn -1).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -234,6 +273,8 @@ pub struct AllocFailEvent {
     /// The task's memory-cgroup counters read in the kernel at the failure, at the level of the
     /// hierarchy with the least headroom (see [`MemcgCounters`]).
     pub memcg: MemcgCounters,
+    /// The zones of the failing CPU's node at the failure.
+    pub zones: ZoneSnapshot,
     /// Bytes of `stack` filled by `bpf_get_stack`, or a negative errno.
     pub stack_bytes: i64,
     pub stack: [u64; MAX_STACK_DEPTH],
@@ -254,7 +295,8 @@ impl AllocFailEvent {
 // Layout guards: a change here is a change of the kernel/user contract.
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 const _: () = assert!(
-    core::mem::size_of::<AllocFailEvent>() == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 32 + 8 + 127 * 8
+    core::mem::size_of::<AllocFailEvent>()
+        == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 32 + (5 * 16 * 8 + 8) + 8 + 127 * 8
 );
 const _: () = assert!(core::mem::size_of::<MemcgCounters>() == 32);
 const _: () = assert!(core::mem::offset_of!(AllocFailEvent, memcg) % 8 == 0);
@@ -327,6 +369,7 @@ mod tests {
             netns: netns_window::COPY_NET_NS,
             warned: 1,
             memcg: MemcgCounters::default(),
+            zones: ZoneSnapshot::default(),
             stack_bytes: 3 * 8,
             stack: [0; MAX_STACK_DEPTH],
         };
@@ -384,6 +427,7 @@ mod tests {
             netns: 0,
             warned: 0,
             memcg: MemcgCounters::default(),
+            zones: ZoneSnapshot::default(),
             stack_bytes: -14,
             stack: [7; MAX_STACK_DEPTH],
         };

@@ -11,6 +11,7 @@ mod oom;
 mod page_alloc;
 mod slab;
 mod warn;
+mod zones;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -21,6 +21,7 @@ use crate::maps::{
     header, is_self, load_const,
 };
 use crate::memcg::current_memcg_counters;
+use crate::zones::snapshot_current_node;
 
 // Field offsets in the classic tracepoint record, read from tracefs `format` by user space.
 #[unsafe(no_mangle)]
@@ -150,6 +151,7 @@ fn try_page_alloc<C: EbpfContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i64> 
         (*ev).netns = netns;
         (*ev).warned = warned;
         (*ev).memcg = current_memcg_counters();
+        snapshot_current_node(core::ptr::addr_of_mut!((*ev).zones));
         let stack_ptr = core::ptr::addr_of_mut!((*ev).stack) as *mut c_void;
         (*ev).stack_bytes = bpf_get_stack(
             ctx.as_ptr(),

@@ -1,5 +1,5 @@
 //! Who a failure hit and why: netns creation, container, memory cgroup, and the zone verdict.
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use fragtrace_common::{MemcgCounters, netns_window};
 
@@ -129,17 +129,27 @@ impl Attributor {
         let memcg_limited = memcg
             .as_ref()
             .map(|m| m.limit_reason(request_bytes).is_some());
-        let sampled = self.zones.for_event(ev.ts_ns);
-        let zone_state_lag_ms = sampled.as_ref().map(|(_, lag)| *lag);
+        // The zones as the kernel handler read them at the failure, else the nearest /proc read.
+        let sampled = self.zones.for_event(ev.ts_ns).map(|(state, lag_ms)| {
+            match state.with_kernel_snapshot(&ev.zones) {
+                Some(at_failure) => (Cow::Owned(at_failure), 0, true),
+                None => (Cow::Borrowed(state), lag_ms, false),
+            }
+        });
+        let zone_state_lag_ms = sampled.as_ref().map(|(_, lag, _)| *lag);
         let verdict = match sampled {
-            Some((state, lag_ms)) => {
+            Some((state, lag_ms, in_kernel)) => {
                 let zone = preferred_zone(ev.gfp, state.zones.iter().any(|z| z.zone == "HighMem"));
                 let access = Access::from_gfp(ev.gfp, ev.migratetype == "Movable", |name| {
                     gfp.and_then(|t| t.bit(name))
                 });
-                let mut v = verdict::judge_in(ev.order, Some(zone), access, state, memcg.as_ref());
-                if v.zone.is_some() && lag_ms > STALE_STATE_MS {
-                    v.reason += &format!(" [zone state read {lag_ms} ms after the failure]");
+                let mut v = verdict::judge_in(ev.order, Some(zone), access, &state, memcg.as_ref());
+                if v.zone.is_some() {
+                    if in_kernel {
+                        v.reason += &format!(" [node {} zones read at the failure]", ev.zones.node);
+                    } else if lag_ms > STALE_STATE_MS {
+                        v.reason += &format!(" [zone state read {lag_ms} ms after the failure]");
+                    }
                 }
                 v
             }

@@ -59,6 +59,7 @@ mod tests {
             netns_window: 0,
             warned: false,
             memcg: Default::default(),
+            zones: Default::default(),
         }
     }
 

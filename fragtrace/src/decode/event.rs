@@ -2,7 +2,7 @@
 use anyhow::{Result, bail};
 use fragtrace_common::{
     AllocFailEvent, EventHeader, EventKind, MemcgCounters, MmEvent, SlabCreateFailEvent,
-    read_record,
+    ZoneSnapshot, read_record,
 };
 
 use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols};
@@ -38,6 +38,8 @@ pub struct AllocFail {
     pub warned: bool,
     /// The task's memory-cgroup counters as the kernel handler read them at the failure.
     pub memcg: MemcgCounters,
+    /// The failing CPU's node's zones as the kernel handler read them at the failure.
+    pub zones: Box<ZoneSnapshot>,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +162,7 @@ impl Decoder {
             netns_window: raw.netns,
             warned: raw.warned != 0,
             memcg: raw.memcg,
+            zones: Box::new(raw.zones),
         }
     }
 
@@ -277,6 +280,7 @@ mod tests {
             netns: 0,
             warned: 0,
             memcg: Default::default(),
+            zones: Default::default(),
             stack_bytes: 5 * 8,
             stack: [0; MAX_STACK_DEPTH],
         };
@@ -287,9 +291,12 @@ mod tests {
             0xffffffff812a0030,
             0xffffffff81300040,
         ]);
+        raw.zones.node = 1;
+        raw.zones.zones[2].free_blocks[10] = 77;
         let Event::AllocFail(ev) = d.decode(record_bytes(&raw)).unwrap() else {
             panic!("not an alloc_fail");
         };
+        assert_eq!(*ev.zones, raw.zones);
         assert_eq!(ev.comm, "pipe");
         assert_eq!(
             ev.gfp_flags,

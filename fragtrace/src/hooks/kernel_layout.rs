@@ -1,11 +1,14 @@
 //! Kernel struct field offsets read from the running kernel's BTF, for the eBPF code that walks
-//! kernel structures by hand (the failing task's memory-cgroup counters).
+//! kernel structures by hand (the failing task's memory-cgroup counters, the node's zones).
 use btf_rs::{Backend, Btf, Type};
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// eBPF load-time globals by name.
+pub type Globals = Vec<(&'static str, u32)>;
+
 /// Load-time globals for `fragtrace-ebpf/src/memcg.rs`, or why they are unavailable.
-pub fn memcg_globals() -> Result<Vec<(&'static str, u32)>, String> {
+pub fn memcg_globals() -> Result<Globals, String> {
     // Mmap reads only what the lookups touch (kernels from 6.16 allow it); the cached backend
     // parses the whole file, which costs time and a heap peak at start-up.
     let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
@@ -14,7 +17,112 @@ pub fn memcg_globals() -> Result<Vec<(&'static str, u32)>, String> {
     memcg_globals_from(&btf)
 }
 
-fn memcg_globals_from(btf: &Btf) -> Result<Vec<(&'static str, u32)>, String> {
+/// Load-time globals for `fragtrace-ebpf/src/zones.rs` (and the pgdat symbol's address), or
+/// why they are unavailable.
+pub fn zone_globals() -> Result<(Globals, u64), String> {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms")
+        .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
+    let (address, is_array) = pgdat_symbol(&kallsyms)?;
+    let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+        .or_else(|_| Btf::from_file(VMLINUX_BTF))
+        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
+    let mut globals = zone_globals_from(&btf)?;
+    globals.push(("PGDAT_IS_ARRAY", is_array as u32));
+    Ok((globals, address))
+}
+
+/// `node_data` (NUMA kernels) or `contig_page_data` in /proc/kallsyms. Data symbols are listed
+/// only with CONFIG_KALLSYMS_ALL, and addresses only to root.
+fn pgdat_symbol(kallsyms: &str) -> Result<(u64, bool), String> {
+    let find = |wanted: &str| {
+        kallsyms.lines().find_map(|line| {
+            let mut it = line.split_ascii_whitespace();
+            let (addr, _kind, name) = (it.next()?, it.next()?, it.next()?);
+            (name == wanted && it.next().is_none())
+                .then(|| u64::from_str_radix(addr, 16).ok())
+                .flatten()
+                .filter(|&a| a != 0)
+        })
+    };
+    if let Some(a) = find("node_data") {
+        return Ok((a, true));
+    }
+    if let Some(a) = find("contig_page_data") {
+        return Ok((a, false));
+    }
+    Err(
+        "/proc/kallsyms lists neither node_data nor contig_page_data (a kernel without \
+         CONFIG_KALLSYMS_ALL, or addresses hidden)"
+            .into(),
+    )
+}
+
+fn zone_globals_from(btf: &Btf) -> Result<Globals, String> {
+    let zone = named_struct(btf, "zone")?;
+    let (free_area, free_area_member) = member(btf, &zone, "zone", "free_area")?;
+    let Type::Array(free_areas) = btf
+        .resolve_chained_type(&free_area_member)
+        .map_err(|e| e.to_string())?
+    else {
+        return Err("zone.free_area is not an array in this kernel's BTF".into());
+    };
+    let free_area_struct = named_struct(btf, "free_area")?;
+    let vm_stat = member_offset(btf, "zone", "vm_stat")?;
+    let counter = |name: &str| enum_value(btf, "zone_stat_item", name);
+    let watermark = member_offset(btf, "zone", "_watermark")
+        .or_else(|_| member_offset(btf, "zone", "watermark"))?;
+    let highatomic = member_offset(btf, "zone", "nr_free_highatomic")
+        .or_else(|_| member_offset(btf, "zone", "nr_reserved_highatomic"))?;
+    Ok(vec![
+        (
+            "PGDAT_NODE_ZONES_OFFSET",
+            member_offset(btf, "pglist_data", "node_zones")?,
+        ),
+        ("ZONE_SIZE", zone.size() as u32),
+        (
+            "ZONE_MANAGED_OFFSET",
+            member_offset(btf, "zone", "managed_pages")?,
+        ),
+        (
+            "ZONE_FREE_PAGES_OFFSET",
+            vm_stat + counter("NR_FREE_PAGES")? * 8,
+        ),
+        (
+            "ZONE_FREE_CMA_OFFSET",
+            counter("NR_FREE_CMA_PAGES").map_or(0, |i| vm_stat + i * 8),
+        ),
+        ("ZONE_WMARK_MIN_OFFSET", watermark),
+        (
+            "ZONE_BOOST_OFFSET",
+            member_offset(btf, "zone", "watermark_boost").unwrap_or(0),
+        ),
+        ("ZONE_HIGHATOMIC_OFFSET", highatomic),
+        ("ZONE_FREE_AREA_OFFSET", free_area),
+        ("FREE_AREA_SIZE", free_area_struct.size() as u32),
+        (
+            "FREE_AREA_NR_FREE_OFFSET",
+            member_offset(btf, "free_area", "nr_free")?,
+        ),
+        ("ZONE_ORDERS", free_areas.len() as u32),
+        ("ZONE_LAYOUT_KNOWN", 1),
+    ])
+}
+
+/// The offset and the member itself (for its type), at the top level of `s`.
+fn member(
+    btf: &Btf,
+    s: &btf_rs::Struct,
+    name: &str,
+    wanted: &str,
+) -> Result<(u32, btf_rs::Member), String> {
+    s.members
+        .iter()
+        .find(|m| btf.resolve_name(*m).is_ok_and(|n| n == wanted))
+        .map(|m| (m.bit_offset() / 8, m.clone()))
+        .ok_or_else(|| format!("struct {name} has no member {wanted} in this kernel's BTF"))
+}
+
+fn memcg_globals_from(btf: &Btf) -> Result<Globals, String> {
     let memory_cgrp_id = enum_value(btf, "cgroup_subsys_id", "memory_cgrp_id")?;
     let subsys = member_offset(btf, "css_set", "subsys")?;
     let css = member_offset(btf, "mem_cgroup", "css")?;
@@ -115,6 +223,33 @@ fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_pgdat_symbol() {
+        let numa = "ffffffff82a1c000 T _stext\nffffffff83456780 B node_data\n";
+        assert_eq!(pgdat_symbol(numa), Ok((0xffffffff83456780, true)));
+        let flat = "ffffffff83456780 D contig_page_data\n";
+        assert_eq!(pgdat_symbol(flat), Ok((0xffffffff83456780, false)));
+        // A module's symbol of the same name, or a hidden address, does not count.
+        assert!(pgdat_symbol("ffffffffc0001000 d node_data [foo]\n").is_err());
+        assert!(pgdat_symbol("0000000000000000 B node_data\n").is_err());
+    }
+
+    /// The zone layout resolves on this kernel: free_area has at least MAX_ORDER + 1 orders
+    /// and lies inside struct zone.
+    #[test]
+    fn this_kernel_has_the_zone_layout() {
+        let Ok(btf) = Btf::from_file(VMLINUX_BTF) else {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        };
+        let globals: std::collections::HashMap<_, _> =
+            zone_globals_from(&btf).unwrap().into_iter().collect();
+        assert!(globals["ZONE_ORDERS"] >= 11, "{globals:?}");
+        assert!(globals["ZONE_FREE_AREA_OFFSET"] < globals["ZONE_SIZE"]);
+        assert!(globals["FREE_AREA_NR_FREE_OFFSET"] < globals["FREE_AREA_SIZE"]);
+        assert!(globals["ZONE_FREE_PAGES_OFFSET"] < globals["ZONE_SIZE"]);
+    }
 
     /// On a kernel with BTF, the offsets resolve and are consistent with each other.
     #[test]

@@ -94,6 +94,16 @@ pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loade
         Ok(offsets) => globals.extend(offsets),
         Err(e) => log::debug!("memory-cgroup counters not read in the kernel: {e}"),
     }
+    // Without these the failure handler skips the zone read, and the verdict is judged
+    // against /proc read when the event arrives.
+    let mut pgdat_symbol_addr = 0u64;
+    match kernel_layout::zone_globals() {
+        Ok((offsets, address)) => {
+            globals.extend(offsets);
+            pgdat_symbol_addr = address;
+        }
+        Err(e) => log::debug!("zones not read in the kernel at failures: {e}"),
+    }
     match page_alloc_offsets(&page_alloc_format) {
         Ok(offsets) => globals.extend(offsets),
         Err(e) => kernel.missing_offsets.push(("page_alloc_tp", e)),
@@ -128,6 +138,7 @@ pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loade
     for (name, value) in &globals {
         loader.override_global(name, value, true);
     }
+    loader.override_global("PGDAT_SYMBOL_ADDR", &pgdat_symbol_addr, true);
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
         fatal(
             ExitStatus::Unsupported,

@@ -349,6 +349,8 @@ fn zone_state(zones: &[LogZone], reserve_ok: bool) -> ZoneState {
                 protection: z.lowmem_reserve.clone(),
                 free_blocks: usable_blocks(z, reserve_ok),
                 free_by_migratetype: Vec::new(),
+                free_cma_pages: None,
+                highatomic_pages: None,
             })
             .collect(),
     };

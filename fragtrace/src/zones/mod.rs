@@ -12,6 +12,7 @@ pub mod verdict;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use fragtrace_common::{ZoneSnapshot, zone_snapshot};
 use serde::Serialize;
 
 /// The default of `vm.extfrag_threshold` (mm/compaction.c), used when it cannot be read.
@@ -37,6 +38,10 @@ pub struct Zone {
     pub free_blocks: Vec<u64>,
     /// Free blocks per order for each migratetype (`/proc/pagetypeinfo`), when readable.
     pub free_by_migratetype: Vec<(String, Vec<u64>)>,
+    /// Free CMA pages and the highatomic pages the watermark check holds back, when read from
+    /// the kernel at a failure; otherwise they come from `free_by_migratetype`.
+    pub free_cma_pages: Option<u64>,
+    pub highatomic_pages: Option<u64>,
 }
 
 impl Zone {
@@ -147,6 +152,33 @@ impl ZoneState {
         }
     }
 
+    /// This state with one node's zones replaced by the counters the eBPF handler read at a
+    /// failure (zones matched by index). Other nodes, names and lowmem reserves stay as read
+    /// from /proc. None when the snapshot was not read or matches no zone here.
+    pub fn with_kernel_snapshot(&self, snap: &ZoneSnapshot) -> Option<Self> {
+        if snap.flags & zone_snapshot::VALID == 0 {
+            return None;
+        }
+        let mut state = self.clone();
+        let mut replaced = 0;
+        for zone in state.zones.iter_mut().filter(|z| z.node == snap.node) {
+            let Some(c) = zone.index.and_then(|i| snap.zones.get(i)) else {
+                continue;
+            };
+            if c.managed_pages == 0 {
+                continue;
+            }
+            zone.free_pages = Some(c.free_pages);
+            zone.min_pages = Some(c.min_pages);
+            zone.free_blocks = c.free_blocks.to_vec();
+            zone.free_by_migratetype.clear();
+            zone.free_cma_pages = Some(c.free_cma_pages);
+            zone.highatomic_pages = Some(c.highatomic_pages);
+            replaced += 1;
+        }
+        (replaced > 0).then_some(state)
+    }
+
     /// Fills in zone indices for a list of only populated zones (a kernel log): the lowest
     /// zone's `lowmem_reserve[]` is 0 up to its own index and steps up at each higher populated
     /// zone. Leaves them unknown when the steps do not match the zones seen.
@@ -215,6 +247,43 @@ mod tests {
         assert_eq!(state.zones[2].index, Some(2));
         assert_eq!(state.pageblock_order, Some(9));
         assert_eq!(state.kb(39), 156);
+    }
+
+    /// The kernel's counters replace the /proc figures of the zones they match by index.
+    #[test]
+    fn kernel_snapshot_replaces_its_nodes_zones() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/6.18");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let state = ZoneState::from_proc(
+            &procfs::parse_buddyinfo(&read("buddyinfo")).unwrap(),
+            &procfs::parse_zoneinfo(&read("zoneinfo")).unwrap(),
+            Some(&procfs::parse_pagetypeinfo(&read("pagetypeinfo")).unwrap()),
+            4096,
+            Some(500),
+        );
+        let mut snap = ZoneSnapshot::default();
+        assert!(state.with_kernel_snapshot(&snap).is_none(), "not read");
+        snap.flags = zone_snapshot::VALID;
+        snap.zones[2].managed_pages = 1000;
+        snap.zones[2].free_pages = 123;
+        snap.zones[2].min_pages = 45;
+        snap.zones[2].highatomic_pages = 6;
+        snap.zones[2].free_blocks[0] = 123;
+        let merged = state.with_kernel_snapshot(&snap).unwrap();
+        let normal = &merged.zones[2];
+        assert_eq!(normal.zone, "Normal");
+        assert_eq!((normal.free_pages, normal.min_pages), (Some(123), Some(45)));
+        assert_eq!(normal.largest_free_order(), Some(0));
+        assert!(normal.free_by_migratetype.is_empty());
+        assert_eq!(normal.highatomic_pages, Some(6));
+        assert_eq!(normal.protection, state.zones[2].protection);
+        // Zones the snapshot shows unpopulated keep their /proc figures.
+        assert_eq!(merged.zones[0], state.zones[0]);
+        snap.node = 1;
+        assert!(
+            state.with_kernel_snapshot(&snap).is_none(),
+            "no such node here"
+        );
     }
 
     #[test]
