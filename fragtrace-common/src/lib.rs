@@ -142,6 +142,15 @@ pub struct MmEvent {
     pub args: [u64; 6],
 }
 
+/// `oom:mark_victim`: the [`MmEvent`] with the invoking CPU's node's zones as they were when
+/// the victim was chosen, before its memory is freed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OomVictimEvent {
+    pub mm: MmEvent,
+    pub zones: ZoneSnapshot,
+}
+
 /// Length of a slab cache name kept in [`SlabCreateFailEvent`].
 pub const SLAB_NAME_LEN: usize = 64;
 
@@ -299,6 +308,7 @@ const _: () = assert!(
         == 24 + 8 + 8 + 4 + 4 + 16 + 4 + 4 + 32 + (5 * 16 * 8 + 8) + 8 + 127 * 8
 );
 const _: () = assert!(core::mem::size_of::<MemcgCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<OomVictimEvent>() == 24 + 16 + 48 + 5 * 16 * 8 + 8);
 const _: () = assert!(core::mem::offset_of!(AllocFailEvent, memcg) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<MmEvent>() == 24 + 16 + 48);
 const _: () = assert!(core::mem::size_of::<SlabCreateFailEvent>() == 24 + 16 + 64);

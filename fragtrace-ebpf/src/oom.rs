@@ -1,12 +1,13 @@
 //! `oom:mark_victim`. Its arguments changed (int pid on 5.x, task_struct on 6.x), so it is read
 //! as a classic tracepoint whose `pid` field offset comes from tracefs.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use fragtrace_common::EventKind;
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use fragtrace_common::{EventKind, MmEvent, OomVictimEvent, counter};
 
 use crate::{
-    maps::{emit_mm, load_const},
+    maps::{EVENTS, bump, header, load_const},
     memcg::current_memcg_counters,
+    zones::snapshot_current_node,
 };
 
 #[unsafe(no_mangle)]
@@ -24,10 +25,22 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     // The current task invoked the OOM killer; for a memory-cgroup OOM its cgroup (or an
     // ancestor) is the one at its limit. Read now: the victim and its cgroup may be gone later.
     let [usage, max, ino, level] = current_memcg_counters().to_args();
-    emit_mm(
-        ctx,
-        EventKind::OomVictim,
-        [pid as u32 as u64, usage, max, ino, level, 0],
-    );
+    let Some(mut entry) = EVENTS.reserve::<OomVictimEvent>(0) else {
+        bump(counter::RINGBUF_DROPS);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved record of the right size; every field is written below.
+    unsafe {
+        (*ev).mm = MmEvent {
+            header: header(EventKind::OomVictim),
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            args: [pid as u32 as u64, usage, max, ino, level, 0],
+        };
+        // The zones before the victim frees anything: free memory then says whether the OOM
+        // killer ran with memory free.
+        snapshot_current_node(core::ptr::addr_of_mut!((*ev).zones));
+    }
+    entry.submit(0);
     Ok(())
 }

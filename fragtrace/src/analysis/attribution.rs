@@ -1,7 +1,7 @@
 //! Who a failure hit and why: netns creation, container, memory cgroup, and the zone verdict.
 use std::{borrow::Cow, time::Duration};
 
-use fragtrace_common::{MemcgCounters, netns_window};
+use fragtrace_common::{MemcgCounters, ZoneSnapshot, netns_window};
 
 use super::{
     container::{ContainerInfo, ContainerResolver},
@@ -224,6 +224,7 @@ impl Attributor {
         victim_pid: u32,
         invoker: u32,
         invoker_memcg: &MemcgCounters,
+        zones_at_kill: &ZoneSnapshot,
     ) -> OomKill {
         let victim_comm = std::fs::read_to_string(format!("/proc/{victim_pid}/comm"))
             .map(|s| s.trim().to_string())
@@ -233,10 +234,16 @@ impl Attributor {
             .or_else(|| MemcgUsage::for_pid(victim_pid).ok());
         // Less headroom than one charge batch (64 pages): the cgroup is at its limit.
         let memcg_reason = memcg.and_then(|m| m.near_limit_reason(64 * crate::zones::page_size()));
-        let zones: Vec<ZoneFree> = self
-            .zones
-            .sample()
-            .map(|state| {
+        // The zones when the victim was chosen (read in the kernel), else /proc now, after the
+        // victim may have freed its memory.
+        let sampled = self.zones.sample().map(|state| {
+            state
+                .with_kernel_snapshot(zones_at_kill)
+                .map_or((Cow::Borrowed(state), false), |s| (Cow::Owned(s), true))
+        });
+        let in_kernel = sampled.as_ref().is_some_and(|(_, k)| *k);
+        let zones: Vec<ZoneFree> = sampled
+            .map(|(state, _)| {
                 state
                     .zones
                     .iter()
@@ -257,6 +264,14 @@ impl Attributor {
             .collect();
         let memcg_oom = memcg_reason.is_some();
         let fragmentation_driven = !memcg_oom && !well_above.is_empty();
+        let when = if in_kernel {
+            format!(
+                " [node {} zones read when the victim was chosen]",
+                zones_at_kill.node
+            )
+        } else {
+            String::new()
+        };
         let reason = if let Some(r) = memcg_reason {
             format!("cgroup OOM: {r}")
         } else if let Some(z) = well_above.iter().max_by_key(|z| z.free_kb) {
@@ -269,11 +284,11 @@ impl Attributor {
                 z.min_kb,
                 z.largest_free_order
                     .map_or("none".into(), |o| o.to_string())
-            )
+            ) + &when
         } else if zones.is_empty() {
             "zone state unreadable".into()
         } else {
-            "memory exhausted: every zone at or below its high watermark".into()
+            format!("memory exhausted: every zone at or below its high watermark{when}")
         };
         OomKill {
             victim_pid,

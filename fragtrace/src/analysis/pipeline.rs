@@ -118,6 +118,19 @@ impl Analyzer {
                 *self.totals.slab_failures.entry(cache.clone()).or_default() += 1;
                 Some(Record::SlabCreateFail { task, cache })
             }
+            Event::OomVictim { task, args, zones } => {
+                // Always shown: an OOM kill matters whoever it hit.
+                let kill = self.attributor.oom_kill(
+                    args[0] as u32,
+                    task.pid,
+                    &MemcgCounters::from_args(&args[1..5]),
+                    &zones,
+                );
+                let t = &mut self.totals;
+                t.oom_kills += 1;
+                t.oom_fragmentation_driven += kill.fragmentation_driven as u64;
+                Some(Record::OomKill { task, kill })
+            }
             Event::Mm { task, kind, args } => self.on_mm(task, kind, args, decoder),
         }
     }
@@ -131,17 +144,6 @@ impl Analyzer {
     ) -> Option<Record> {
         let t = &mut self.totals;
         match kind {
-            EventKind::OomVictim => {
-                // Always shown: an OOM kill matters whoever it hit.
-                let kill = self.attributor.oom_kill(
-                    args[0] as u32,
-                    task.pid,
-                    &MemcgCounters::from_args(&args[1..5]),
-                );
-                t.oom_kills += 1;
-                t.oom_fragmentation_driven += kill.fragmentation_driven as u64;
-                Some(Record::OomKill { task, kill })
-            }
             EventKind::CompactTry => {
                 self.stalls.on(&task, kind, &args);
                 let request = CompactRequest::from_args(&args);
@@ -234,7 +236,8 @@ impl Analyzer {
                     task,
                 })
             }
-            EventKind::AllocFail | EventKind::SlabCreateFail => None,
+            // Decoded into their own events.
+            EventKind::AllocFail | EventKind::SlabCreateFail | EventKind::OomVictim => None,
         }
     }
 }

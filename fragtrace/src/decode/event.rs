@@ -1,8 +1,8 @@
 //! Raw ring-buffer records to typed events with names: gfp flags, migratetype, symbols, time.
 use anyhow::{Result, bail};
 use fragtrace_common::{
-    AllocFailEvent, EventHeader, EventKind, MemcgCounters, MmEvent, SlabCreateFailEvent,
-    ZoneSnapshot, read_record,
+    AllocFailEvent, EventHeader, EventKind, MemcgCounters, MmEvent, OomVictimEvent,
+    SlabCreateFailEvent, ZoneSnapshot, read_record,
 };
 
 use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols};
@@ -45,7 +45,13 @@ pub struct AllocFail {
 #[derive(Debug, Clone)]
 pub enum Event {
     AllocFail(AllocFail),
-    /// Compaction, reclaim, OOM, netns and warn records; `args` per [`EventKind`].
+    /// `oom:mark_victim`: args per [`EventKind::OomVictim`], and the zones when it ran.
+    OomVictim {
+        task: Task,
+        args: [u64; 6],
+        zones: Box<ZoneSnapshot>,
+    },
+    /// Compaction, reclaim, netns and warn records; `args` per [`EventKind`].
     Mm {
         task: Task,
         kind: EventKind,
@@ -120,6 +126,16 @@ impl Decoder {
                 Ok(Event::SlabCreateFail {
                     task: self.task(&raw.header, &raw.comm),
                     cache: c_str(&raw.name),
+                })
+            }
+            Some(EventKind::OomVictim) => {
+                let Some(raw) = read_record::<OomVictimEvent>(bytes) else {
+                    bail!("short oom_kill record ({} bytes)", bytes.len());
+                };
+                Ok(Event::OomVictim {
+                    task: self.task(&raw.mm.header, &raw.mm.comm),
+                    args: raw.mm.args,
+                    zones: Box::new(raw.zones),
                 })
             }
             Some(kind) => {
@@ -310,5 +326,22 @@ mod tests {
         let age = jiff::Timestamp::now().duration_since(ev.time);
         assert!(age.as_secs_f64().abs() < 5.0, "wall time off by {age:?}");
         assert!(d.decode(&record_bytes(&raw)[..40]).is_err());
+    }
+
+    /// An OOM record carries the zones as they were when the victim was chosen.
+    #[test]
+    fn oom_victim_round_trip() {
+        let d = Decoder::new(None, MigrateTypes::default(), Kallsyms::parse(""));
+        let mut raw = OomVictimEvent::default();
+        raw.mm.header.kind = EventKind::OomVictim as u32;
+        raw.mm.args[0] = 4242;
+        raw.zones.flags = fragtrace_common::zone_snapshot::VALID;
+        raw.zones.zones[1].free_pages = 9;
+        let Event::OomVictim { args, zones, .. } = d.decode(record_bytes(&raw)).unwrap() else {
+            panic!("not an oom record");
+        };
+        assert_eq!((args[0], *zones), (4242, raw.zones));
+        // A record cut short is refused, not misread.
+        assert!(d.decode(&record_bytes(&raw)[..100]).is_err());
     }
 }
