@@ -20,6 +20,10 @@ pub struct Kallsyms {
     syms: Vec<Symbol>,
     names: String,
     modules: Vec<String>,
+    /// The node data symbol, for reading zones in the kernel: `node_data` (an array of
+    /// `pglist_data *`; true) or `contig_page_data` (the one node; false). Data symbols are
+    /// listed only with CONFIG_KALLSYMS_ALL.
+    pub pgdat: Option<(u64, bool)>,
 }
 
 impl Kallsyms {
@@ -45,6 +49,15 @@ impl Kallsyms {
             let Ok(addr) = u64::from_str_radix(addr, 16) else {
                 continue;
             };
+            if addr != 0 && it.clone().next().is_none() {
+                match name {
+                    "node_data" => table.pgdat = Some((addr, true)),
+                    "contig_page_data" if table.pgdat.is_none() => {
+                        table.pgdat = Some((addr, false))
+                    }
+                    _ => {}
+                }
+            }
             // Text symbols only: stacks hold code addresses.
             if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") || name.len() > u16::MAX as usize
             {
@@ -183,5 +196,22 @@ ffffffffc0a01000 t nf_conntrack_init_net\t[nf_conntrack]
             .expect("an __alloc_pages symbol");
         let addr = u64::from_str_radix(line.split(' ').next().unwrap(), 16).unwrap();
         assert!(k.format(addr + 4).starts_with("__alloc_pages"));
+    }
+
+    #[test]
+    fn finds_the_node_data_symbol() {
+        let numa = Kallsyms::parse("ffffffff82a1c000 T _stext\nffffffff83456780 B node_data\n");
+        assert_eq!(numa.pgdat, Some((0xffffffff83456780, true)));
+        let flat = Kallsyms::parse("ffffffff83456780 D contig_page_data\n");
+        assert_eq!(flat.pgdat, Some((0xffffffff83456780, false)));
+        // A module's symbol of the same name, or a hidden address, does not count.
+        assert_eq!(
+            Kallsyms::parse("ffffffffc0001000 d node_data [foo]\n").pgdat,
+            None
+        );
+        assert_eq!(
+            Kallsyms::parse("0000000000000000 B node_data\n").pgdat,
+            None
+        );
     }
 }

@@ -17,44 +17,22 @@ pub fn memcg_globals() -> Result<Globals, String> {
     memcg_globals_from(&btf)
 }
 
-/// Load-time globals for `fragtrace-ebpf/src/zones.rs` (and the pgdat symbol's address), or
-/// why they are unavailable.
-pub fn zone_globals() -> Result<(Globals, u64), String> {
-    let kallsyms = std::fs::read_to_string("/proc/kallsyms")
-        .map_err(|e| format!("cannot read /proc/kallsyms: {e}"))?;
-    let (address, is_array) = pgdat_symbol(&kallsyms)?;
+/// Load-time globals for `fragtrace-ebpf/src/zones.rs`, or why they are unavailable. `pgdat` is
+/// the node data symbol from kallsyms ([`crate::decode::kallsyms::Kallsyms::pgdat`]).
+pub fn zone_globals(pgdat: Option<(u64, bool)>) -> Result<Globals, String> {
+    let Some((_, is_array)) = pgdat else {
+        return Err(
+            "/proc/kallsyms lists neither node_data nor contig_page_data (a kernel \
+                    without CONFIG_KALLSYMS_ALL, or addresses hidden)"
+                .into(),
+        );
+    };
     let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
         .or_else(|_| Btf::from_file(VMLINUX_BTF))
         .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
     let mut globals = zone_globals_from(&btf)?;
     globals.push(("PGDAT_IS_ARRAY", is_array as u32));
-    Ok((globals, address))
-}
-
-/// `node_data` (NUMA kernels) or `contig_page_data` in /proc/kallsyms. Data symbols are listed
-/// only with CONFIG_KALLSYMS_ALL, and addresses only to root.
-fn pgdat_symbol(kallsyms: &str) -> Result<(u64, bool), String> {
-    let find = |wanted: &str| {
-        kallsyms.lines().find_map(|line| {
-            let mut it = line.split_ascii_whitespace();
-            let (addr, _kind, name) = (it.next()?, it.next()?, it.next()?);
-            (name == wanted && it.next().is_none())
-                .then(|| u64::from_str_radix(addr, 16).ok())
-                .flatten()
-                .filter(|&a| a != 0)
-        })
-    };
-    if let Some(a) = find("node_data") {
-        return Ok((a, true));
-    }
-    if let Some(a) = find("contig_page_data") {
-        return Ok((a, false));
-    }
-    Err(
-        "/proc/kallsyms lists neither node_data nor contig_page_data (a kernel without \
-         CONFIG_KALLSYMS_ALL, or addresses hidden)"
-            .into(),
-    )
+    Ok(globals)
 }
 
 fn zone_globals_from(btf: &Btf) -> Result<Globals, String> {
@@ -223,17 +201,6 @@ fn enum_value(btf: &Btf, name: &str, member: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_pgdat_symbol() {
-        let numa = "ffffffff82a1c000 T _stext\nffffffff83456780 B node_data\n";
-        assert_eq!(pgdat_symbol(numa), Ok((0xffffffff83456780, true)));
-        let flat = "ffffffff83456780 D contig_page_data\n";
-        assert_eq!(pgdat_symbol(flat), Ok((0xffffffff83456780, false)));
-        // A module's symbol of the same name, or a hidden address, does not count.
-        assert!(pgdat_symbol("ffffffffc0001000 d node_data [foo]\n").is_err());
-        assert!(pgdat_symbol("0000000000000000 B node_data\n").is_err());
-    }
 
     /// The zone layout resolves on this kernel: free_area has at least MAX_ORDER + 1 orders
     /// and lies inside struct zone.

@@ -97,10 +97,10 @@ pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loade
     // Without these the failure handler skips the zone read, and the verdict is judged
     // against /proc read when the event arrives.
     let mut pgdat_symbol_addr = 0u64;
-    match kernel_layout::zone_globals() {
-        Ok((offsets, address)) => {
+    match kernel_layout::zone_globals(kallsyms.pgdat) {
+        Ok(offsets) => {
             globals.extend(offsets);
-            pgdat_symbol_addr = address;
+            pgdat_symbol_addr = kallsyms.pgdat.map_or(0, |(addr, _)| addr);
         }
         Err(e) => log::debug!("zones not read in the kernel at failures: {e}"),
     }
