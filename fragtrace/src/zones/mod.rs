@@ -226,17 +226,22 @@ pub fn page_size() -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn joins_the_captured_6_18_files() {
+    /// This machine's /proc files, captured.
+    fn captured_6_18() -> ZoneState {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/6.18");
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-        let state = ZoneState::from_proc(
+        ZoneState::from_proc(
             &procfs::parse_buddyinfo(&read("buddyinfo")).unwrap(),
             &procfs::parse_zoneinfo(&read("zoneinfo")).unwrap(),
             Some(&procfs::parse_pagetypeinfo(&read("pagetypeinfo")).unwrap()),
             4096,
             Some(500),
-        );
+        )
+    }
+
+    #[test]
+    fn joins_the_captured_6_18_files() {
+        let state = captured_6_18();
         assert_eq!(state.zones.len(), 3);
         let dma = &state.zones[0];
         assert_eq!(
@@ -252,15 +257,7 @@ mod tests {
     /// The kernel's counters replace the /proc figures of the zones they match by index.
     #[test]
     fn kernel_snapshot_replaces_its_nodes_zones() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/6.18");
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-        let state = ZoneState::from_proc(
-            &procfs::parse_buddyinfo(&read("buddyinfo")).unwrap(),
-            &procfs::parse_zoneinfo(&read("zoneinfo")).unwrap(),
-            Some(&procfs::parse_pagetypeinfo(&read("pagetypeinfo")).unwrap()),
-            4096,
-            Some(500),
-        );
+        let state = captured_6_18();
         let mut snap = ZoneSnapshot::default();
         assert!(state.with_kernel_snapshot(&snap).is_none(), "not read");
         snap.flags = zone_snapshot::VALID;
