@@ -92,6 +92,14 @@ impl ZoneSampler {
         })
     }
 
+    /// The newest sample, whatever its age; reads /proc only if there is none.
+    pub fn latest_or_sample(&mut self) -> Option<&ZoneState> {
+        if self.last.is_none() {
+            self.sample();
+        }
+        self.latest()
+    }
+
     pub fn latest(&self) -> Option<&ZoneState> {
         self.last.as_ref().map(|(_, s)| s)
     }
@@ -129,13 +137,19 @@ impl Attributor {
         let memcg_limited = memcg
             .as_ref()
             .map(|m| m.limit_reason(request_bytes).is_some());
-        // The zones as the kernel handler read them at the failure, else the nearest /proc read.
-        let sampled = self.zones.for_event(ev.ts_ns).map(|(state, lag_ms)| {
-            match state.with_kernel_snapshot(&ev.zones) {
-                Some(at_failure) => (Cow::Owned(at_failure), 0, true),
-                None => (Cow::Borrowed(state), lag_ms, false),
-            }
-        });
+        // The zones as the kernel handler read them at the failure (on the latest /proc read
+        // for names and reserves, however old), else the nearest /proc read.
+        let at_failure = self
+            .zones
+            .latest_or_sample()
+            .and_then(|state| state.with_kernel_snapshot(&ev.zones));
+        let sampled = match at_failure {
+            Some(state) => Some((Cow::Owned(state), 0, true)),
+            None => self
+                .zones
+                .for_event(ev.ts_ns)
+                .map(|(state, lag_ms)| (Cow::Borrowed(state), lag_ms, false)),
+        };
         let zone_state_lag_ms = sampled.as_ref().map(|(_, lag, _)| *lag);
         let verdict = match sampled {
             Some((state, lag_ms, in_kernel)) => {

@@ -3,6 +3,7 @@ use std::{io, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use fragtrace_common::zone_snapshot;
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Instant, MissedTickBehavior},
@@ -203,11 +204,12 @@ impl Run<'_> {
                 Err(_) => self.analyzer.totals.failures.undecodable += 1,
             }
         }
-        // Read the zones once as the batch arrives, before output slows its tail down.
+        // Failures without zones read in the kernel are judged on /proc: read it once as the
+        // batch arrives, before output slows its tail down.
         let newest_failure = events
             .iter()
             .filter_map(|e| match e {
-                Event::AllocFail(f) => Some(f.ts_ns),
+                Event::AllocFail(f) if f.zones.flags & zone_snapshot::VALID == 0 => Some(f.ts_ns),
                 _ => None,
             })
             .max();

@@ -223,11 +223,11 @@ pub fn page_size() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// This machine's /proc files, captured.
-    fn captured_6_18() -> ZoneState {
+    pub(crate) fn captured_6_18() -> ZoneState {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/6.18");
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
         ZoneState::from_proc(

@@ -229,19 +229,7 @@ pub fn render_text(state: &ZoneState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zones::procfs;
-
-    fn fixture_state() -> ZoneState {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc/6.18");
-        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-        ZoneState::from_proc(
-            &procfs::parse_buddyinfo(&read("buddyinfo")).unwrap(),
-            &procfs::parse_zoneinfo(&read("zoneinfo")).unwrap(),
-            Some(&procfs::parse_pagetypeinfo(&read("pagetypeinfo")).unwrap()),
-            4096,
-            Some(500),
-        )
-    }
+    use crate::zones::{procfs, tests::captured_6_18 as fixture_state};
 
     #[test]
     fn healthy_machine_is_ok() {
