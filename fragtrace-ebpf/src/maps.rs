@@ -42,6 +42,20 @@ pub fn load_const(v: &u32) -> u32 {
     unsafe { core::ptr::read_volatile(v) }
 }
 
+/// A load-time constant of 64 bits.
+#[inline(always)]
+pub fn load_const_u64(v: &u64) -> u64 {
+    // SAFETY: a read of a load-time constant.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// One u64 of kernel memory; None when the address faults.
+#[inline(always)]
+pub fn read_kernel_u64(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(addr as *const u64).ok() }
+}
+
 #[inline(always)]
 pub fn bump(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {

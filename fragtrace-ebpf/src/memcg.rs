@@ -6,10 +6,10 @@
 //! The offsets come from the kernel's BTF, set by user space at load time; `MEMCG_LAYOUT_KNOWN`
 //! stays 0 when they could not be read, and then nothing is read here.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::bpf_get_current_task;
 use fragtrace_common::{MEMCG_MAX_LEVELS, MemcgCounters};
 
-use crate::maps::load_const;
+use crate::maps::{load_const, read_kernel_u64};
 
 #[unsafe(no_mangle)]
 static MEMCG_LAYOUT_KNOWN: u32 = 0;
@@ -40,8 +40,7 @@ static KERNFS_ID_OFFSET: u32 = 0;
 
 #[inline(always)]
 fn read_u64(base: u64, offset: u32) -> Option<u64> {
-    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
-    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const u64).ok() }
+    read_kernel_u64(base + offset as u64)
 }
 
 /// The counters of the current task's memory cgroup level with the least headroom.

@@ -7,12 +7,12 @@
 //! one node itself) from /proc/kallsyms; the offsets come from the kernel's BTF. User space sets
 //! them at load time; `ZONE_LAYOUT_KNOWN` stays 0 when it could not, and then nothing is read.
 
-use aya_ebpf::helpers::{bpf_get_numa_node_id, bpf_probe_read_kernel};
+use aya_ebpf::helpers::bpf_get_numa_node_id;
 use fragtrace_common::{
     SNAPSHOT_ORDERS, SNAPSHOT_ZONES, ZoneCounters, ZoneSnapshot, zone_snapshot,
 };
 
-use crate::maps::load_const;
+use crate::maps::{load_const, load_const_u64, read_kernel_u64};
 
 #[unsafe(no_mangle)]
 static ZONE_LAYOUT_KNOWN: u32 = 0;
@@ -55,10 +55,10 @@ static FREE_AREA_NR_FREE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static ZONE_ORDERS: u32 = 0;
 
+/// A fault reads as 0.
 #[inline(always)]
 fn read_u64(addr: u64) -> u64 {
-    // SAFETY: bpf_probe_read_kernel checks the address; a fault reads as 0.
-    unsafe { bpf_probe_read_kernel(addr as *const u64).unwrap_or(0) }
+    read_kernel_u64(addr).unwrap_or(0)
 }
 
 #[inline(always)]
@@ -142,10 +142,4 @@ pub unsafe fn snapshot_current_node(out: *mut ZoneSnapshot) {
             }
         }
     }
-}
-
-#[inline(always)]
-fn load_const_u64(v: &u64) -> u64 {
-    // SAFETY: a read of a load-time constant.
-    unsafe { core::ptr::read_volatile(v) }
 }
