@@ -1,19 +1,8 @@
-//! fragtrace: data flows hooks/ (kernel side, attach) -> decode/ (raw records to typed events)
-//! -> analysis/ (attribution, statistics, verdicts; zones/ for zone state) -> output/ (text, JSON).
-//! commands/ wires one subcommand each; offline/ is the kernel-log path, which needs no eBPF.
-mod analysis;
-mod cli;
-mod commands;
-mod decode;
-mod error;
-mod hooks;
-mod offline;
-mod output;
-mod zones;
-
+//! The `fragtrace` binary: parse the command line, run the command, exit with its status.
 use std::process::ExitCode;
 
 use clap::Parser;
+use fragtrace::{cli, commands, error};
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {

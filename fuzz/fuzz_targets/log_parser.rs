@@ -1,10 +1,7 @@
 //! The kernel-log parser of `fragtrace analyze-log` must never panic, whatever the text.
 #![no_main]
 
-#[path = "../../fragtrace/src/offline/logparse.rs"]
-#[allow(dead_code)]
-mod logparse;
-
+use fragtrace::offline::logparse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,14 +2,7 @@
 //! panic, whatever the text.
 #![no_main]
 
-#[path = "../../fragtrace/src/zones/procfs.rs"]
-#[allow(dead_code)]
-mod procfs;
-
-#[path = "../../fragtrace/src/zones/index.rs"]
-#[allow(dead_code)]
-mod index;
-
+use fragtrace::zones::{index, procfs};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -39,6 +39,7 @@ pub fn run(opts: &Options) -> Result<()> {
         eprintln!("xtask: fuzzing {target} for {} s", opts.seconds);
         let mut cmd = nightly_cargo();
         cmd.current_dir(&fuzz_dir)
+            .env("AYA_BUILD_SKIP", "1")
             .args(["fuzz", "run", target])
             .arg(&corpus)
             .arg(&seeds)

@@ -12,7 +12,7 @@ use crate::{
         event::{AllocFail, MonotonicClock},
         gfp::GfpTable,
     },
-    offline::gfp_layouts::preferred_zone,
+    zones::preferred_zone,
     zones::{
         ZoneState,
         memcg::{MemcgNames, MemcgUsage},
@@ -109,6 +109,12 @@ pub struct Attributor {
     containers: ContainerResolver,
     pub zones: ZoneSampler,
     memcg_names: MemcgNames,
+}
+
+impl Default for Attributor {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Attributor {

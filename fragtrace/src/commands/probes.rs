@@ -11,7 +11,7 @@ use crate::{
         loader::{self, Mode},
         preflight,
     },
-    output::json::HookJson,
+    sink::json::HookJson,
 };
 
 #[derive(Serialize)]

@@ -27,7 +27,7 @@ use crate::{
         preflight,
         ringbuf::EventReader,
     },
-    output::{
+    sink::{
         Sink,
         json::{self, HookJson},
         status,

@@ -243,19 +243,6 @@ fn rework_4_4(v: Version) -> GfpTable {
     ])
 }
 
-/// The request's preferred zone from the zone modifier bits (the same bits in every layout).
-pub fn preferred_zone(mask: u64, has_highmem: bool) -> &'static str {
-    if mask & GFP_DMA != 0 {
-        "DMA"
-    } else if mask & GFP_DMA32 != 0 {
-        "DMA32"
-    } else if mask & GFP_HIGHMEM != 0 && has_highmem {
-        "HighMem"
-    } else {
-        "Normal"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

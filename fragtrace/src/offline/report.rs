@@ -104,7 +104,7 @@ impl Report {
         let reserve_ok = access.is_none_or(Access::has_reserve_rights);
         let state = zone_state(&inc.zones, reserve_ok);
         let has_highmem = state.zones.iter().any(|z| z.zone == "HighMem");
-        let preferred = mask.map(|m| gfp_layouts::preferred_zone(m, has_highmem));
+        let preferred = mask.map(|m| crate::zones::preferred_zone(m, has_highmem));
         let mut verdict = judge(inc, &state, preferred, access.unwrap_or_default());
         if !reserve_ok && let Some(note) = highatomic_note(inc, &verdict) {
             verdict.reason.push_str(&note);

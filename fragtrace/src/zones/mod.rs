@@ -18,6 +18,24 @@ use serde::Serialize;
 /// The default of `vm.extfrag_threshold` (mm/compaction.c), used when it cannot be read.
 pub const DEFAULT_EXTFRAG_THRESHOLD: u32 = 500;
 
+/// The zone modifier bits of a gfp mask: the same in every kernel's layout.
+const GFP_DMA: u64 = 0x01;
+const GFP_HIGHMEM: u64 = 0x02;
+const GFP_DMA32: u64 = 0x04;
+
+/// The request's preferred zone from the zone modifier bits of its gfp mask.
+pub fn preferred_zone(mask: u64, has_highmem: bool) -> &'static str {
+    if mask & GFP_DMA != 0 {
+        "DMA"
+    } else if mask & GFP_DMA32 != 0 {
+        "DMA32"
+    } else if mask & GFP_HIGHMEM != 0 && has_highmem {
+        "HighMem"
+    } else {
+        "Normal"
+    }
+}
+
 /// One zone of one node. Page counts are in pages of [`ZoneState::page_size`] bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Zone {
