@@ -57,6 +57,19 @@ pub struct TraceArgs {
     /// Entries in each top-N list of the summary.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+    /// Also time netns creations with the unshare/clone/clone3/setns syscall tracepoints, where
+    /// copy_net_ns cannot be hooked. Costly: while attached, every system call on the node takes
+    /// the syscall-tracing slow path (measured on 6.18: getppid 180 -> 265 ns).
+    #[arg(long)]
+    pub netns_syscalls: bool,
+    /// fragtrace's own OOM score adjustment while tracing (-1000..1000). The default, -1000, keeps
+    /// the OOM killer from choosing fragtrace during the incident it records; its memory is
+    /// bounded and locked. In a memory cgroup that holds only fragtrace, set its limit well
+    /// above fragtrace's peak (see README), or choose a higher value.
+    #[arg(long, value_name = "N", default_value_t = crate::survival::DEFAULT_OOM_SCORE_ADJ,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub oom_score_adj: i32,
     /// Never draw the status line on stderr, even on a terminal.
     #[arg(long)]
     pub no_status: bool,

@@ -13,4 +13,5 @@ pub mod error;
 pub mod hooks;
 pub mod offline;
 pub mod sink;
+pub mod survival;
 pub mod zones;

@@ -26,7 +26,7 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     preflight::require_privileges()?;
     let tracefs = tracefs::locate(None)?;
     let kallsyms = Kallsyms::load().unwrap_or_default();
-    let loaded = loader::load(&tracefs, Mode::EveryMethod, &kallsyms)?;
+    let loaded = loader::load(&tracefs, Mode::EveryMethod, &[], &kallsyms)?;
     let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
     // Detach everything before printing: probing must leave nothing behind.
     drop(loaded);
@@ -42,11 +42,14 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     println!("kernel {}", report.kernel);
     println!("{:<24} {:<10} {:<28} NOTES", "HOOK", "METHOD", "WORKS HERE");
     for h in &report.hooks {
-        let notes: Vec<String> = h
+        let mut notes: Vec<String> = h
             .unavailable
             .iter()
             .map(|u| format!("{} unavailable: {}", u.method, u.error))
             .collect();
+        if let (Some(option), Some(cost)) = (h.opt_in, h.cost) {
+            notes.insert(0, format!("only with {option}: {cost}"));
+        }
         println!(
             "{:<24} {:<10} {:<28} {}",
             h.hook,

@@ -34,6 +34,7 @@ use crate::{
         summary::Summary,
         text,
     },
+    survival,
 };
 
 pub fn run(args: TraceArgs) -> Result<ExitCode> {
@@ -54,6 +55,11 @@ pub fn run(args: TraceArgs) -> Result<ExitCode> {
 
 async fn trace(args: TraceArgs) -> Result<ExitCode> {
     preflight::require_privileges()?;
+    // Out of the OOM killer's choice before the memory-hungry load, so that an incident already
+    // under way cannot end the tracer during start-up.
+    if let Err(e) = survival::set_oom_score_adj(args.oom_score_adj) {
+        warn(&format!("{e}: the OOM killer may choose fragtrace"));
+    }
     // Handlers first: a signal that arrives once the hooks are announced must end the run cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -66,7 +72,12 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
         warn(&format!("stacks shown as addresses: {e:#}"));
         Kallsyms::default()
     });
-    let mut loaded = loader::load(&tracefs, mode, &kallsyms)?;
+    let opted_in: &[catalog::OptIn] = if args.netns_syscalls {
+        &[catalog::NETNS_SYSCALLS]
+    } else {
+        &[]
+    };
+    let mut loaded = loader::load(&tracefs, mode, opted_in, &kallsyms)?;
     loaded.require_any_attached()?;
     report_hooks(&loaded.hooks);
 
@@ -89,6 +100,9 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     // pages back so the long-running tracer stays small.
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
+    if let Err(e) = survival::lock_memory() {
+        warn(&format!("{e}: memory pressure may stall fragtrace"));
+    }
 
     let mut run = Run {
         args: &args,
@@ -236,9 +250,9 @@ impl Run<'_> {
 }
 
 /// One line per hook that fell back or is unavailable (with the kernel's reasons), the page
-/// allocator hook's method, and a count.
+/// allocator hook's method, what is lost without netns windows, and a count.
 fn report_hooks(hooks: &[HookStatus]) {
-    for h in hooks {
+    for h in hooks.iter().filter(|h| h.requested) {
         let failed: Vec<String> = h
             .attempts
             .iter()
@@ -269,12 +283,38 @@ fn report_hooks(hooks: &[HookStatus]) {
             ),
         }
     }
+    let windows =
+        |f: fn(&HookStatus) -> bool| hooks.iter().any(|h| h.hook.opt_in.is_some() && f(h));
+    let copy_net_ns = hooks
+        .iter()
+        .any(|h| h.hook.name == catalog::COPY_NET_NS.name && h.attached().is_some());
+    if !copy_net_ns && !windows(|h| h.attached().is_some()) {
+        let hint = if windows(|h| !h.requested) {
+            format!(
+                "; {} times them at a cost ({})",
+                catalog::NETNS_SYSCALLS.option,
+                catalog::NETNS_SYSCALLS.cost
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "fragtrace: netns creation latency and errors unavailable: copy_net_ns cannot be \
+             hooked here; failures are still tagged netns from their stacks{hint}"
+        );
+    }
     eprintln!("fragtrace: {}", attached_summary(hooks));
 }
 
 fn attached_summary(hooks: &[HookStatus]) -> String {
     let attached = hooks.iter().filter(|h| h.attached().is_some()).count();
-    format!("{attached}/{} hooks attached", hooks.len())
+    let requested = hooks.iter().filter(|h| h.requested).count();
+    let left_out = hooks.len() - requested;
+    if left_out == 0 {
+        format!("{attached}/{requested} hooks attached")
+    } else {
+        format!("{attached}/{requested} hooks attached ({left_out} opt-in left out)")
+    }
 }
 
 fn status_text(attached: &str, c: &CounterValues, shown: u64, elapsed: Duration) -> String {

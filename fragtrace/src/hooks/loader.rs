@@ -33,6 +33,8 @@ pub struct Attempt {
 pub struct HookStatus {
     pub hook: &'static Hook,
     pub attempts: Vec<Attempt>,
+    /// False for an opt-in hook whose option was not given: nothing was tried.
+    pub requested: bool,
 }
 
 impl HookStatus {
@@ -72,8 +74,14 @@ struct Kernel<'a> {
     missing_offsets: Vec<(&'static str, String)>,
 }
 
-/// Callers check privileges first ([`preflight::require_privileges`]).
-pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loaded> {
+/// Callers check privileges first ([`preflight::require_privileges`]). `opted_in` lists the
+/// opt-in hooks asked for ([`catalog::OptIn`]); `probes` tries every hook whatever it says.
+pub fn load(
+    tracefs: &Path,
+    mode: Mode<'_>,
+    opted_in: &[catalog::OptIn],
+    kallsyms: &Kallsyms,
+) -> Result<Loaded> {
     preflight::raise_memlock_limit();
     let page_alloc_format =
         EventFormat::read(tracefs, "kmem", "mm_page_alloc").map_err(|e| format!("{e:#}"));
@@ -151,6 +159,16 @@ pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loade
 
     let mut hooks = Vec::new();
     for hook in catalog::ALL {
+        let requested =
+            mode == Mode::EveryMethod || hook.opt_in.is_none_or(|o| opted_in.contains(&o));
+        if !requested {
+            hooks.push(HookStatus {
+                hook,
+                attempts: Vec::new(),
+                requested,
+            });
+            continue;
+        }
         let mut attempts = Vec::new();
         for &method in hook.methods {
             if matches!(mode, Mode::Only(kind) if kind != method.kind()) {
@@ -163,7 +181,11 @@ pub fn load(tracefs: &Path, mode: Mode<'_>, kallsyms: &Kallsyms) -> Result<Loade
                 break;
             }
         }
-        hooks.push(HookStatus { hook, attempts });
+        hooks.push(HookStatus {
+            hook,
+            attempts,
+            requested,
+        });
     }
     Ok(Loaded {
         ebpf,

@@ -380,6 +380,12 @@ pub struct HookJson {
     /// Methods tried that did not attach, with the kernel's reason.
     pub unavailable: Vec<MethodError>,
     pub purpose: &'static str,
+    /// The option that attaches this hook when tracing, for hooks left out by default.
+    pub opt_in: Option<&'static str>,
+    /// What an opt-in hook costs the node.
+    pub cost: Option<&'static str>,
+    /// False when an opt-in hook was left out (its option not given): nothing was tried.
+    pub requested: bool,
 }
 
 #[derive(Serialize, Clone)]
@@ -412,6 +418,9 @@ impl HookJson {
                 })
                 .collect(),
             purpose: status.hook.purpose,
+            opt_in: status.hook.opt_in.map(|o| o.option),
+            cost: status.hook.opt_in.map(|o| o.cost),
+            requested: status.requested,
         }
     }
 }

@@ -1,0 +1,82 @@
+//! Staying alive through the incident fragtrace diagnoses: out of the OOM killer's choice, and
+//! with memory the kernel cannot reclaim from under the tracer. Each step says once what it
+//! could not do, and tracing carries on without it.
+use std::io;
+
+/// fragtrace's own `oom_score_adj` while it traces, unless told otherwise: -1000 takes it out of
+/// the OOM killer's choice. Its memory is bounded, so this cannot starve the node.
+pub const DEFAULT_OOM_SCORE_ADJ: i32 = -1000;
+
+/// Sets this process's `oom_score_adj`. Lowering it needs CAP_SYS_RESOURCE.
+pub fn set_oom_score_adj(value: i32) -> Result<(), String> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => {
+            format!("cannot set oom_score_adj to {value} (lowering it needs CAP_SYS_RESOURCE)")
+        }
+        _ => format!("cannot set oom_score_adj to {value}: {e}"),
+    })
+}
+
+/// Locks fragtrace's memory (`mlockall`), so that memory pressure cannot reclaim its code or
+/// buffers while it drains events: every page it has touched, every page it touches later, and
+/// all of its executable code, read in now so that the first failure of an incident does not
+/// wait for it. Pages never touched stay unallocated (MCL_ONFAULT). Needs CAP_IPC_LOCK or a
+/// memlock limit above fragtrace's resident set.
+pub fn lock_memory() -> Result<(), String> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } == 0 {
+        fault_in_own_code();
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::EPERM) => "cannot lock memory (mlockall needs CAP_IPC_LOCK)".to_string(),
+        Some(libc::ENOMEM) => {
+            "cannot lock memory (mlockall: RLIMIT_MEMLOCK below fragtrace's size)".to_string()
+        }
+        _ => format!("cannot lock memory (mlockall: {e})"),
+    })
+}
+
+/// Touches every page of fragtrace's executable mappings, so that they are resident and locked.
+fn fault_in_own_code() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with("r-x") || line.split_whitespace().nth(5) != Some(&*exe) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        for page in (start..end).step_by(4096) {
+            // SAFETY: the page lies in a readable mapping of this process, listed just now.
+            unsafe { std::ptr::read_volatile(page as *const u8) };
+        }
+    }
+}
+
+/// Resident and locked memory of this process from /proc/self/status, in kB.
+pub fn memory_kb() -> (Option<u64>, Option<u64>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    (field("VmRSS:"), field("VmLck:"))
+}
