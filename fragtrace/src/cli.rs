@@ -26,6 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Trace live (the default when no subcommand is given).
     Trace(TraceArgs),
+    /// Trace live and record everything to a file for `fragtrace report`, on this or another
+    /// machine. Prints what the tracer prints.
+    Record(RecordArgs),
+    /// Replay a recording: the same event lines, JSON objects and summary the live run gave.
+    /// No root, no eBPF.
+    Report(ReportArgs),
     /// List every hook fragtrace knows and how it attaches on this kernel, or why it cannot.
     Probes(ProbesArgs),
     /// Print the fragmentation state of every zone (buddyinfo, watermarks, indices).
@@ -34,14 +40,9 @@ pub enum Command {
     AnalyzeLog(crate::offline::AnalyzeLogArgs),
 }
 
+/// Which events are shown (and counted in the summary's lists), live and in `report`.
 #[derive(Args, Debug, Default, Clone)]
-pub struct TraceArgs {
-    /// Print one JSON object per line (see docs/json.md) instead of text.
-    #[arg(long)]
-    pub json: bool,
-    /// Stop after SECS seconds and print the summary.
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+pub struct FilterArgs {
     /// Show only events of this order or higher (events without an order are kept).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=31))]
     pub min_order: Option<u32>,
@@ -51,12 +52,34 @@ pub struct TraceArgs {
     /// Show only events of tasks whose name contains COMM (OOM kills are always shown).
     #[arg(long, value_name = "COMM")]
     pub comm: Option<String>,
+}
+
+/// How events and the summary are shown.
+#[derive(Args, Debug, Clone)]
+pub struct ShowArgs {
+    /// Print one JSON object per line (see docs/json.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Stack frames shown per failure in text output (JSON always has all of them).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub frames: usize,
     /// Entries in each top-N list of the summary.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub show: ShowArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Stop after SECS seconds and print the summary.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Never draw the status line on stderr, even on a terminal.
+    #[arg(long)]
+    pub no_status: bool,
     /// Also time netns creations with the unshare/clone/clone3/setns syscall tracepoints, where
     /// copy_net_ns cannot be hooked. Costly: while attached, every system call on the node takes
     /// the syscall-tracing slow path (measured on 6.18: getppid 180 -> 265 ns).
@@ -70,15 +93,32 @@ pub struct TraceArgs {
           allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     pub oom_score_adj: i32,
-    /// Never draw the status line on stderr, even on a terminal.
-    #[arg(long)]
-    pub no_status: bool,
     /// Attach only with this method (tp_btf, raw_tp or tracepoint), to test the fallbacks.
     #[arg(long, value_name = "METHOD", hide = true, value_parser = ["tp_btf", "raw_tp", "tracepoint"])]
     pub force_method: Option<String>,
     /// Where tracefs is (mounted there if it is not mounted anywhere).
     #[arg(long, value_name = "DIR", hide = true)]
     pub tracefs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RecordArgs {
+    /// The recording to write (created with mode 0600; an existing file is replaced).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A recording made by `fragtrace record`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub show: ShowArgs,
+    /// Filters on top of the ones the recording was made with.
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug, Default)]

@@ -69,8 +69,8 @@ fn fault_in_own_code() {
     }
 }
 
-/// Resident and locked memory of this process from /proc/self/status, in kB.
-pub fn memory_kb() -> (Option<u64>, Option<u64>) {
+/// This process's resident set now and at its peak (VmRSS, VmHWM), in kB.
+pub fn rss_kb() -> (Option<u64>, Option<u64>) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -78,5 +78,5 @@ pub fn memory_kb() -> (Option<u64>, Option<u64>) {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     };
-    (field("VmRSS:"), field("VmLck:"))
+    (field("VmRSS:"), field("VmHWM:"))
 }

@@ -317,7 +317,8 @@ fn json_output_has_every_documented_field() {
     let Some(pressure) = PipePressure::prepare("contract") else {
         return;
     };
-    let tracer = Tracer::start(&[]);
+    // The netns record needs a window hook: copy_net_ns, or the opt-in syscall tracepoints.
+    let tracer = Tracer::start(&["--netns-syscalls"]);
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
         .arg(&pressure.cgroup.dir)
         .arg("16")

@@ -1,22 +1,20 @@
 //! Who a failure hit and why: netns creation, container, memory cgroup, and the zone verdict.
-use std::{borrow::Cow, time::Duration};
+use std::borrow::Cow;
 
-use fragtrace_common::{MemcgCounters, ZoneSnapshot, netns_window};
+use fragtrace_common::{MemcgCounters, ZoneSnapshot};
 
-use super::{
-    container::{ContainerInfo, ContainerResolver},
-    netns::stack_evidence,
-};
+use super::netns::stack_evidence;
 use crate::{
-    decode::{
-        event::{AllocFail, MonotonicClock},
-        gfp::GfpTable,
+    decode::event::{AllocFail, Task},
+    source::{
+        container::ContainerInfo,
+        host::{Host, ZoneSample},
     },
-    zones::preferred_zone,
     zones::{
         ZoneState,
-        memcg::{MemcgNames, MemcgUsage},
-        verdict::{self, Access, Verdict},
+        memcg::MemcgUsage,
+        preferred_zone,
+        verdict::{self, Verdict},
     },
 };
 
@@ -38,132 +36,81 @@ pub struct FailureContext {
 /// A zone state read later than this after a failure is flagged in the reason.
 const STALE_STATE_MS: i64 = 100;
 
-/// Zone state sampled on demand and kept for the run's summary. A failure is judged against
-/// the newest sample unless that sample is more than `fresh_for` older than the failure; a
-/// backlog of failures that happened before the newest sample reuses it rather than reading
-/// /proc again later, further from when they happened.
-pub struct ZoneSampler {
-    fresh_for_ns: u64,
-    /// (CLOCK_MONOTONIC ns when read, state)
-    last: Option<(u64, ZoneState)>,
-    pub first: Option<ZoneState>,
+/// The zone states read from /proc during the run, as they were handed in: the first (for the
+/// summary) and the latest (for verdicts where the kernel did not read the zones itself).
+#[derive(Default)]
+pub struct ZoneHistory {
+    pub first: Option<ZoneSample>,
+    pub latest: Option<ZoneSample>,
     pub samples: u64,
 }
 
-impl ZoneSampler {
-    pub fn new(fresh_for: Duration) -> Self {
-        Self {
-            fresh_for_ns: fresh_for.as_nanos() as u64,
-            last: None,
-            first: None,
-            samples: 0,
-        }
-    }
-
-    /// Reads /proc now.
-    pub fn sample(&mut self) -> Option<&ZoneState> {
-        let state = ZoneState::read().ok()?;
+impl ZoneHistory {
+    pub fn add(&mut self, sample: ZoneSample) {
         self.samples += 1;
         if self.first.is_none() {
-            self.first = Some(state.clone());
+            self.first = Some(sample.clone());
         }
-        self.last = Some((MonotonicClock::monotonic_now_ns(), state));
-        self.last.as_ref().map(|(_, s)| s)
+        self.latest = Some(sample);
     }
 
-    /// Reads /proc now unless the newest sample already covers an event at `event_ns`.
-    pub fn cover(&mut self, event_ns: u64) {
-        let covered = self
-            .last
-            .as_ref()
-            .is_some_and(|(at, _)| at.saturating_add(self.fresh_for_ns) >= event_ns);
-        if !covered {
-            self.sample();
-        }
+    pub fn latest_state(&self) -> Option<&ZoneState> {
+        self.latest.as_ref().map(|s| &s.state)
     }
 
-    /// The state to judge an event at `event_ns` against, and how many ms after the event it
-    /// was read (negative: before it).
-    pub fn for_event(&mut self, event_ns: u64) -> Option<(&ZoneState, i64)> {
-        self.cover(event_ns);
-        self.last.as_ref().map(|(at, state)| {
-            let lag_ns = i128::from(*at) - i128::from(event_ns);
-            (state, (lag_ns / 1_000_000) as i64)
+    /// The latest state and how many ms after an event at `event_ns` it was read (negative:
+    /// before it).
+    fn for_event(&self, event_ns: u64) -> Option<(&ZoneState, i64)> {
+        self.latest.as_ref().map(|s| {
+            let lag_ns = i128::from(s.at_ns) - i128::from(event_ns);
+            (&s.state, (lag_ns / 1_000_000) as i64)
         })
     }
 
-    /// The newest sample, whatever its age; reads /proc only if there is none.
-    pub fn latest_or_sample(&mut self) -> Option<&ZoneState> {
-        if self.last.is_none() {
-            self.sample();
-        }
-        self.latest()
-    }
-
-    pub fn latest(&self) -> Option<&ZoneState> {
-        self.last.as_ref().map(|(_, s)| s)
+    /// Whether the latest state was read within `fresh_ns` before `event_ns`, or after it.
+    pub fn covers(&self, event_ns: u64, fresh_ns: u64) -> bool {
+        self.latest
+            .as_ref()
+            .is_some_and(|s| s.at_ns.saturating_add(fresh_ns) >= event_ns)
     }
 }
 
+#[derive(Default)]
 pub struct Attributor {
-    containers: ContainerResolver,
-    pub zones: ZoneSampler,
-    memcg_names: MemcgNames,
-}
-
-impl Default for Attributor {
-    fn default() -> Self {
-        Self::new()
-    }
+    pub zones: ZoneHistory,
 }
 
 impl Attributor {
-    pub fn new() -> Self {
-        Self {
-            containers: ContainerResolver::new(),
-            zones: ZoneSampler::new(Duration::from_millis(100)),
-            memcg_names: MemcgNames::default(),
-        }
-    }
-
-    /// `gfp` is the running kernel's flag table, for the request's reserve rights.
-    pub fn failure(&mut self, ev: &AllocFail, gfp: Option<&GfpTable>) -> FailureContext {
+    pub fn failure(&mut self, task: &Task, ev: &AllocFail, host: &mut dyn Host) -> FailureContext {
         let frame = stack_evidence(&ev.stack).map(str::to_string);
-        let window = match ev.netns_window {
-            netns_window::COPY_NET_NS => Some("inside copy_net_ns"),
-            netns_window::SYSCALL => Some("inside a CLONE_NEWNET unshare/clone/clone3/setns"),
-            _ => None,
-        };
-        let netns_evidence = frame.or_else(|| window.map(str::to_string));
-        let page_size = crate::zones::page_size();
-        let memcg = self
-            .memcg_read_in_kernel(&ev.memcg, ev.pid, "at the failure")
-            .or_else(|| MemcgUsage::for_pid(ev.pid).ok());
+        let netns_evidence = frame.or_else(|| ev.netns_window.map(|w| w.describe().to_string()));
+        let page_size = self.page_size();
+        let memcg = memcg_read_in_kernel(host, &ev.memcg, task.pid, "at the failure", page_size)
+            .or_else(|| host.memcg_usage(task.pid));
         let request_bytes = page_size << ev.order.min(40);
         let memcg_limited = memcg
             .as_ref()
             .map(|m| m.limit_reason(request_bytes).is_some());
         // The zones as the kernel handler read them at the failure (on the latest /proc read
-        // for names and reserves, however old), else the nearest /proc read.
+        // for names and reserves, however old), else the latest /proc read.
         let at_failure = self
             .zones
-            .latest_or_sample()
+            .latest_state()
             .and_then(|state| state.with_kernel_snapshot(&ev.zones));
         let sampled = match at_failure {
             Some(state) => Some((Cow::Owned(state), 0, true)),
             None => self
                 .zones
-                .for_event(ev.ts_ns)
+                .for_event(task.ts_ns)
                 .map(|(state, lag_ms)| (Cow::Borrowed(state), lag_ms, false)),
         };
         let zone_state_lag_ms = sampled.as_ref().map(|(_, lag, _)| *lag);
         let verdict = match sampled {
             Some((state, lag_ms, in_kernel)) => {
-                let zone = preferred_zone(ev.gfp, state.zones.iter().any(|z| z.zone == "HighMem"));
-                let access = Access::from_gfp(ev.gfp, ev.migratetype == "Movable", |name| {
-                    gfp.and_then(|t| t.bit(name))
-                });
-                let mut v = verdict::judge_in(ev.order, Some(zone), access, &state, memcg.as_ref());
+                let zone =
+                    preferred_zone(ev.gfp.mask, state.zones.iter().any(|z| z.zone == "HighMem"));
+                let mut v =
+                    verdict::judge_in(ev.order, Some(zone), ev.access, &state, memcg.as_ref());
                 if v.zone.is_some() {
                     if in_kernel {
                         v.reason += &format!(" [node {} zones read at the failure]", ev.zones.node);
@@ -182,11 +129,18 @@ impl Attributor {
         FailureContext {
             netns: netns_evidence.is_some(),
             netns_evidence,
-            container: self.containers.for_task(ev.cgroup_id, ev.pid),
+            container: host.container(ev.cgroup_id, task.pid),
             memcg_limited,
             zone_state_lag_ms,
             verdict,
         }
+    }
+
+    /// The page size of the zone state, else of this machine.
+    fn page_size(&self) -> u64 {
+        self.zones
+            .latest_state()
+            .map_or_else(crate::zones::page_size, |s| s.page_size)
     }
 }
 
@@ -213,30 +167,34 @@ pub struct OomKill {
     pub reason: String,
 }
 
-impl Attributor {
-    /// The memory cgroup counters of task `pid` as a kernel handler read them (`moment`), named
-    /// by the cgroup's inode, else by the task's /proc/PID/cgroup if it still exists.
-    fn memcg_read_in_kernel(
-        &mut self,
-        counters: &MemcgCounters,
-        pid: u32,
-        moment: &'static str,
-    ) -> Option<MemcgUsage> {
-        let named = self.memcg_names.name(counters.cgroup_ino);
-        let proc_cgroup = match named {
-            Some(_) => None,
-            None => std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok(),
-        };
-        MemcgUsage::from_event(
-            counters,
-            crate::zones::page_size(),
-            named,
-            proc_cgroup.as_deref(),
-            &format!("of pid {pid}"),
-            moment,
-        )
+/// The memory cgroup counters of task `pid` as a kernel handler read them (`moment`), named by
+/// the cgroup's inode, else by the task's /proc/PID/cgroup if it still exists.
+fn memcg_read_in_kernel(
+    host: &mut dyn Host,
+    counters: &MemcgCounters,
+    pid: u32,
+    moment: &'static str,
+    page_size: u64,
+) -> Option<MemcgUsage> {
+    if counters.valid == 0 {
+        return None;
     }
+    let named = host.memcg_name(counters.cgroup_ino);
+    let proc_cgroup = match named {
+        Some(_) => None,
+        None => host.proc_cgroup(pid),
+    };
+    MemcgUsage::from_event(
+        counters,
+        page_size,
+        named,
+        proc_cgroup.as_deref(),
+        &format!("of pid {pid}"),
+        moment,
+    )
+}
 
+impl Attributor {
     /// `invoker` ran the OOM killer; `invoker_memcg` is its memory cgroup as the kernel handler
     /// read it then. Without those counters the victim's cgroup is read from cgroupfs.
     pub fn oom_kill(
@@ -245,18 +203,23 @@ impl Attributor {
         invoker: u32,
         invoker_memcg: &MemcgCounters,
         zones_at_kill: &ZoneSnapshot,
+        host: &mut dyn Host,
     ) -> OomKill {
-        let victim_comm = std::fs::read_to_string(format!("/proc/{victim_pid}/comm"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "?".into());
-        let memcg = self
-            .memcg_read_in_kernel(invoker_memcg, invoker, "when the OOM killer ran")
-            .or_else(|| MemcgUsage::for_pid(victim_pid).ok());
+        let victim_comm = host.comm(victim_pid).unwrap_or_else(|| "?".into());
+        let page_size = self.page_size();
+        let memcg = memcg_read_in_kernel(
+            host,
+            invoker_memcg,
+            invoker,
+            "when the OOM killer ran",
+            page_size,
+        )
+        .or_else(|| host.memcg_usage(victim_pid));
         // Less headroom than one charge batch (64 pages): the cgroup is at its limit.
-        let memcg_reason = memcg.and_then(|m| m.near_limit_reason(64 * crate::zones::page_size()));
-        // The zones when the victim was chosen (read in the kernel), else /proc now, after the
-        // victim may have freed its memory.
-        let sampled = self.zones.sample().map(|state| {
+        let memcg_reason = memcg.and_then(|m| m.near_limit_reason(64 * page_size));
+        // The zones when the victim was chosen (read in the kernel), else the latest /proc
+        // read, taken as the kill arrived, after the victim may have freed its memory.
+        let sampled = self.zones.latest_state().map(|state| {
             state
                 .with_kernel_snapshot(zones_at_kill)
                 .map_or((Cow::Borrowed(state), false), |s| (Cow::Owned(s), true))
@@ -318,5 +281,81 @@ impl Attributor {
             memcg_oom,
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{decode::event::Gfp, source::host::RecordedHost, zones::verdict::Access};
+
+    /// An order-`order` GFP_KERNEL failure with nothing read in the kernel.
+    pub(crate) fn failure(order: u32) -> AllocFail {
+        AllocFail {
+            order,
+            gfp: Gfp {
+                mask: 0xcc0,
+                names: "GFP_KERNEL".into(),
+            },
+            access: Access::default(),
+            migratetype: "Unmovable".into(),
+            cgroup_id: 0,
+            stack: vec!["__alloc_pages+0x1".into(), "setup_net+0xa3".into()],
+            netns_window: None,
+            warned: false,
+            memcg: Default::default(),
+            zones: Default::default(),
+        }
+    }
+
+    fn task(ts_ns: u64) -> Task {
+        Task {
+            ts_ns,
+            time: jiff::Timestamp::UNIX_EPOCH,
+            pid: 42,
+            tid: 42,
+            comm: "netns-maker".into(),
+        }
+    }
+
+    /// Judged on the /proc state handed in, with the lag; on the kernel's own read when it has
+    /// one, with no lag.
+    #[test]
+    fn verdicts_on_the_state_handed_in() {
+        let mut a = Attributor::default();
+        let mut host = RecordedHost::default();
+        let ctx = a.failure(&task(1_000_000_000), &failure(3), &mut host);
+        assert_eq!(ctx.verdict.kind, verdict::VerdictKind::Unknown);
+        assert_eq!(ctx.zone_state_lag_ms, None);
+        assert_eq!(ctx.netns_evidence.as_deref(), Some("setup_net+0xa3"));
+
+        let state = crate::zones::tests::captured_6_18();
+        a.zones.add(ZoneSample {
+            at_ns: 1_250_000_000,
+            state,
+        });
+        assert!(a.zones.covers(1_000_000_000, 0));
+        assert!(!a.zones.covers(1_400_000_000, 100_000_000));
+        let ctx = a.failure(&task(1_000_000_000), &failure(3), &mut host);
+        assert_eq!(ctx.zone_state_lag_ms, Some(250));
+        assert!(ctx.verdict.reason.contains("250 ms after"), "{ctx:?}");
+
+        let mut f = failure(3);
+        f.zones.flags = fragtrace_common::zone_snapshot::VALID;
+        // Every zone with plenty free, all of it in single pages.
+        for z in &mut f.zones.zones[..3] {
+            z.managed_pages = 1 << 20;
+            z.free_pages = 50_000;
+            z.min_pages = 1_000;
+            z.free_blocks[0] = 50_000;
+        }
+        let ctx = a.failure(&task(1_000_000_000), &f, &mut host);
+        assert_eq!(ctx.zone_state_lag_ms, Some(0));
+        assert_eq!(ctx.verdict.kind, verdict::VerdictKind::Fragmentation);
+        assert!(
+            ctx.verdict
+                .reason
+                .ends_with("[node 0 zones read at the failure]")
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The user's event filters (--min-order, --pid, --comm).
-use crate::cli::TraceArgs;
+use crate::cli::FilterArgs;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Filter {
     pub min_order: Option<u32>,
     pub pid: Option<u32>,
@@ -9,7 +9,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn from_args(args: &TraceArgs) -> Self {
+    pub fn from_args(args: &FilterArgs) -> Self {
         Self {
             min_order: args.min_order,
             pid: args.pid,

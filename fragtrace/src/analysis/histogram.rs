@@ -10,7 +10,7 @@ pub struct LatencyByOrder {
 }
 
 /// Percentiles of one histogram, in nanoseconds.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct LatencySummary {
     pub order: Option<u32>,
     pub count: u64,

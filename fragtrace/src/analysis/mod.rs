@@ -1,10 +1,9 @@
-//! Attribution and statistics over decoded events: `pipeline` turns each event into an output
-//! record and keeps the run's aggregates.
+//! Decoded events to findings: pairing begin/end records into stalls, attribution (netns,
+//! container, memory cgroup, zone verdict), filters, and the run's aggregates (`analyzer`).
+pub mod analyzer;
 pub mod attribution;
-pub mod container;
 pub mod filter;
 pub mod histogram;
 pub mod netns;
-pub mod pipeline;
 pub mod stalls;
 pub mod stats;

@@ -1,49 +1,29 @@
-//! Network-namespace creation: windows from the kernel's records, and stack evidence.
-use fragtrace_common::{EventKind, NetnsOp};
-
-use crate::decode::event::Task;
-
-/// One closed window: a CLONE_NEWNET syscall, or copy_net_ns itself.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NetnsCreation {
-    pub task: Task,
-    /// `unshare`, `clone`, `clone3`, `setns` or `copy_net_ns`.
-    pub op: &'static str,
-    pub latency_ns: u64,
-    /// The errno when it failed.
-    pub errno: Option<i32>,
-}
-
-impl NetnsCreation {
-    pub fn from_record(task: &Task, kind: EventKind, args: &[u64; 6]) -> Option<Self> {
-        let (op, start, ret) = match kind {
-            EventKind::NetnsSyscall => {
-                (NetnsOp::from_u64(args[0])?.name(), args[2], args[3] as i64)
-            }
-            EventKind::CopyNetNs => ("copy_net_ns", args[0], args[1] as i64),
-            _ => return None,
-        };
-        // Syscalls return -errno; copy_net_ns returns a pointer or ERR_PTR(-errno).
-        let errno = (-4095..0).contains(&ret).then_some(-ret as i32);
-        Some(Self {
-            task: task.clone(),
-            op,
-            latency_ns: task.ts_ns.saturating_sub(start),
-            errno,
-        })
-    }
-}
-
+//! Network-namespace creation: which stack frames show one. The live tracer and the kernel-log
+//! analysis both use this one list.
 /// Frames that tie an allocation to netns creation (the seeds' incident: nf_conntrack's
 /// per-netns setup under copy_net_ns).
-const NETNS_FRAMES: &[&str] = &["copy_net_ns", "setup_net", "ops_init", "nf_conntrack"];
+pub const NETNS_FRAMES: &[&str] = &["copy_net_ns", "setup_net", "ops_init", "nf_conntrack"];
 
-/// The first stack frame that shows a netns creation, if any.
-pub fn stack_evidence(stack: &[String]) -> Option<&str> {
-    stack
-        .iter()
-        .find(|f| NETNS_FRAMES.iter().any(|n| f.starts_with(n)))
-        .map(String::as_str)
+/// The first stack frame that shows a netns creation, if any. Frames are as fragtrace prints
+/// them (`setup_net+0xa3`) or as a kernel log does (`[<ffffffff8150d6d3>] ? setup_net+0xa3/0x1f0`).
+pub fn stack_evidence<'a, S: AsRef<str> + 'a>(
+    stack: impl IntoIterator<Item = &'a S>,
+) -> Option<&'a str> {
+    stack.into_iter().map(AsRef::as_ref).find(|frame| {
+        let function = function_of(frame);
+        NETNS_FRAMES.iter().any(|n| function.starts_with(n))
+    })
+}
+
+/// The function part of a frame: without a `[<address>]` prefix, `? ` or leading blanks.
+fn function_of(frame: &str) -> &str {
+    let mut f = frame.trim_start();
+    if f.starts_with("[<")
+        && let Some(end) = f.find(">]")
+    {
+        f = f[end + 2..].trim_start();
+    }
+    f.trim_start_matches("? ").trim_start()
 }
 
 /// `EPERM` style names for the errnos netns creation returns; the number otherwise.
@@ -68,57 +48,8 @@ pub fn errno_name(errno: i32) -> String {
 mod tests {
     use super::*;
 
-    fn task(ts_ns: u64) -> Task {
-        Task {
-            ts_ns,
-            time: jiff::Timestamp::UNIX_EPOCH,
-            pid: 1,
-            tid: 1,
-            comm: "runc:[1:CHILD]".into(),
-        }
-    }
-
     #[test]
-    fn syscall_and_copy_net_ns_windows() {
-        let ok = NetnsCreation::from_record(
-            &task(5_000),
-            EventKind::NetnsSyscall,
-            &[NetnsOp::Unshare as u64, 0x4000_0000, 1_000, 0, 0, 0],
-        )
-        .unwrap();
-        assert_eq!((ok.op, ok.latency_ns, ok.errno), ("unshare", 4_000, None));
-        let denied = NetnsCreation::from_record(
-            &task(2_000),
-            EventKind::NetnsSyscall,
-            &[
-                NetnsOp::Clone as u64,
-                0x4000_0000,
-                1_500,
-                (-1i64) as u64,
-                0,
-                0,
-            ],
-        )
-        .unwrap();
-        assert_eq!((denied.op, denied.errno), ("clone", Some(libc::EPERM)));
-        // copy_net_ns returns a kernel pointer on success, ERR_PTR(-ENOMEM) on failure.
-        let ptr = NetnsCreation::from_record(
-            &task(9),
-            EventKind::CopyNetNs,
-            &[3, 0xffff_8880_1234_5000, 0, 0, 0, 0],
-        )
-        .unwrap();
-        assert_eq!(ptr.errno, None);
-        let enomem = NetnsCreation::from_record(
-            &task(9),
-            EventKind::CopyNetNs,
-            &[3, (-12i64) as u64, 0, 0, 0, 0],
-        )
-        .unwrap();
-        assert_eq!(
-            (enomem.op, enomem.errno, enomem.latency_ns),
-            ("copy_net_ns", Some(12), 6)
-        );
+    fn errno_names() {
         assert_eq!(errno_name(12), "ENOMEM");
         assert_eq!(errno_name(1), "EPERM");
         assert_eq!(errno_name(1234), "1234");
@@ -142,5 +73,12 @@ mod tests {
             Some("nf_conntrack_init_net+0x101 [nf_conntrack]")
         );
         assert_eq!(stack_evidence(&stack[..2]), None);
+        // As a kernel log prints frames.
+        let logged = [
+            " [<ffffffff81187e3d>] __alloc_pages_nodemask+0x405/0x420",
+            " [<ffffffff8150d6d3>] ? setup_net+0xa3/0x1f0",
+        ];
+        assert_eq!(stack_evidence(&logged), Some(logged[1]));
+        assert_eq!(stack_evidence(&["not_setup_net+0x1"]), None);
     }
 }

@@ -1,48 +1,36 @@
-//! Pairs compaction and reclaim begin/end records per task into stalls. Records of one task
+//! Pairs compaction and reclaim begin/end records per thread into stalls. Records of one thread
 //! arrive in order (one ring buffer, reserved in time order), so per-thread state suffices.
 use std::collections::HashMap;
 
-use fragtrace_common::EventKind;
+use crate::decode::event::{CompactRequest, Event, Gfp, What};
 
-use crate::decode::event::Task;
-
-/// Direct compaction parameters from `mm_compaction_try_to_compact_pages`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CompactRequest {
-    pub order: u32,
-    pub gfp: u64,
-    pub prio: i64,
-}
-
-impl CompactRequest {
-    /// From a `CompactTry` record's args: [order, gfp, prio].
-    pub fn from_args(args: &[u64; 6]) -> Self {
-        Self {
-            order: args[0] as u32,
-            gfp: args[1],
-            prio: args[2] as i64,
-        }
-    }
-}
-
+/// A closed stall of one thread.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stall {
     /// One compaction pass over a zone (`mm_compaction_begin` to `_end`). `request` is set for
-    /// direct compaction (the task asked for it); kcompactd and proactive passes have none.
+    /// direct compaction (the thread asked for it); kcompactd and proactive passes have none.
     Compaction {
-        task: Task,
         request: Option<CompactRequest>,
-        status: i64,
+        status: String,
         stall_ns: u64,
     },
     /// One direct reclaim (`mm_vmscan_direct_reclaim_begin` to `_end`).
     Reclaim {
-        task: Task,
         order: u32,
-        gfp: u64,
+        gfp: Gfp,
         stall_ns: u64,
         nr_reclaimed: u64,
     },
+}
+
+impl Stall {
+    /// The order the stalled allocation asked for, where known.
+    pub fn order(&self) -> Option<u32> {
+        match self {
+            Stall::Compaction { request, .. } => request.as_ref().map(|r| r.order),
+            Stall::Reclaim { order, .. } => Some(*order),
+        }
+    }
 }
 
 /// Threads with unpaired state beyond this are forgotten (records lost or tasks gone).
@@ -52,54 +40,51 @@ const MAX_PENDING: usize = 65536;
 pub struct StallTracker {
     requests: HashMap<u32, CompactRequest>,
     compaction_started: HashMap<u32, u64>,
-    reclaim_started: HashMap<u32, (u64, u32, u64)>,
+    reclaim_started: HashMap<u32, (u64, u32, Gfp)>,
 }
 
 impl StallTracker {
-    /// Feeds one record; returns a stall when it closes one.
-    pub fn on(&mut self, task: &Task, kind: EventKind, args: &[u64; 6]) -> Option<Stall> {
+    /// Feeds one event; returns a stall when it closes one.
+    pub fn on(&mut self, event: &Event) -> Option<Stall> {
         self.bound();
-        match kind {
-            EventKind::CompactTry => {
-                self.requests
-                    .insert(task.tid, CompactRequest::from_args(args));
+        let (tid, ts) = (event.task.tid, event.task.ts_ns);
+        match &event.what {
+            What::CompactTry(request) => {
+                self.requests.insert(tid, request.clone());
                 None
             }
-            EventKind::CompactBegin => {
-                self.compaction_started.insert(task.tid, task.ts_ns);
+            What::CompactBegin => {
+                self.compaction_started.insert(tid, ts);
                 None
             }
-            EventKind::CompactEnd => {
-                let start = self.compaction_started.remove(&task.tid)?;
+            What::CompactEnd { status } => {
+                let start = self.compaction_started.remove(&tid)?;
                 Some(Stall::Compaction {
-                    task: task.clone(),
-                    request: self.requests.get(&task.tid).copied(),
-                    status: args[0] as i64,
-                    stall_ns: task.ts_ns.saturating_sub(start),
+                    request: self.requests.get(&tid).cloned(),
+                    status: status.clone(),
+                    stall_ns: ts.saturating_sub(start),
                 })
             }
-            EventKind::ReclaimBegin => {
-                self.reclaim_started
-                    .insert(task.tid, (task.ts_ns, args[0] as u32, args[1]));
+            What::ReclaimBegin { order, gfp } => {
+                self.reclaim_started.insert(tid, (ts, *order, gfp.clone()));
                 None
             }
-            EventKind::ReclaimEnd => {
-                let (start, order, gfp) = self.reclaim_started.remove(&task.tid)?;
+            What::ReclaimEnd { nr_reclaimed } => {
+                let (start, order, gfp) = self.reclaim_started.remove(&tid)?;
                 Some(Stall::Reclaim {
-                    task: task.clone(),
                     order,
                     gfp,
-                    stall_ns: task.ts_ns.saturating_sub(start),
-                    nr_reclaimed: args[0],
+                    stall_ns: ts.saturating_sub(start),
+                    nr_reclaimed: *nr_reclaimed,
                 })
+            }
+            // The allocation this thread was compacting for has ended.
+            What::AllocFail(_) => {
+                self.requests.remove(&tid);
+                None
             }
             _ => None,
         }
-    }
-
-    /// The allocation this thread was compacting for has ended (it failed or succeeded).
-    pub fn allocation_done(&mut self, tid: u32) {
-        self.requests.remove(&tid);
     }
 
     fn bound(&mut self) {
@@ -118,91 +103,86 @@ impl StallTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::event::Task;
 
-    fn task(tid: u32, ts_ns: u64) -> Task {
-        Task {
-            ts_ns,
-            time: jiff::Timestamp::UNIX_EPOCH,
-            pid: tid,
-            tid,
-            comm: format!("t{tid}"),
+    fn ev(tid: u32, ts_ns: u64, what: What) -> Event {
+        Event {
+            task: Task {
+                ts_ns,
+                time: jiff::Timestamp::UNIX_EPOCH,
+                pid: tid,
+                tid,
+                comm: format!("t{tid}"),
+            },
+            what,
         }
     }
 
-    fn feed(
-        t: &mut StallTracker,
-        tid: u32,
-        ts: u64,
-        kind: EventKind,
-        a: [u64; 6],
-    ) -> Option<Stall> {
-        t.on(&task(tid, ts), kind, &a)
+    fn gfp(mask: u64) -> Gfp {
+        Gfp {
+            mask,
+            names: format!("{mask:#x}"),
+        }
+    }
+
+    fn end(status: &str) -> What {
+        What::CompactEnd {
+            status: status.into(),
+        }
     }
 
     #[test]
     fn direct_compaction_passes_carry_the_request() {
         let mut t = StallTracker::default();
-        assert!(
-            feed(
-                &mut t,
-                7,
-                100,
-                EventKind::CompactTry,
-                [6, 0xcc0, 2, 0, 0, 0]
-            )
-            .is_none()
-        );
-        assert!(feed(&mut t, 7, 1_000, EventKind::CompactBegin, [0; 6]).is_none());
-        // Another thread interleaves: it must not disturb thread 7.
-        assert!(feed(&mut t, 8, 1_500, EventKind::CompactBegin, [0; 6]).is_none());
-        let Some(Stall::Compaction {
-            request,
-            status,
-            stall_ns,
-            ..
-        }) = feed(&mut t, 7, 4_000, EventKind::CompactEnd, [8, 0, 0, 0, 0, 0])
-        else {
-            panic!("no stall");
+        let request = CompactRequest {
+            order: 6,
+            gfp: gfp(0xcc0),
+            priority: 2,
         };
+        assert!(
+            t.on(&ev(7, 100, What::CompactTry(request.clone())))
+                .is_none()
+        );
+        assert!(t.on(&ev(7, 1_000, What::CompactBegin)).is_none());
+        // Another thread interleaves: it must not disturb thread 7.
+        assert!(t.on(&ev(8, 1_500, What::CompactBegin)).is_none());
         assert_eq!(
-            request,
-            Some(CompactRequest {
-                order: 6,
-                gfp: 0xcc0,
-                prio: 2
+            t.on(&ev(7, 4_000, end("complete"))),
+            Some(Stall::Compaction {
+                request: Some(request.clone()),
+                status: "complete".into(),
+                stall_ns: 3_000
             })
         );
-        assert_eq!((status, stall_ns), (8, 3_000));
         // A second zone pass of the same request.
-        feed(&mut t, 7, 5_000, EventKind::CompactBegin, [0; 6]);
-        let Some(Stall::Compaction {
-            request, stall_ns, ..
-        }) = feed(
-            &mut t,
-            7,
-            5_500,
-            EventKind::CompactEnd,
-            [(-1i64) as u64, 0, 0, 0, 0, 0],
-        )
-        else {
-            panic!("no second stall");
-        };
-        assert_eq!((request.unwrap().order, stall_ns), (6, 500));
+        t.on(&ev(7, 5_000, What::CompactBegin));
+        let stall = t.on(&ev(7, 5_500, end("skipped"))).unwrap();
+        assert_eq!((stall.order(), &stall), (Some(6), &stall));
         // Thread 8 never asked: a background (kcompactd) pass.
-        let Some(Stall::Compaction {
-            request, stall_ns, ..
-        }) = feed(&mut t, 8, 2_500, EventKind::CompactEnd, [1, 0, 0, 0, 0, 0])
-        else {
-            panic!("no kcompactd stall");
+        assert_eq!(
+            t.on(&ev(8, 2_500, end("success"))),
+            Some(Stall::Compaction {
+                request: None,
+                status: "success".into(),
+                stall_ns: 1_000
+            })
+        );
+    }
+
+    #[test]
+    fn a_failure_ends_the_request() {
+        let mut t = StallTracker::default();
+        let request = CompactRequest {
+            order: 3,
+            gfp: gfp(0xcc0),
+            priority: 1,
         };
-        assert_eq!((request, stall_ns), (None, 1_000));
-        // Once its allocation ended, later passes of thread 7 are not attributed to it.
-        t.allocation_done(7);
-        feed(&mut t, 7, 9_000, EventKind::CompactBegin, [0; 6]);
-        let Some(Stall::Compaction { request, .. }) =
-            feed(&mut t, 7, 9_100, EventKind::CompactEnd, [1, 0, 0, 0, 0, 0])
-        else {
-            panic!();
+        t.on(&ev(7, 1, What::CompactTry(request)));
+        let failure = crate::analysis::attribution::tests::failure(3);
+        t.on(&ev(7, 2, What::AllocFail(Box::new(failure))));
+        t.on(&ev(7, 9_000, What::CompactBegin));
+        let Some(Stall::Compaction { request, .. }) = t.on(&ev(7, 9_100, end("complete"))) else {
+            panic!("no stall");
         };
         assert_eq!(request, None);
     }
@@ -211,27 +191,33 @@ mod tests {
     fn reclaim_pairs_and_unmatched_ends_are_ignored() {
         let mut t = StallTracker::default();
         // An end whose begin came before tracing started: nothing to pair.
-        assert!(feed(&mut t, 3, 10, EventKind::ReclaimEnd, [5, 0, 0, 0, 0, 0]).is_none());
-        assert!(feed(&mut t, 3, 20, EventKind::CompactEnd, [1, 0, 0, 0, 0, 0]).is_none());
-        feed(
-            &mut t,
+        assert!(
+            t.on(&ev(3, 10, What::ReclaimEnd { nr_reclaimed: 5 }))
+                .is_none()
+        );
+        assert!(t.on(&ev(3, 20, end("complete"))).is_none());
+        t.on(&ev(
             3,
             100,
-            EventKind::ReclaimBegin,
-            [3, 0x400cc0, 0, 0, 0, 0],
-        );
-        let stall = feed(&mut t, 3, 2_100, EventKind::ReclaimEnd, [32, 0, 0, 0, 0, 0]).unwrap();
+            What::ReclaimBegin {
+                order: 3,
+                gfp: gfp(0x400cc0),
+            },
+        ));
+        let stall = t.on(&ev(3, 2_100, What::ReclaimEnd { nr_reclaimed: 32 }));
         assert_eq!(
             stall,
-            Stall::Reclaim {
-                task: task(3, 2_100),
+            Some(Stall::Reclaim {
                 order: 3,
-                gfp: 0x400cc0,
+                gfp: gfp(0x400cc0),
                 stall_ns: 2_000,
                 nr_reclaimed: 32
-            }
+            })
         );
         // Paired once only.
-        assert!(feed(&mut t, 3, 2_200, EventKind::ReclaimEnd, [1, 0, 0, 0, 0, 0]).is_none());
+        assert!(
+            t.on(&ev(3, 2_200, What::ReclaimEnd { nr_reclaimed: 1 }))
+                .is_none()
+        );
     }
 }

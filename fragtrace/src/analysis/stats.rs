@@ -1,7 +1,7 @@
 //! What the summary reports about the failures that passed the filters.
 use std::collections::HashMap;
 
-use crate::decode::event::AllocFail;
+use crate::decode::event::{AllocFail, Task};
 
 #[derive(Debug, Default)]
 pub struct FailureStats {
@@ -14,10 +14,13 @@ pub struct FailureStats {
 }
 
 impl FailureStats {
-    pub fn record(&mut self, ev: &AllocFail) {
+    pub fn record(&mut self, task: &Task, failure: &AllocFail) {
         self.shown += 1;
-        *self.by_task.entry((ev.comm.clone(), ev.pid)).or_default() += 1;
-        *self.by_stack.entry(ev.stack.clone()).or_default() += 1;
+        *self
+            .by_task
+            .entry((task.comm.clone(), task.pid))
+            .or_default() += 1;
+        *self.by_stack.entry(failure.stack.clone()).or_default() += 1;
     }
 
     /// The `n` tasks with most failures: ((comm, pid), count), most first.
@@ -43,34 +46,27 @@ fn top<K: Ord>(map: &HashMap<K, u64>, n: usize) -> Vec<(&K, u64)> {
 mod tests {
     use super::*;
 
-    fn ev(comm: &str, pid: u32, stack: &[&str]) -> AllocFail {
-        AllocFail {
+    fn record(s: &mut FailureStats, comm: &str, pid: u32, stack: &[&str]) {
+        let task = Task {
             ts_ns: 0,
             time: jiff::Timestamp::UNIX_EPOCH,
             pid,
             tid: pid,
             comm: comm.into(),
-            order: 3,
-            gfp: 0,
-            gfp_flags: "none".into(),
-            migratetype: "Unmovable".into(),
-            cgroup_id: 0,
-            stack: stack.iter().map(|s| s.to_string()).collect(),
-            netns_window: 0,
-            warned: false,
-            memcg: Default::default(),
-            zones: Default::default(),
-        }
+        };
+        let mut failure = crate::analysis::attribution::tests::failure(3);
+        failure.stack = stack.iter().map(|s| s.to_string()).collect();
+        s.record(&task, &failure);
     }
 
     #[test]
     fn top_lists_rank_by_count_then_name() {
         let mut s = FailureStats::default();
         for _ in 0..3 {
-            s.record(&ev("b", 2, &["x"]));
+            record(&mut s, "b", 2, &["x"]);
         }
-        s.record(&ev("a", 1, &["y"]));
-        s.record(&ev("c", 3, &["y"]));
+        record(&mut s, "a", 1, &["y"]);
+        record(&mut s, "c", 3, &["y"]);
         assert_eq!(s.shown, 5);
         let tasks = s.top_tasks(2);
         assert_eq!(tasks[0], (&("b".to_string(), 2), 3));

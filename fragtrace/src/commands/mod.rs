@@ -1,5 +1,6 @@
 //! One module per subcommand.
 mod probes;
+mod report;
 mod trace;
 
 use std::process::ExitCode;
@@ -10,8 +11,12 @@ use crate::cli::{Cli, Command};
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        None => trace::run(cli.trace),
-        Some(Command::Trace(args)) => trace::run(args),
+        None => trace::run(cli.trace, None),
+        Some(Command::Trace(args)) => trace::run(args, None),
+        Some(Command::Record(args)) => {
+            trace::run(args.trace, Some(trace::Record { path: &args.output }))
+        }
+        Some(Command::Report(args)) => report::run(args),
         Some(Command::Probes(args)) => probes::run(args),
         Some(Command::Snapshot(args)) => crate::zones::snapshot::run(args),
         Some(Command::AnalyzeLog(args)) => crate::offline::run(args),

@@ -47,13 +47,13 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
             .iter()
             .map(|u| format!("{} unavailable: {}", u.method, u.error))
             .collect();
-        if let (Some(option), Some(cost)) = (h.opt_in, h.cost) {
+        if let (Some(option), Some(cost)) = (&h.opt_in, &h.cost) {
             notes.insert(0, format!("only with {option}: {cost}"));
         }
         println!(
             "{:<24} {:<10} {:<28} {}",
             h.hook,
-            h.method.unwrap_or("-"),
+            h.method.as_deref().unwrap_or("-"),
             h.available.join(","),
             if notes.is_empty() {
                 h.purpose.to_string()

@@ -1,22 +1,19 @@
-//! `fragtrace [trace]`: attach, print each failure as it happens, summarize at the end.
-use std::{io, process::ExitCode, time::Duration};
+//! `fragtrace [trace]` and `fragtrace record`: attach, then run the pipeline on the live ring
+//! buffer until Ctrl-C, SIGTERM, SIGHUP or `--duration`, and summarize.
+use std::{io, path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use fragtrace_common::zone_snapshot;
 use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Instant, MissedTickBehavior},
 };
 
 use crate::{
-    analysis::{filter::Filter, pipeline::Analyzer},
+    analysis::{analyzer::Analyzer, filter::Filter},
     cli::TraceArgs,
     decode::{
-        event::{Decoder, Event, KernelSymbols},
-        gfp::GfpTable,
+        event::{Decoder, KernelTables, MonotonicClock},
         kallsyms::Kallsyms,
-        migratetype::MigrateTypes,
         tracefs,
     },
     error::{ExitStatus, fatal},
@@ -25,44 +22,58 @@ use crate::{
         counters::{CounterValues, Counters},
         loader::{self, HookStatus, Mode},
         preflight,
-        ringbuf::EventReader,
     },
-    sink::{
-        Sink,
-        json::{self, HookJson},
-        status,
-        summary::Summary,
-        text,
+    pipeline::{Pipeline, TracerHealth},
+    sink::{EventLines, LineFormat, json::HookJson, recording::Recorder, status, summary::Summary},
+    source::{
+        host::{LiveHost, ZoneSample},
+        recording::{self, CounterSnapshot, Header, Trailer},
+        ringbuf::Drain,
     },
     survival,
 };
 
-pub fn run(args: TraceArgs) -> Result<ExitCode> {
+/// `record`: where the recording goes.
+pub struct Record<'a> {
+    pub path: &'a Path,
+}
+
+pub fn run(args: TraceArgs, record: Option<Record<'_>>) -> Result<ExitCode> {
     if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
+        && !(d.is_finite() && d > 0.0 && d < 1e9)
     {
         return Err(fatal(
             ExitStatus::Usage,
-            "--duration needs a positive number of seconds",
+            "--duration needs a positive number of seconds (below 1e9)",
         ));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(trace(args))
+    rt.block_on(trace(args, record))
 }
 
-async fn trace(args: TraceArgs) -> Result<ExitCode> {
+/// How often the zone state is read from /proc besides when failures need it, and the kernel's
+/// counters are recorded.
+const ZONE_SAMPLE_PERIOD: Duration = Duration::from_secs(10);
+
+async fn trace(args: TraceArgs, record: Option<Record<'_>>) -> Result<ExitCode> {
     preflight::require_privileges()?;
+    let mut health = TracerHealth::default();
     // Out of the OOM killer's choice before the memory-hungry load, so that an incident already
     // under way cannot end the tracer during start-up.
-    if let Err(e) = survival::set_oom_score_adj(args.oom_score_adj) {
-        warn(&format!("{e}: the OOM killer may choose fragtrace"));
+    match survival::set_oom_score_adj(args.oom_score_adj) {
+        Ok(()) => health.oom_score_adj = Some(args.oom_score_adj),
+        Err(e) => {
+            warn(&format!("{e}: the OOM killer may choose fragtrace"));
+            health.oom_score_adj_error = Some(e);
+        }
     }
     // Handlers first: a signal that arrives once the hooks are announced must end the run cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let tracefs = tracefs::locate(args.tracefs.as_deref())?;
     let mode = match args.force_method.as_deref() {
         Some(kind) => Mode::Only(kind),
@@ -80,43 +91,68 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     let mut loaded = loader::load(&tracefs, mode, opted_in, &kallsyms)?;
     loaded.require_any_attached()?;
     report_hooks(&loaded.hooks);
+    let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
 
-    let gfp = match &loaded.page_alloc_format {
-        Ok(format) => GfpTable::from_print_fmt(&format.print_fmt)
-            .map_err(|e| warn(&format!("gfp flags shown as hex: {e:#}")))
-            .ok(),
-        Err(e) => {
-            warn(&format!("gfp flags shown as hex: {e}"));
-            None
-        }
-    };
-    let mut decoder = Decoder::new(gfp, MigrateTypes::load(), kallsyms);
-    decoder.symbols = KernelSymbols::load(&tracefs);
+    let tables = KernelTables::read(
+        &tracefs,
+        loaded
+            .page_alloc_format
+            .as_ref()
+            .ok()
+            .map(|f| f.print_fmt.clone()),
+    );
+    let (decoder, gfp_error) = Decoder::new(&tables, kallsyms);
+    if let Some(e) = gfp_error {
+        warn(&format!("gfp flags shown as hex: {e}"));
+    }
     let _bpf_log = start_bpf_logger(&mut loaded.ebpf);
     let counters = Counters::new(loaded.take_map("COUNTERS")?)?;
-    let mut reader = EventReader::new(loaded.take_map("EVENTS")?)?;
-    let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
+    let (drain, mut batches) = Drain::start(loaded.take_map("EVENTS")?)?;
+
+    let format = if args.show.json {
+        LineFormat::Json
+    } else {
+        LineFormat::Text {
+            frames: args.show.frames,
+        }
+    };
+    let filter = Filter::from_args(&args.filter);
+    let first_zones = ZoneSample::read();
+    let recorder = match &record {
+        Some(r) => Some(Recorder::create(
+            r.path,
+            &recording_header(&tables, &hooks, &filter, first_zones.as_ref()),
+        )?),
+        None => None,
+    };
+    let mut pipeline = Pipeline {
+        decoder,
+        analyzer: Analyzer::new(vec![filter]),
+        host: if record.is_some() {
+            LiveHost::recording()
+        } else {
+            LiveHost::default()
+        },
+        lines: Some(EventLines::stdout(format).context("cannot start the output thread")?),
+        recorder,
+    };
+    if let Some(z) = first_zones {
+        pipeline.zone_sample(z);
+    }
     // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed): give those
-    // pages back so the long-running tracer stays small.
+    // pages back before the rest is locked in memory.
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
-    if let Err(e) = survival::lock_memory() {
-        warn(&format!("{e}: memory pressure may stall fragtrace"));
+    match survival::lock_memory() {
+        Ok(()) => health.memory_locked = true,
+        Err(e) => {
+            warn(&format!("{e}: memory pressure may stall fragtrace"));
+            health.memory_lock_error = Some(e);
+        }
     }
 
-    let mut run = Run {
-        args: &args,
-        analyzer: Analyzer::new(Filter::from_args(&args)),
-        decoder: &decoder,
-        sink: Sink::stdout(),
-        write_error: None,
-    };
-    run.analyzer.attributor.zones.sample();
-    let mut zone_tick = tokio::time::interval(ZONE_SAMPLE_PERIOD);
-    zone_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    status::enable(!args.no_status && !args.json);
+    status::enable(!args.no_status && !args.show.json);
     let attached_names = attached_summary(&loaded.hooks);
-
     let started = Instant::now();
     let deadline = tokio::time::sleep(
         args.duration
@@ -126,126 +162,147 @@ async fn trace(args: TraceArgs) -> Result<ExitCode> {
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut zone_tick = tokio::time::interval(ZONE_SAMPLE_PERIOD);
+    zone_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    zone_tick.reset();
 
-    let loop_result: Result<()> = loop {
+    let mut channel_open = true;
+    while channel_open {
         tokio::select! {
-            _ = sigint.recv() => break Ok(()),
-            _ = sigterm.recv() => break Ok(()),
-            _ = &mut deadline => break Ok(()),
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => break,
+            _ = &mut deadline => break,
             _ = tick.tick() => {
                 if let Ok(c) = counters.read() {
-                    let shown = run.analyzer.totals.failures.shown;
+                    let shown = pipeline.analyzer.totals.failures.shown;
                     status::draw(&status_text(&attached_names, &c, shown, started.elapsed()));
                 }
             }
             _ = zone_tick.tick() => {
-                run.analyzer.attributor.zones.sample();
-            }
-            res = reader.next_batch(&mut batch) => {
-                if let Err(e) = res {
-                    break Err(e.context("reading the ring buffer"));
+                if let Some(z) = ZoneSample::read() {
+                    pipeline.zone_sample(z);
                 }
-                run.handle(&mut batch);
-                if run.write_error.is_some() {
-                    break Ok(());
+                if let (Some(r), Ok(c)) = (&mut pipeline.recorder, counters.read()) {
+                    r.counters(CounterSnapshot { at_ns: MonotonicClock::monotonic_now_ns(), counters: c });
                 }
+                pipeline.end_batch();
             }
+            batch = batches.rx.recv() => match batch {
+                Some(batch) => {
+                    handle_batch(&mut pipeline, &batch);
+                    batches.recycle(batch);
+                    if pipeline.output_failed() {
+                        break;
+                    }
+                }
+                None => channel_open = false,
+            },
         }
-    };
-    // Whatever the kernel already queued is still reported.
-    reader.drain_now(&mut batch);
-    run.handle(&mut batch);
+    }
+    // Whatever the kernel already queued is still analysed and written.
+    drain.stop();
+    while let Some(batch) = batches.rx.recv().await {
+        handle_batch(&mut pipeline, &batch);
+        batches.recycle(batch);
+    }
     status::clear();
 
     let counters = counters.read()?;
-    run.analyzer.attributor.zones.sample();
-    let summary = Summary {
-        duration_s: started.elapsed().as_secs_f64(),
-        counters: &counters,
-        totals: &run.analyzer.totals,
-        zones: &run.analyzer.attributor.zones,
-        migratetypes: &decoder.migratetypes,
-        hooks,
-        top: args.top,
-    };
-    let rendered = if args.json {
-        summary.json()
-    } else {
-        summary.text()
-    };
-    match run.write_error.take() {
-        // The reader went away (`| head`): a normal end; the summary goes to stderr.
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-            eprintln!("{rendered}");
-        }
-        Some(e) => {
-            eprintln!("{rendered}");
-            return Err(anyhow::Error::new(e).context("cannot write to standard output"));
-        }
-        None => {
-            if let Err(e) = run.sink.line(rendered.trim_end_matches('\n')) {
-                eprintln!("{rendered}");
-                if e.kind() != io::ErrorKind::BrokenPipe {
-                    return Err(anyhow::Error::new(e).context("cannot write to standard output"));
-                }
-            }
-        }
+    if let Some(z) = ZoneSample::read() {
+        pipeline.zone_sample(z);
     }
-    loop_result?;
-    Ok(ExitCode::SUCCESS)
+    pipeline.end_batch();
+    let stats = &drain.stats;
+    health.records_drained = stats.records.load(std::sync::atomic::Ordering::Relaxed);
+    health.drain_shed = stats.shed.load(std::sync::atomic::Ordering::Relaxed);
+    drop(drain);
+    let lines = pipeline.lines.take().expect("set above");
+    health.output_shed = lines
+        .stats()
+        .shed_events
+        .load(std::sync::atomic::Ordering::Relaxed);
+    health.output_lag = lines.stats().lag.lock().ok().and_then(|l| l.summary());
+    health.recording_shed = pipeline.recorder.as_ref().map_or(0, Recorder::shed_events);
+    let (rss, peak) = survival::rss_kb();
+    (health.rss_kb, health.peak_rss_kb) = (rss, peak);
+    let duration_s = started.elapsed().as_secs_f64();
+    let summary = Summary {
+        duration_s,
+        counters: &counters,
+        totals: &pipeline.analyzer.totals,
+        zones: &pipeline.analyzer.attributor.zones,
+        migratetypes: &pipeline.decoder.migratetypes,
+        hooks: &hooks,
+        top: args.show.top,
+        health: &health,
+        cut: None,
+    }
+    .render(lines.format());
+    let recording_error = pipeline.recorder.take().and_then(|r| {
+        r.finish(Trailer {
+            ended_ns: MonotonicClock::monotonic_now_ns(),
+            duration_s,
+            counters: counters.clone(),
+            health: health.clone(),
+        })
+    });
+    let output_error = lines.finish(&summary);
+    if let (Some(e), Some(r)) = (recording_error, &record) {
+        return Err(fatal(
+            ExitStatus::Failure,
+            format!(
+                "cannot write {}: {e}; the recording stops at the last second before it",
+                r.path.display()
+            ),
+        ));
+    }
+    match output_error {
+        // The reader went away (`| head`): a normal end.
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
-/// How often the zone state is sampled besides at each failure.
-const ZONE_SAMPLE_PERIOD: Duration = Duration::from_secs(10);
-
-/// Per-run state for turning records into output.
-struct Run<'a> {
-    args: &'a TraceArgs,
-    analyzer: Analyzer,
-    decoder: &'a Decoder,
-    sink: Sink,
-    /// The first write error; output stops there, counting does not.
-    write_error: Option<io::Error>,
+/// One batch from the drain thread: /proc read first if its failures need it, then every
+/// record through the pipeline, then the sinks get the batch's output.
+fn handle_batch(pipeline: &mut Pipeline<LiveHost>, batch: &crate::source::ringbuf::RawBatch) {
+    if pipeline.needs_zone_sample(batch.records())
+        && let Some(z) = ZoneSample::read()
+    {
+        pipeline.zone_sample(z);
+    }
+    for record in batch.records() {
+        pipeline.raw(record);
+    }
+    pipeline.end_batch();
 }
 
-impl Run<'_> {
-    fn handle(&mut self, batch: &mut Vec<Bytes>) {
-        let mut events = Vec::with_capacity(batch.len());
-        for bytes in batch.drain(..) {
-            match self.decoder.decode(&bytes) {
-                Ok(event) => events.push(event),
-                Err(_) => self.analyzer.totals.failures.undecodable += 1,
-            }
-        }
-        // Failures without zones read in the kernel are judged on /proc: read it once as the
-        // batch arrives, before output slows its tail down.
-        let newest_failure = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::AllocFail(f) if f.zones.flags & zone_snapshot::VALID == 0 => Some(f.ts_ns),
-                _ => None,
-            })
-            .max();
-        if let Some(ts) = newest_failure {
-            self.analyzer.attributor.zones.cover(ts);
-        }
-        for event in events {
-            let Some(record) = self.analyzer.on_event(event, self.decoder) else {
-                continue;
-            };
-            if self.write_error.is_some() {
-                continue;
-            }
-            let line = if self.args.json {
-                json::record(&record, self.decoder)
-            } else {
-                text::record(&record, self.args.frames, self.decoder)
-            };
-            if let Err(e) = self.sink.line(&line) {
-                self.write_error = Some(e);
-            }
-        }
+/// What `report` needs to know about this machine and run.
+fn recording_header(
+    tables: &KernelTables,
+    hooks: &[HookJson],
+    filter: &Filter,
+    zones: Option<&ZoneSample>,
+) -> Header {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    Header {
+        format_version: recording::VERSION,
+        fragtrace_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release: read("/proc/sys/kernel/osrelease"),
+        hostname: read("/proc/sys/kernel/hostname"),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        started: jiff::Timestamp::now().to_string(),
+        started_ns: MonotonicClock::monotonic_now_ns(),
+        page_size: zones.map_or_else(crate::zones::page_size, |z| z.state.page_size),
+        tables: tables.clone(),
+        hooks: hooks.to_vec(),
+        filter: filter.clone(),
     }
 }
 

@@ -118,6 +118,40 @@ impl Kallsyms {
         (offset < MAX_FUNCTION_SIZE).then(|| (self.name_of(s), offset, self.module_of(s)))
     }
 
+    /// The symbol containing `addr`: its start address, name and module.
+    pub fn symbol_at(&self, addr: u64) -> Option<(u64, &str, Option<&str>)> {
+        let (name, offset, module) = self.lookup(addr)?;
+        Some((addr - offset, name, module))
+    }
+
+    /// Adds one symbol (a recording's): the table stays sorted.
+    pub fn insert(&mut self, addr: u64, name: &str, module: Option<&str>) {
+        if name.len() > u16::MAX as usize || self.syms.iter().any(|s| s.addr == addr) {
+            return;
+        }
+        let module = match module {
+            Some(m) => match self.modules.iter().position(|x| x == m) {
+                Some(i) => i as u16,
+                None => {
+                    self.modules.push(m.to_string());
+                    (self.modules.len() - 1) as u16
+                }
+            },
+            None => u16::MAX,
+        };
+        let at = self.syms.partition_point(|s| s.addr < addr);
+        self.syms.insert(
+            at,
+            Symbol {
+                addr,
+                name_start: self.names.len() as u32,
+                name_len: name.len() as u16,
+                module,
+            },
+        );
+        self.names.push_str(name);
+    }
+
     /// `symbol+0xoff`, `symbol+0xoff [module]`, or the raw address.
     pub fn format(&self, addr: u64) -> String {
         match self.lookup(addr) {

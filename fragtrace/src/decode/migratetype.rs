@@ -30,6 +30,15 @@ impl MigrateTypes {
         Self { names }
     }
 
+    pub fn from_names(names: Vec<String>) -> Self {
+        Self { names }
+    }
+
+    /// The names in enum order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     pub fn name(&self, migratetype: i32) -> String {
         usize::try_from(migratetype)
             .ok()

@@ -8,7 +8,7 @@ pub struct Counters {
 }
 
 /// One reading of all counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CounterValues {
     pub alloc_by_order: [u64; ORDER_BUCKETS],
     pub fail_by_order: [u64; ORDER_BUCKETS],

@@ -1,8 +1,7 @@
 //! The kernel side from user space: the hook catalog, preflight checks, loading and attaching,
-//! the ring buffer and the counters.
+//! and the counters.
 pub mod catalog;
 pub mod counters;
 pub mod kernel_layout;
 pub mod loader;
 pub mod preflight;
-pub mod ringbuf;

@@ -1,17 +1,17 @@
 //! JSON lines. Field names are a contract (docs/json.md): add fields, never rename them.
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     analysis::{
+        analyzer::{Finding, Found},
         attribution::{FailureContext, ZoneFree},
         histogram::LatencySummary,
         netns::errno_name,
-        pipeline::Record,
         stalls::Stall,
     },
-    decode::event::{AllocFail, Decoder, Task},
+    decode::event::{AllocFail, Task},
 };
 
 /// The fields every task event starts with.
@@ -40,11 +40,8 @@ impl<'a> TaskFields<'a> {
 pub struct AllocFailJson<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub ts_ns: u64,
-    pub time: String,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: &'a str,
+    #[serde(flatten)]
+    pub task: TaskFields<'a>,
     pub order: u32,
     pub gfp: u64,
     pub gfp_flags: &'a str,
@@ -63,18 +60,14 @@ pub struct AllocFailJson<'a> {
 }
 
 impl<'a> AllocFailJson<'a> {
-    pub fn new(ev: &'a AllocFail, ctx: &'a FailureContext) -> Self {
+    pub fn new(task: &'a Task, ev: &'a AllocFail, ctx: &'a FailureContext) -> Self {
         let container = ctx.container.as_ref();
         Self {
             kind: "alloc_fail",
-            ts_ns: ev.ts_ns,
-            time: ev.time.to_string(),
-            pid: ev.pid,
-            tid: ev.tid,
-            comm: &ev.comm,
+            task: TaskFields::new(task),
             order: ev.order,
-            gfp: ev.gfp,
-            gfp_flags: &ev.gfp_flags,
+            gfp: ev.gfp.mask,
+            gfp_flags: &ev.gfp.names,
             migratetype: &ev.migratetype,
             cgroup_id: ev.cgroup_id,
             stack: &ev.stack,
@@ -91,103 +84,125 @@ impl<'a> AllocFailJson<'a> {
     }
 }
 
-/// Any record as one JSON line.
-pub fn record(rec: &Record, decoder: &Decoder) -> String {
-    let value = match rec {
-        Record::AllocFail(ev, ctx) => serde_json::to_value(AllocFailJson::new(ev, ctx)),
-        Record::AllocWarn {
-            task,
-            gfp,
-            gfp_flags,
-        } => serde_json::to_value(AllocWarnJson {
-            kind: "alloc_warn",
-            task: TaskFields::new(task),
-            gfp: *gfp,
-            gfp_flags,
-        }),
-        Record::CompactTry { task, request } => serde_json::to_value(CompactionJson {
-            kind: "compaction",
-            event: "try",
-            task: TaskFields::new(task),
-            direct: true,
-            order: Some(request.order),
-            gfp: Some(request.gfp),
-            gfp_flags: Some(decoder.gfp_names(request.gfp)),
-            priority: Some(request.prio),
-            status: None,
-            stall_ns: None,
-            retry: None,
-        }),
-        Record::Stall(Stall::Compaction {
-            task,
+/// Appends a finding as one JSON line.
+pub fn finding(f: &Finding, out: &mut Vec<u8>) {
+    let task = TaskFields::new(&f.task);
+    let written = match &f.what {
+        Found::AllocFail { failure, context } => {
+            serde_json::to_writer(&mut *out, &AllocFailJson::new(&f.task, failure, context))
+        }
+        Found::AllocWarn { gfp } => serde_json::to_writer(
+            &mut *out,
+            &AllocWarnJson {
+                kind: "alloc_warn",
+                task,
+                gfp: gfp.mask,
+                gfp_flags: &gfp.names,
+            },
+        ),
+        Found::CompactTry(request) => serde_json::to_writer(
+            &mut *out,
+            &CompactionJson {
+                kind: "compaction",
+                event: "try",
+                task,
+                direct: true,
+                order: Some(request.order),
+                gfp: Some(request.gfp.mask),
+                gfp_flags: Some(&request.gfp.names),
+                priority: Some(request.priority),
+                status: None,
+                stall_ns: None,
+                retry: None,
+            },
+        ),
+        Found::Stall(Stall::Compaction {
             request,
             status,
             stall_ns,
-        }) => serde_json::to_value(CompactionJson {
-            kind: "compaction",
-            event: "pass",
-            task: TaskFields::new(task),
-            direct: request.is_some(),
-            order: request.map(|r| r.order),
-            gfp: request.map(|r| r.gfp),
-            gfp_flags: request.map(|r| decoder.gfp_names(r.gfp)),
-            priority: request.map(|r| r.prio),
-            status: Some(decoder.symbols.compaction_status.name(*status as u64)),
-            stall_ns: Some(*stall_ns),
-            retry: None,
-        }),
-        Record::CompactRetry(r) => serde_json::to_value(CompactRetryJson {
-            kind: "compaction",
-            event: "retry",
-            task: TaskFields::new(&r.task),
-            order: r.order,
-            priority: &r.priority,
-            result: &r.result,
-            retries: r.retries,
-            max_retries: r.max_retries,
-            retry: r.retry,
-        }),
-        Record::Stall(Stall::Reclaim {
-            task,
+        }) => serde_json::to_writer(
+            &mut *out,
+            &CompactionJson {
+                kind: "compaction",
+                event: "pass",
+                task,
+                direct: request.is_some(),
+                order: request.as_ref().map(|r| r.order),
+                gfp: request.as_ref().map(|r| r.gfp.mask),
+                gfp_flags: request.as_ref().map(|r| r.gfp.names.as_str()),
+                priority: request.as_ref().map(|r| r.priority),
+                status: Some(status),
+                stall_ns: Some(*stall_ns),
+                retry: None,
+            },
+        ),
+        Found::CompactRetry(r) => serde_json::to_writer(
+            &mut *out,
+            &CompactRetryJson {
+                kind: "compaction",
+                event: "retry",
+                task,
+                order: r.order,
+                priority: &r.priority,
+                result: &r.result,
+                retries: r.retries,
+                max_retries: r.max_retries,
+                retry: r.retry,
+            },
+        ),
+        Found::Stall(Stall::Reclaim {
             order,
             gfp,
             stall_ns,
             nr_reclaimed,
-        }) => serde_json::to_value(ReclaimJson {
-            kind: "reclaim",
-            task: TaskFields::new(task),
-            order: *order,
-            gfp: *gfp,
-            gfp_flags: decoder.gfp_names(*gfp),
-            stall_ns: *stall_ns,
-            nr_reclaimed: *nr_reclaimed,
-        }),
-        Record::Netns(n) => serde_json::to_value(NetnsJson {
-            kind: "netns",
-            task: TaskFields::new(&n.task),
-            op: n.op,
-            latency_ns: n.latency_ns,
-            ok: n.errno.is_none(),
-            errno: n.errno,
-            error: n.errno.map(errno_name),
-        }),
-        Record::OomKill { task, kill } => serde_json::to_value(OomKillJson {
-            kind: "oom_kill",
-            task: TaskFields::new(task),
-            victim_pid: kill.victim_pid,
-            victim_comm: &kill.victim_comm,
-            fragmentation_driven: kill.fragmentation_driven,
-            memcg_oom: kill.memcg_oom,
-            reason: &kill.reason,
-            zones: &kill.zones,
-        }),
-        Record::SlabCreateFail { task, cache } => serde_json::to_value(SlabCreateFailJson {
-            kind: "slab_create_fail",
-            task: TaskFields::new(task),
-            cache,
-        }),
+        }) => serde_json::to_writer(
+            &mut *out,
+            &ReclaimJson {
+                kind: "reclaim",
+                task,
+                order: *order,
+                gfp: gfp.mask,
+                gfp_flags: &gfp.names,
+                stall_ns: *stall_ns,
+                nr_reclaimed: *nr_reclaimed,
+            },
+        ),
+        Found::Netns(n) => serde_json::to_writer(
+            &mut *out,
+            &NetnsJson {
+                kind: "netns",
+                task,
+                op: n.op,
+                latency_ns: n.latency_ns,
+                ok: n.errno.is_none(),
+                errno: n.errno,
+                error: n.errno.map(errno_name),
+            },
+        ),
+        Found::OomKill(kill) => serde_json::to_writer(
+            &mut *out,
+            &OomKillJson {
+                kind: "oom_kill",
+                task,
+                victim_pid: kill.victim_pid,
+                victim_comm: &kill.victim_comm,
+                fragmentation_driven: kill.fragmentation_driven,
+                memcg_oom: kill.memcg_oom,
+                reason: &kill.reason,
+                zones: &kill.zones,
+            },
+        ),
+        Found::SlabCreateFail { cache } => serde_json::to_writer(
+            &mut *out,
+            &SlabCreateFailJson {
+                kind: "slab_create_fail",
+                task,
+                cache,
+            },
+        ),
     };
-    value.expect("records serialize").to_string()
+    written.expect("findings serialize");
+    out.push(b'\n');
 }
 
 #[derive(Serialize)]
@@ -210,9 +225,9 @@ struct CompactionJson<'a> {
     direct: bool,
     order: Option<u32>,
     gfp: Option<u64>,
-    gfp_flags: Option<String>,
+    gfp_flags: Option<&'a str>,
     priority: Option<i64>,
-    status: Option<String>,
+    status: Option<&'a str>,
     stall_ns: Option<u64>,
     retry: Option<bool>,
 }
@@ -240,7 +255,7 @@ struct ReclaimJson<'a> {
     task: TaskFields<'a>,
     order: u32,
     gfp: u64,
-    gfp_flags: String,
+    gfp_flags: &'a str,
     stall_ns: u64,
     nr_reclaimed: u64,
 }
@@ -320,7 +335,7 @@ pub struct SummaryJson<'a> {
     pub undecodable: u64,
     pub top_tasks: Vec<TaskJson<'a>>,
     pub top_stacks: Vec<StackJson<'a>>,
-    pub hooks: Vec<HookJson>,
+    pub hooks: &'a [HookJson],
     /// Failures by verdict: memcg_limit, fragmentation, exhaustion, unknown.
     pub verdicts: &'a BTreeMap<&'static str, u64>,
     /// Failures that warn_alloc reported (`page allocation failure` in the kernel log).
@@ -334,9 +349,13 @@ pub struct SummaryJson<'a> {
     pub oom_kills_fragmentation_driven: u64,
     pub slab_create_failures: &'a BTreeMap<String, u64>,
     /// Zone state at the first and the last sample of the run.
-    pub zones_first: Option<&'a crate::zones::ZoneState>,
-    pub zones_last: Option<&'a crate::zones::ZoneState>,
+    pub zones_first: Option<crate::zones::snapshot::SnapshotJson<'a>>,
+    pub zones_last: Option<crate::zones::snapshot::SnapshotJson<'a>>,
     pub hints: Vec<&'static str>,
+    /// What fragtrace lost or suffered itself.
+    pub tracer: &'a crate::pipeline::TracerHealth,
+    /// Set when a replayed recording ends before its trailer: why.
+    pub cut: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -367,28 +386,28 @@ pub struct NetnsSummaryJson<'a> {
     pub failed: &'a BTreeMap<String, u64>,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct HookJson {
-    pub hook: &'static str,
+    pub hook: String,
     /// The attach method in use, or null when the hook is unavailable.
-    pub method: Option<&'static str>,
+    pub method: Option<String>,
     /// The kernel function, for kprobe/fexit methods.
-    pub function: Option<&'static str>,
+    pub function: Option<String>,
     pub attached: bool,
     /// Every method that attached (`probes` tries them all; tracing stops at the first).
     pub available: Vec<String>,
     /// Methods tried that did not attach, with the kernel's reason.
     pub unavailable: Vec<MethodError>,
-    pub purpose: &'static str,
+    pub purpose: String,
     /// The option that attaches this hook when tracing, for hooks left out by default.
-    pub opt_in: Option<&'static str>,
+    pub opt_in: Option<String>,
     /// What an opt-in hook costs the node.
-    pub cost: Option<&'static str>,
+    pub cost: Option<String>,
     /// False when an opt-in hook was left out (its option not given): nothing was tried.
     pub requested: bool,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct MethodError {
     pub method: String,
     pub error: String,
@@ -397,9 +416,9 @@ pub struct MethodError {
 impl HookJson {
     pub fn from_status(status: &crate::hooks::loader::HookStatus) -> Self {
         Self {
-            hook: status.hook.name,
-            method: status.attached().map(|m| m.kind()),
-            function: status.attached().and_then(|m| m.function()),
+            hook: status.hook.name.into(),
+            method: status.attached().map(|m| m.kind().into()),
+            function: status.attached().and_then(|m| m.function()).map(Into::into),
             attached: status.attached().is_some(),
             available: status
                 .attempts
@@ -417,9 +436,9 @@ impl HookJson {
                     })
                 })
                 .collect(),
-            purpose: status.hook.purpose,
-            opt_in: status.hook.opt_in.map(|o| o.option),
-            cost: status.hook.opt_in.map(|o| o.cost),
+            purpose: status.hook.purpose.into(),
+            opt_in: status.hook.opt_in.map(|o| o.option.into()),
+            cost: status.hook.opt_in.map(|o| o.cost.into()),
             requested: status.requested,
         }
     }

@@ -1,29 +1,115 @@
-//! Renderers: text lines, JSON lines (docs/json.md), the status line and the summary.
+//! Where findings go: event lines (text or JSON) on standard output, the recording, the status
+//! line and the summary. Each output is written by a thread of its own (`writer`), so a slow
+//! reader or disk never holds up analysis or the ring buffer's drain.
 pub mod json;
+pub mod recording;
 pub mod status;
 pub mod summary;
 pub mod text;
+pub mod writer;
 
 use std::io::{self, Write};
 
-/// Where events go: stdout, line by line, flushed per event so pipes see them at once.
-/// A write error (full disk, closed pipe) is returned to the caller, which stops and still
-/// reports what it recorded.
-pub struct Sink {
-    out: io::BufWriter<io::Stdout>,
+use writer::{Chunk, Flush, Output, Writer};
+
+use crate::analysis::analyzer::Finding;
+
+/// How event lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    /// Text with at most `frames` stack frames per failure.
+    Text { frames: usize },
+    /// One JSON object per line (docs/json.md).
+    Json,
 }
 
-impl Sink {
-    pub fn stdout() -> Self {
-        Self {
-            out: io::BufWriter::new(io::stdout()),
-        }
+/// Chunks standard output's writer holds before shedding (each is one batch's lines).
+const QUEUED_CHUNKS: usize = 1024;
+
+/// Standard output, clearing the status line before each write.
+struct Stdout(io::Stdout);
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        status::clear();
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Output for Stdout {
+    fn finish(mut self: Box<Self>) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Event lines on standard output.
+pub struct EventLines {
+    format: LineFormat,
+    writer: Writer,
+    pending: Chunk,
+}
+
+impl EventLines {
+    pub fn stdout(format: LineFormat) -> io::Result<Self> {
+        Ok(Self {
+            format,
+            writer: Writer::spawn(
+                "fragtrace-out",
+                Box::new(Stdout(io::stdout())),
+                QUEUED_CHUNKS,
+                Flush::WhenIdle,
+            )?,
+            pending: Chunk::default(),
+        })
     }
 
-    pub fn line(&mut self, line: &str) -> io::Result<()> {
-        status::clear();
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+    pub fn finding(&mut self, f: &Finding) {
+        match self.format {
+            LineFormat::Json => json::finding(f, &mut self.pending.bytes),
+            LineFormat::Text { frames } => self
+                .pending
+                .bytes
+                .extend_from_slice(text::finding(f, frames).as_bytes()),
+        }
+        self.pending.event_ts.push(f.task.ts_ns);
+    }
+
+    /// Hands this batch's lines to the writer thread.
+    pub fn end_batch(&mut self) {
+        self.writer.send(std::mem::take(&mut self.pending));
+    }
+
+    pub fn format(&self) -> LineFormat {
+        self.format
+    }
+
+    /// True once a write failed (a closed pipe, a full disk): output has stopped.
+    pub fn failed(&self) -> bool {
+        self.writer.stats.failed()
+    }
+
+    pub fn stats(&self) -> &writer::WriterStats {
+        &self.writer.stats
+    }
+
+    /// Writes the summary after the last lines and closes standard output. A write error
+    /// (then or earlier) is returned; the summary then goes to stderr.
+    pub fn finish(mut self, summary: &str) -> Option<io::Error> {
+        self.end_batch();
+        let failed_before = self.failed();
+        if !failed_before {
+            self.writer.send_wait(Chunk {
+                bytes: summary.as_bytes().to_vec(),
+                event_ts: Vec::new(),
+            });
+        }
+        let err = self.writer.close();
+        if failed_before || err.is_some() {
+            eprint!("{summary}");
+        }
+        err
     }
 }

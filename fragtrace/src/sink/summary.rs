@@ -9,23 +9,27 @@ use super::json::{
 };
 use crate::{
     analysis::{
-        attribution::ZoneSampler,
+        analyzer::Aggregates,
+        attribution::ZoneHistory,
         histogram::{LatencySummary, human_ns},
-        pipeline::Aggregates,
     },
     decode::migratetype::MigrateTypes,
     hooks::counters::CounterValues,
-    zones::{hints, verdict::VerdictKind},
+    pipeline::TracerHealth,
+    zones::{hints, snapshot::SnapshotJson, verdict::VerdictKind},
 };
 
 pub struct Summary<'a> {
     pub duration_s: f64,
     pub counters: &'a CounterValues,
     pub totals: &'a Aggregates,
-    pub zones: &'a ZoneSampler,
+    pub zones: &'a ZoneHistory,
     pub migratetypes: &'a MigrateTypes,
-    pub hooks: Vec<HookJson>,
+    pub hooks: &'a [HookJson],
     pub top: usize,
+    pub health: &'a TracerHealth,
+    /// Why a replayed recording ends early, if it does.
+    pub cut: Option<&'a str>,
 }
 
 /// One (alloc, fallback) migratetype pair with its counts.
@@ -74,6 +78,14 @@ impl Summary<'_> {
         out
     }
 
+    /// As text, or as JSON lines; ends with a newline.
+    pub fn render(&self, format: super::LineFormat) -> String {
+        match format {
+            super::LineFormat::Json => self.json() + "\n",
+            super::LineFormat::Text { .. } => self.text(),
+        }
+    }
+
     /// JSON lines: one `extfrag` object per migratetype pair, then the `summary` object.
     pub fn json(&self) -> String {
         let mt = |i: usize| self.migratetypes.name(i as i32);
@@ -117,7 +129,7 @@ impl Summary<'_> {
                 .into_iter()
                 .map(|(stack, failures)| StackJson { failures, stack })
                 .collect(),
-            hooks: self.hooks.clone(),
+            hooks: self.hooks,
             verdicts: &t.verdicts,
             warned_failures: t.warned_failures,
             netns_failures: t.netns_failures,
@@ -141,9 +153,19 @@ impl Summary<'_> {
             oom_kills: t.oom_kills,
             oom_kills_fragmentation_driven: t.oom_fragmentation_driven,
             slab_create_failures: &t.slab_failures,
-            zones_first: self.zones.first.as_ref(),
-            zones_last: self.zones.latest(),
+            zones_first: self
+                .zones
+                .first
+                .as_ref()
+                .map(|s| SnapshotJson::new(&s.state)),
+            zones_last: self
+                .zones
+                .latest
+                .as_ref()
+                .map(|s| SnapshotJson::new(&s.state)),
             hints: self.hints(),
+            tracer: self.health,
+            cut: self.cut,
         };
         lines.push(serde_json::to_string(&s).expect("summary serializes"));
         lines.join("\n")
@@ -300,6 +322,13 @@ impl Summary<'_> {
             "\nevents shown: {}   dropped in kernel (ring buffer full): {}   undecodable: {}",
             t.failures.shown, c.ringbuf_drops, t.failures.undecodable
         );
+        health_text(&mut s, self.health);
+        if let Some(cut) = self.cut {
+            let _ = writeln!(
+                s,
+                "recording incomplete: {cut}; the figures above stop there"
+            );
+        }
         s
     }
 }
@@ -329,9 +358,39 @@ fn latency_table(s: &mut String, title: &str, rows: &[LatencySummary]) {
     }
 }
 
+/// What fragtrace lost or suffered itself, when it lost or suffered anything.
+fn health_text(s: &mut String, h: &TracerHealth) {
+    if h.shed() > 0 {
+        let _ = writeln!(
+            s,
+            "fragtrace fell behind: {} records shed after the ring buffer, {} lines not written \
+             (output too slow), {} records not recorded",
+            h.drain_shed, h.output_shed, h.recording_shed
+        );
+    }
+    if let Some(lag) = &h.output_lag {
+        let _ = writeln!(
+            s,
+            "output lag (kernel event to line written): p50 {} p99 {} max {}",
+            human_ns(lag.p50_ns),
+            human_ns(lag.p99_ns),
+            human_ns(lag.max_ns)
+        );
+    }
+    for e in [&h.oom_score_adj_error, &h.memory_lock_error]
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(s, "fragtrace self-protection: {e}");
+    }
+}
+
 /// Free memory and largest free block per zone, first sample against last.
-fn zone_movement(s: &mut String, zones: &ZoneSampler) {
-    let (Some(first), Some(last)) = (zones.first.as_ref(), zones.latest()) else {
+fn zone_movement(s: &mut String, zones: &ZoneHistory) {
+    let (Some(first), Some(last)) = (
+        zones.first.as_ref().map(|z| &z.state),
+        zones.latest.as_ref().map(|z| &z.state),
+    ) else {
         return;
     };
     let _ = writeln!(

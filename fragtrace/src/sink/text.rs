@@ -1,10 +1,13 @@
 //! Human-readable event lines: `HH:MM:SS.ffffff comm[pid] WHAT details`, stacks indented.
 use crate::{
     analysis::{
-        attribution::FailureContext, histogram::human_ns, netns::errno_name, pipeline::Record,
+        analyzer::{Finding, Found},
+        attribution::FailureContext,
+        histogram::human_ns,
+        netns::errno_name,
         stalls::Stall,
     },
-    decode::event::{AllocFail, Decoder, Task},
+    decode::event::{AllocFail, Task},
 };
 
 fn clock(t: &jiff::Timestamp) -> String {
@@ -17,53 +20,46 @@ fn head(task: &Task, what: &str) -> String {
     format!("{} {}[{}] {what}", clock(&task.time), task.comm, task.pid)
 }
 
-pub fn record(rec: &Record, frames: usize, decoder: &Decoder) -> String {
-    match rec {
-        Record::AllocFail(ev, ctx) => alloc_fail(ev, ctx, frames),
-        Record::AllocWarn {
-            task, gfp_flags, ..
-        } => head(
+/// One finding as text, `frames` stack frames at most, ending with a newline.
+pub fn finding(f: &Finding, frames: usize) -> String {
+    let task = &f.task;
+    let mut s = match &f.what {
+        Found::AllocFail { failure, context } => alloc_fail(task, failure, context, frames),
+        Found::AllocWarn { gfp } => head(
             task,
-            &format!("WARN page allocation failure printed, {gfp_flags}"),
+            &format!("WARN page allocation failure printed, {}", gfp.names),
         ),
-        Record::CompactTry { task, request } => head(
+        Found::CompactTry(r) => head(
             task,
             &format!(
                 "COMPACT-TRY order={} {} prio={}",
-                request.order,
-                decoder.gfp_names(request.gfp),
-                request.prio
+                r.order, r.gfp.names, r.priority
             ),
         ),
-        Record::Stall(Stall::Compaction {
-            task,
+        Found::Stall(Stall::Compaction {
             request,
             status,
             stall_ns,
-        }) => {
-            let status = decoder.symbols.compaction_status.name(*status as u64);
-            match request {
-                Some(r) => head(
-                    task,
-                    &format!(
-                        "COMPACT order={} {} prio={} stalled {} -> {status}",
-                        r.order,
-                        decoder.gfp_names(r.gfp),
-                        r.prio,
-                        human_ns(*stall_ns)
-                    ),
+        }) => match request {
+            Some(r) => head(
+                task,
+                &format!(
+                    "COMPACT order={} {} prio={} stalled {} -> {status}",
+                    r.order,
+                    r.gfp.names,
+                    r.priority,
+                    human_ns(*stall_ns)
                 ),
-                None => head(
-                    task,
-                    &format!(
-                        "COMPACT background pass {} -> {status}",
-                        human_ns(*stall_ns)
-                    ),
+            ),
+            None => head(
+                task,
+                &format!(
+                    "COMPACT background pass {} -> {status}",
+                    human_ns(*stall_ns)
                 ),
-            }
-        }
-        Record::Stall(Stall::Reclaim {
-            task,
+            ),
+        },
+        Found::Stall(Stall::Reclaim {
             order,
             gfp,
             stall_ns,
@@ -72,12 +68,12 @@ pub fn record(rec: &Record, frames: usize, decoder: &Decoder) -> String {
             task,
             &format!(
                 "RECLAIM order={order} {} stalled {} reclaimed {nr_reclaimed} pages",
-                decoder.gfp_names(*gfp),
+                gfp.names,
                 human_ns(*stall_ns)
             ),
         ),
-        Record::CompactRetry(r) => head(
-            &r.task,
+        Found::CompactRetry(r) => head(
+            task,
             &format!(
                 "COMPACT-RETRY order={} {} result={} retries={}/{} -> {}",
                 r.order,
@@ -88,8 +84,8 @@ pub fn record(rec: &Record, frames: usize, decoder: &Decoder) -> String {
                 if r.retry { "retry" } else { "give up" }
             ),
         ),
-        Record::Netns(n) => head(
-            &n.task,
+        Found::Netns(n) => head(
+            task,
             &format!(
                 "NETNS {} {} in {}",
                 n.op,
@@ -98,33 +94,28 @@ pub fn record(rec: &Record, frames: usize, decoder: &Decoder) -> String {
                 human_ns(n.latency_ns)
             ),
         ),
-        Record::OomKill { task, kill } => head(
+        Found::OomKill(kill) => head(
             task,
             &format!(
                 "OOM-KILL victim {}[{}]: {}",
                 kill.victim_comm, kill.victim_pid, kill.reason
             ),
         ),
-        Record::SlabCreateFail { task, cache } => {
+        Found::SlabCreateFail { cache } => {
             head(task, &format!("SLAB kmem_cache_create({cache}) failed"))
         }
-    }
+    };
+    s.push('\n');
+    s
 }
 
 /// The failure line, its verdict and attribution, then the top frames, indented.
-pub fn alloc_fail(ev: &AllocFail, ctx: &FailureContext, frames: usize) -> String {
-    let task = Task {
-        ts_ns: ev.ts_ns,
-        time: ev.time,
-        pid: ev.pid,
-        tid: ev.tid,
-        comm: ev.comm.clone(),
-    };
+fn alloc_fail(task: &Task, ev: &AllocFail, ctx: &FailureContext, frames: usize) -> String {
     let mut s = head(
-        &task,
+        task,
         &format!(
             "order={} {} {} cgroup={}",
-            ev.order, ev.gfp_flags, ev.migratetype, ev.cgroup_id
+            ev.order, ev.gfp.names, ev.migratetype, ev.cgroup_id
         ),
     );
     let mut tags = Vec::new();

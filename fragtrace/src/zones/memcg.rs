@@ -18,7 +18,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// v1 treats limits at or above this as "no limit" (PAGE_COUNTER_MAX rounded to pages).
 const V1_UNLIMITED: u64 = 1 << 62;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct MemcgUsage {
     /// The cgroup path as in /proc/PID/cgroup (`/kubepods/pod1/...`).
     pub path: String,
@@ -36,16 +36,14 @@ pub struct MemcgUsage {
     pub events_oom_kill: Option<u64>,
     /// When the kernel handler read usage and limit (`at the failure`); None when they were
     /// read from cgroupfs afterwards.
+    #[serde(skip_deserializing)]
     pub read_in_kernel: Option<&'static str>,
 }
 
 impl MemcgUsage {
-    /// Reads the memory cgroup of process `pid`.
-    pub fn for_pid(pid: u32) -> Result<Self> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .with_context(|| format!("cannot read /proc/{pid}/cgroup"))?;
-        let (version, path) = memory_cgroup_of(&text)
-            .with_context(|| format!("no memory cgroup in /proc/{pid}/cgroup"))?;
+    /// Reads the memory cgroup named in a task's `/proc/PID/cgroup` text.
+    pub fn for_proc_cgroup(text: &str) -> Result<Self> {
+        let (version, path) = memory_cgroup_of(text).context("no memory cgroup line")?;
         let dir = match version {
             1 => Path::new(CGROUP_ROOT).join("memory"),
             _ if Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() => {
@@ -420,7 +418,8 @@ mod tests {
 
     #[test]
     fn this_process() {
-        match MemcgUsage::for_pid(std::process::id()) {
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        match MemcgUsage::for_proc_cgroup(&text) {
             Ok(m) => assert!(m.usage_bytes > 0),
             Err(err) => eprintln!("skipped: no readable memory cgroup here: {err:#}"),
         }

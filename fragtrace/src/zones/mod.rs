@@ -37,7 +37,7 @@ pub fn preferred_zone(mask: u64, has_highmem: bool) -> &'static str {
 }
 
 /// One zone of one node. Page counts are in pages of [`ZoneState::page_size`] bytes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Zone {
     pub node: u32,
     pub zone: String,
@@ -84,7 +84,7 @@ impl Zone {
 }
 
 /// All populated zones of all nodes, with what is needed to judge a failure against them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct ZoneState {
     pub page_size: u64,
     /// `Page block order` from pagetypeinfo; None when unknown.

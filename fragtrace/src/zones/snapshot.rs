@@ -90,8 +90,9 @@ pub fn zone_verdict(zone: &Zone, state: &ZoneState) -> ZoneVerdict {
     }
 }
 
+/// `fragtrace snapshot --json`, and the zone state in the live summary.
 #[derive(Serialize)]
-struct SnapshotJson<'a> {
+pub struct SnapshotJson<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     page_size: u64,
@@ -101,7 +102,7 @@ struct SnapshotJson<'a> {
 }
 
 #[derive(Serialize)]
-struct ZoneJson<'a> {
+pub struct ZoneJson<'a> {
     node: u32,
     zone: &'a str,
     free_kb: Option<u64>,
@@ -119,7 +120,7 @@ struct ZoneJson<'a> {
 }
 
 impl<'a> SnapshotJson<'a> {
-    fn new(state: &'a ZoneState) -> Self {
+    pub fn new(state: &'a ZoneState) -> Self {
         let zones = state
             .zones
             .iter()

@@ -4,7 +4,7 @@
 //! number of the cgroup's directory in the unified hierarchy. [`ContainerResolver`] walks that
 //! hierarchy to map ids to paths; [`parse_cgroup_path`] reads the runtime's naming in a path.
 //! On hybrid hosts containers live in the v1 hierarchies and every task's v2 id is the root, so
-//! [`ContainerResolver::for_pid`] reads `/proc/PID/cgroup` (v2 and v1 lines) instead.
+//! [`ContainerResolver::for_task`] reads the task's `/proc/PID/cgroup` (v2 and v1 lines) instead.
 use std::{
     collections::{HashMap, HashSet},
     fs,
@@ -19,7 +19,6 @@ const MAX_CACHED_CGROUPS: usize = 65_536;
 const MIN_REWALK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a cgroup path says about the container and pod a task runs in.
-#[allow(dead_code, reason = "wired by the lead")]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerInfo {
     /// Path inside the cgroup hierarchy, e.g. `/system.slice/docker-<id>.scope`.
@@ -33,7 +32,6 @@ pub struct ContainerInfo {
 }
 
 /// Maps cgroup v2 ids to container info, caching the hierarchy walk.
-#[allow(dead_code, reason = "wired by the lead")]
 #[derive(Debug)]
 pub struct ContainerResolver {
     /// The cgroup2 mount: `None` until looked up, `Some(None)` when there is none.
@@ -54,7 +52,6 @@ struct Cgroup2Mount {
     root: String,
 }
 
-#[allow(dead_code, reason = "wired by the lead")]
 impl ContainerResolver {
     /// Cheap: finds the mount and walks the hierarchy on the first lookup.
     pub fn new() -> Self {
@@ -89,15 +86,14 @@ impl ContainerResolver {
         }
     }
 
-    /// Container info from `/proc/PID/cgroup`; see [`parse_proc_cgroup`] for which line wins.
-    pub fn for_pid(&self, pid: u32) -> Option<ContainerInfo> {
-        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        parse_proc_cgroup(&text)
-    }
-
-    /// Best info for a failing task: its v2 id first, then `/proc/PID/cgroup` when the id shows
-    /// no container (on hybrid hosts the v2 id is the root; the task may have exited by now).
-    pub fn for_task(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo> {
+    /// Best info for a failing task: its v2 id first, then its `/proc/PID/cgroup` text
+    /// (`proc_cgroup`, read only when needed) when the id shows no container (on hybrid hosts
+    /// the v2 id is the root; the task may have exited by now).
+    pub fn for_task(
+        &mut self,
+        cgroup_id: u64,
+        proc_cgroup: impl FnOnce() -> Option<String>,
+    ) -> Option<ContainerInfo> {
         let by_id = self.for_cgroup_id(cgroup_id);
         if by_id
             .as_ref()
@@ -105,7 +101,7 @@ impl ContainerResolver {
         {
             return by_id;
         }
-        match self.for_pid(pid) {
+        match proc_cgroup().as_deref().and_then(parse_proc_cgroup) {
             Some(by_pid) if by_pid.container_id.is_some() || by_pid.pod_uid.is_some() => {
                 Some(by_pid)
             }
@@ -780,9 +776,10 @@ mod tests {
         let pid = child.id();
         cgroup.child = Some(child);
         fs::write(cgroup.scope.join("cgroup.procs"), pid.to_string()).unwrap();
-        let by_pid = resolver.for_pid(pid).expect("/proc/PID/cgroup readable");
+        let proc_cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let by_pid = parse_proc_cgroup(&proc_cgroup).expect("a cgroup line");
         assert_eq!(by_pid.container_id.as_deref(), Some(ID));
-        let by_task = resolver.for_task(root_id, pid).unwrap();
+        let by_task = resolver.for_task(root_id, || Some(proc_cgroup)).unwrap();
         assert_eq!(
             by_task.container_id.as_deref(),
             Some(ID),

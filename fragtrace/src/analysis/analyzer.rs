@@ -1,0 +1,212 @@
+//! Decoded events in, findings out: pairing, filters, attribution, and the run's aggregates.
+//! The same code runs live and in `report`; only the [`Host`] that answers differs.
+use std::collections::BTreeMap;
+
+use super::{
+    attribution::{Attributor, FailureContext, OomKill},
+    filter::Filter,
+    histogram::{Latency, LatencyByOrder},
+    netns::errno_name,
+    stalls::{Stall, StallTracker},
+    stats::FailureStats,
+};
+use crate::{
+    decode::event::{
+        AllocFail, CompactRequest, CompactRetry, Event, Gfp, NetnsCreation, Task, What,
+    },
+    source::host::{Host, ZoneSample},
+};
+
+/// What the sinks show: one per event that passed the filters and is worth a line.
+#[derive(Debug)]
+pub struct Finding {
+    pub task: Task,
+    pub what: Found,
+}
+
+#[derive(Debug)]
+pub enum Found {
+    AllocFail {
+        failure: Box<AllocFail>,
+        context: Box<FailureContext>,
+    },
+    /// warn_alloc ran: the kernel printed `page allocation failure`.
+    AllocWarn {
+        gfp: Gfp,
+    },
+    /// A direct compaction attempt (`try_to_compact_pages`); its passes follow as stalls.
+    CompactTry(CompactRequest),
+    Stall(Stall),
+    CompactRetry(CompactRetry),
+    Netns(NetnsCreation),
+    OomKill(OomKill),
+    SlabCreateFail {
+        cache: String,
+    },
+}
+
+/// Aggregates for the summary.
+#[derive(Default)]
+pub struct Aggregates {
+    pub failures: FailureStats,
+    /// Direct compaction stall per pass, by requested order.
+    pub compaction_direct: LatencyByOrder,
+    /// kcompactd and proactive compaction passes.
+    pub compaction_background: Latency,
+    pub compaction_status: BTreeMap<String, u64>,
+    /// Direct compaction attempts by requested order.
+    pub compaction_attempts: BTreeMap<u32, u64>,
+    pub compact_retries: u64,
+    pub reclaim: LatencyByOrder,
+    pub reclaimed_pages: u64,
+    pub netns_latency: Latency,
+    /// Failed netns creations by `op errno`.
+    pub netns_failed: BTreeMap<String, u64>,
+    pub oom_kills: u64,
+    pub oom_fragmentation_driven: u64,
+    pub slab_failures: BTreeMap<String, u64>,
+    pub warned_failures: u64,
+    pub netns_failures: u64,
+    pub verdicts: BTreeMap<&'static str, u64>,
+}
+
+pub struct Analyzer {
+    /// Every one must match for an event to be shown.
+    pub filters: Vec<Filter>,
+    pub totals: Aggregates,
+    pub attributor: Attributor,
+    stalls: StallTracker,
+}
+
+impl Analyzer {
+    pub fn new(filters: Vec<Filter>) -> Self {
+        Self {
+            filters,
+            totals: Aggregates::default(),
+            attributor: Attributor::default(),
+            stalls: StallTracker::default(),
+        }
+    }
+
+    /// The zone state read from /proc, in stream order.
+    pub fn on_zone_sample(&mut self, sample: ZoneSample) {
+        self.attributor.zones.add(sample);
+    }
+
+    /// A record user space could not decode.
+    pub fn on_undecodable(&mut self) {
+        self.totals.failures.undecodable += 1;
+    }
+
+    /// One decoded event; `None` when it only updates state or is filtered out.
+    pub fn on_event(&mut self, event: Event, host: &mut dyn Host) -> Option<Finding> {
+        let stall = self.stalls.on(&event);
+        let Event { task, what } = event;
+        let shown = |filters: &[Filter], order| {
+            filters
+                .iter()
+                .all(|f| f.matches(task.pid, &task.comm, order))
+        };
+        let t = &mut self.totals;
+        let found = match what {
+            What::AllocFail(failure) => {
+                if !shown(&self.filters, Some(failure.order)) {
+                    return None;
+                }
+                let context = self.attributor.failure(&task, &failure, host);
+                t.failures.record(&task, &failure);
+                t.warned_failures += failure.warned as u64;
+                t.netns_failures += context.netns as u64;
+                *t.verdicts.entry(context.verdict.kind.as_str()).or_default() += 1;
+                Found::AllocFail {
+                    failure,
+                    context: Box::new(context),
+                }
+            }
+            What::CompactTry(request) => {
+                if !shown(&self.filters, Some(request.order)) {
+                    return None;
+                }
+                *t.compaction_attempts.entry(request.order).or_default() += 1;
+                Found::CompactTry(request)
+            }
+            What::CompactBegin | What::ReclaimBegin { .. } => return None,
+            What::CompactEnd { .. } | What::ReclaimEnd { .. } => {
+                let stall = stall?;
+                if !shown(&self.filters, stall.order()) {
+                    return None;
+                }
+                match &stall {
+                    Stall::Compaction {
+                        request,
+                        status,
+                        stall_ns,
+                    } => {
+                        *t.compaction_status.entry(status.clone()).or_default() += 1;
+                        match request {
+                            Some(r) => t.compaction_direct.record(r.order, *stall_ns),
+                            None => t.compaction_background.record(*stall_ns),
+                        }
+                    }
+                    Stall::Reclaim {
+                        order,
+                        stall_ns,
+                        nr_reclaimed,
+                        ..
+                    } => {
+                        t.reclaim.record(*order, *stall_ns);
+                        t.reclaimed_pages += nr_reclaimed;
+                    }
+                }
+                Found::Stall(stall)
+            }
+            What::CompactRetry(retry) => {
+                if !shown(&self.filters, Some(retry.order)) {
+                    return None;
+                }
+                t.compact_retries += 1;
+                Found::CompactRetry(retry)
+            }
+            What::Netns(creation) => {
+                if !shown(&self.filters, None) {
+                    return None;
+                }
+                match creation.errno {
+                    None => t.netns_latency.record(creation.latency_ns),
+                    Some(e) => {
+                        let key = format!("{} {}", creation.op, errno_name(e));
+                        *t.netns_failed.entry(key).or_default() += 1;
+                    }
+                }
+                Found::Netns(creation)
+            }
+            What::AllocWarn { gfp } => {
+                if !shown(&self.filters, None) {
+                    return None;
+                }
+                Found::AllocWarn { gfp }
+            }
+            // Always shown: an OOM kill matters whoever it hit.
+            What::OomVictim(oom) => {
+                let kill = self.attributor.oom_kill(
+                    oom.victim_pid,
+                    task.pid,
+                    &oom.invoker_memcg,
+                    &oom.zones,
+                    host,
+                );
+                t.oom_kills += 1;
+                t.oom_fragmentation_driven += kill.fragmentation_driven as u64;
+                Found::OomKill(kill)
+            }
+            What::SlabCreateFail { cache } => {
+                if !shown(&self.filters, None) {
+                    return None;
+                }
+                *t.slab_failures.entry(cache.clone()).or_default() += 1;
+                Found::SlabCreateFail { cache }
+            }
+        };
+        Some(Finding { task, what: found })
+    }
+}

@@ -1,0 +1,112 @@
+//! `fragtrace report FILE`: a recording through the same decode and analysis as the live run,
+//! on any machine, without root or eBPF. A recording cut short is reported up to the cut.
+use std::{io, process::ExitCode};
+
+use anyhow::Result;
+
+use crate::{
+    analysis::{analyzer::Analyzer, filter::Filter},
+    cli::ReportArgs,
+    decode::{event::Decoder, kallsyms::Kallsyms},
+    hooks::counters::CounterValues,
+    pipeline::{Pipeline, TracerHealth},
+    sink::{EventLines, LineFormat, summary::Summary},
+    source::{
+        host::RecordedHost,
+        recording::{Frame, Recording, Trailer},
+    },
+};
+
+/// How many records are analysed before their lines are handed to the writer.
+const BATCH: usize = 256;
+
+pub fn run(args: ReportArgs) -> Result<ExitCode> {
+    let mut recording = Recording::open(&args.file)?;
+    let header = recording.header.clone();
+    let (decoder, _) = Decoder::new(&header.tables, Kallsyms::default());
+    let format = if args.show.json {
+        LineFormat::Json
+    } else {
+        LineFormat::Text {
+            frames: args.show.frames,
+        }
+    };
+    let mut pipeline = Pipeline {
+        decoder,
+        analyzer: Analyzer::new(vec![header.filter.clone(), Filter::from_args(&args.filter)]),
+        host: RecordedHost::default(),
+        lines: Some(EventLines::stdout(format)?),
+        recorder: None,
+    };
+    let mut counters: Option<(u64, CounterValues)> = None;
+    let mut trailer: Option<Trailer> = None;
+    let mut in_batch = 0;
+    while let Some(frame) = recording.next_frame() {
+        match frame {
+            Frame::Raw(bytes) => {
+                pipeline.raw(&bytes);
+                in_batch += 1;
+                if in_batch == BATCH {
+                    pipeline.end_batch();
+                    in_batch = 0;
+                }
+            }
+            Frame::Zones(z) => pipeline.zone_sample(z),
+            Frame::Fact(f) => pipeline.host.learn(f),
+            Frame::Symbol(s) => {
+                pipeline
+                    .decoder
+                    .kallsyms
+                    .insert(s.addr, &s.name, s.module.as_deref())
+            }
+            Frame::Counters(c) => counters = Some((c.at_ns, c.counters)),
+            Frame::Trailer(t) => {
+                trailer = Some(t);
+                break;
+            }
+        }
+        if pipeline.output_failed() {
+            break;
+        }
+    }
+    pipeline.end_batch();
+    // Without a trailer the run's end is unknown: the last counters recorded stand for it.
+    let cut = trailer.is_none().then(|| {
+        recording
+            .cut
+            .clone()
+            .unwrap_or_else(|| "the recording ends without its trailer".into())
+    });
+    let (duration_s, counters, health) = match trailer {
+        Some(t) => (t.duration_s, t.counters, t.health),
+        None => {
+            let (at, c) = counters.unwrap_or_default();
+            let secs = at.saturating_sub(header.started_ns) as f64 / 1e9;
+            (secs, c, TracerHealth::default())
+        }
+    };
+    let lines = pipeline.lines.take().expect("set above");
+    let summary = Summary {
+        duration_s,
+        counters: &counters,
+        totals: &pipeline.analyzer.totals,
+        zones: &pipeline.analyzer.attributor.zones,
+        migratetypes: &pipeline.decoder.migratetypes,
+        hooks: &header.hooks,
+        top: args.show.top,
+        health: &health,
+        cut: cut.as_deref(),
+    }
+    .render(lines.format());
+    if let Some(cut) = &cut {
+        eprintln!(
+            "fragtrace: {} is incomplete ({cut}): reported up to there",
+            args.file.display()
+        );
+    }
+    match lines.finish(&summary) {
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

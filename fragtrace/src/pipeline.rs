@@ -1,0 +1,123 @@
+//! One pipeline for every mode: source -> decode -> analysis -> sinks. The live tracer, `record`
+//! and `report` differ only in where records and host answers come from, and where findings go.
+use fragtrace_common::{AllocFailEvent, EventHeader, EventKind, read_record, zone_snapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    analysis::{analyzer::Analyzer, histogram::LatencySummary},
+    decode::event::Decoder,
+    sink::{EventLines, recording::Recorder},
+    source::host::{Host, ZoneSample},
+};
+
+/// A failure judged on /proc is judged on a read at most this old (or taken after it).
+pub const ZONE_STATE_FRESH_NS: u64 = 100_000_000;
+
+pub struct Pipeline<H: Host> {
+    pub decoder: Decoder,
+    pub analyzer: Analyzer,
+    pub host: H,
+    pub lines: Option<EventLines>,
+    pub recorder: Option<Recorder>,
+}
+
+impl<H: Host> Pipeline<H> {
+    /// One raw record: decoded, analysed, shown, recorded.
+    pub fn raw(&mut self, bytes: &[u8]) {
+        match self.decoder.decode(bytes) {
+            Ok(event) => {
+                if let Some(finding) = self.analyzer.on_event(event, &mut self.host)
+                    && let Some(lines) = &mut self.lines
+                {
+                    lines.finding(&finding);
+                }
+            }
+            Err(_) => self.analyzer.on_undecodable(),
+        }
+        if let Some(r) = &mut self.recorder {
+            // The host's answers first: replay learns them before the record that needs them.
+            r.facts(self.host.take_facts());
+            r.raw(bytes, &self.decoder.kallsyms);
+        }
+    }
+
+    /// The zone state read from /proc, in stream order.
+    pub fn zone_sample(&mut self, sample: ZoneSample) {
+        if let Some(r) = &mut self.recorder {
+            r.zone_sample(&sample);
+        }
+        self.analyzer.on_zone_sample(sample);
+    }
+
+    /// Hands what a batch of records produced to the sinks' writer threads.
+    pub fn end_batch(&mut self) {
+        if let Some(lines) = &mut self.lines {
+            lines.end_batch();
+        }
+        if let Some(r) = &mut self.recorder {
+            r.end_batch();
+        }
+    }
+
+    /// An output failed (a closed pipe, a full disk): the run ends.
+    pub fn output_failed(&self) -> bool {
+        self.lines.as_ref().is_some_and(EventLines::failed)
+            || self.recorder.as_ref().is_some_and(Recorder::failed)
+    }
+
+    /// Whether a batch holds an event that /proc must be read for before it is judged: a
+    /// failure whose zones the kernel did not read, or an OOM kill, newer than the latest read.
+    pub fn needs_zone_sample<'a>(&self, records: impl Iterator<Item = &'a [u8]>) -> bool {
+        let newest = records
+            .filter_map(|bytes| {
+                let header = read_record::<EventHeader>(bytes)?;
+                let unread = match EventKind::from_u32(header.kind)? {
+                    EventKind::AllocFail => read_record::<AllocFailEvent>(bytes)
+                        .is_some_and(|f| f.zones.flags & zone_snapshot::VALID == 0),
+                    EventKind::OomVictim => true,
+                    _ => false,
+                };
+                unread.then_some(header.ts_ns)
+            })
+            .max();
+        newest.is_some_and(|ts| {
+            !self
+                .analyzer
+                .attributor
+                .zones
+                .covers(ts, ZONE_STATE_FRESH_NS)
+        })
+    }
+}
+
+/// What fragtrace did to itself during a run: what it lost, how late its output was, how it
+/// protected itself. A recording keeps the live run's figures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TracerHealth {
+    /// Records copied out of the kernel's ring buffer.
+    pub records_drained: u64,
+    /// Records shed after the ring buffer because analysis was behind.
+    pub drain_shed: u64,
+    /// Events whose lines were shed because standard output was too slow.
+    pub output_shed: u64,
+    /// Events whose records were shed because the recording's disk was too slow.
+    pub recording_shed: u64,
+    /// From an event's kernel time to its line being written out.
+    pub output_lag: Option<LatencySummary>,
+    /// The OOM score adjustment in force, and why it is not the one asked for.
+    pub oom_score_adj: Option<i32>,
+    pub oom_score_adj_error: Option<String>,
+    /// Memory locked (mlockall), or why not.
+    pub memory_locked: bool,
+    pub memory_lock_error: Option<String>,
+    /// Resident set at the end and at its peak, in kB.
+    pub rss_kb: Option<u64>,
+    pub peak_rss_kb: Option<u64>,
+}
+
+impl TracerHealth {
+    /// Everything lost after the kernel's buffer.
+    pub fn shed(&self) -> u64 {
+        self.drain_shed + self.output_shed + self.recording_shed
+    }
+}

@@ -1,0 +1,284 @@
+//! What the host tells about a task beyond its record: its cgroups, container, memory cgroup
+//! and name, and the zone state in /proc. Live, these are read from /proc and cgroupfs, and each
+//! answer can be kept as a [`Fact`] for a recording; in `report`, the recorded facts answer.
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::container::{ContainerInfo, ContainerResolver, parse_cgroup_path};
+use crate::{
+    decode::event::MonotonicClock,
+    zones::{
+        ZoneState,
+        memcg::{MemcgNames, MemcgUsage},
+    },
+};
+
+/// The questions analysis asks about the host.
+pub trait Host {
+    /// The memory cgroup directory with this kernfs inode: (cgroup version, path).
+    fn memcg_name(&mut self, ino: u64) -> Option<(u8, String)>;
+    /// The text of `/proc/PID/cgroup`.
+    fn proc_cgroup(&mut self, pid: u32) -> Option<String>;
+    /// The memory cgroup of `pid` as cgroupfs shows it now.
+    fn memcg_usage(&mut self, pid: u32) -> Option<MemcgUsage>;
+    /// The container of a task with this cgroup v2 id.
+    fn container(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo>;
+    /// The name of a process (`/proc/PID/comm`).
+    fn comm(&mut self, pid: u32) -> Option<String>;
+    /// The answers given since the last call that a recording does not have yet.
+    fn take_facts(&mut self) -> Vec<Fact> {
+        Vec::new()
+    }
+}
+
+/// One answer of the host, as a recording keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "fact", rename_all = "snake_case")]
+pub enum Fact {
+    MemcgName {
+        ino: u64,
+        name: Option<(u8, String)>,
+    },
+    ProcCgroup {
+        pid: u32,
+        text: Option<String>,
+    },
+    MemcgUsage {
+        pid: u32,
+        usage: Option<MemcgUsage>,
+    },
+    Container {
+        cgroup_id: u64,
+        pid: u32,
+        /// The cgroup path the container is read from.
+        cgroup_path: Option<String>,
+    },
+    Comm {
+        pid: u32,
+        comm: Option<String>,
+    },
+}
+
+/// The zone state read from /proc, and when (CLOCK_MONOTONIC ns).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ZoneSample {
+    pub at_ns: u64,
+    pub state: ZoneState,
+}
+
+impl ZoneSample {
+    /// Reads /proc now.
+    pub fn read() -> Option<Self> {
+        let state = ZoneState::read().ok()?;
+        Some(Self {
+            at_ns: MonotonicClock::monotonic_now_ns(),
+            state,
+        })
+    }
+}
+
+/// Facts noted more than this many times between two recordings are forgotten and noted again.
+const MAX_NOTED: usize = 65_536;
+
+/// This machine: /proc and cgroupfs, read as questions come.
+#[derive(Default)]
+pub struct LiveHost {
+    containers: ContainerResolver,
+    memcg_names: MemcgNames,
+    /// Answers not yet taken by the recording, when one is made.
+    journal: Option<Journal>,
+}
+
+#[derive(Default)]
+struct Journal {
+    new: Vec<Fact>,
+    /// The answers already recorded, so that a repeated one is not written again.
+    recorded: std::collections::HashSet<Fact>,
+}
+
+impl LiveHost {
+    /// Keeps every answer for [`Self::take_facts`].
+    pub fn recording() -> Self {
+        Self {
+            journal: Some(Journal::default()),
+            ..Self::default()
+        }
+    }
+
+    fn note(&mut self, fact: Fact) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        if journal.recorded.len() >= MAX_NOTED {
+            journal.recorded.clear();
+        }
+        if journal.recorded.insert(fact.clone()) {
+            journal.new.push(fact);
+        }
+    }
+}
+
+impl Host for LiveHost {
+    fn memcg_name(&mut self, ino: u64) -> Option<(u8, String)> {
+        let name = self.memcg_names.name(ino);
+        self.note(Fact::MemcgName {
+            ino,
+            name: name.clone(),
+        });
+        name
+    }
+
+    fn proc_cgroup(&mut self, pid: u32) -> Option<String> {
+        let text = read_proc_cgroup(pid);
+        self.note(Fact::ProcCgroup {
+            pid,
+            text: text.clone(),
+        });
+        text
+    }
+
+    fn memcg_usage(&mut self, pid: u32) -> Option<MemcgUsage> {
+        let usage = read_proc_cgroup(pid).and_then(|t| MemcgUsage::for_proc_cgroup(&t).ok());
+        self.note(Fact::MemcgUsage {
+            pid,
+            usage: usage.clone(),
+        });
+        usage
+    }
+
+    fn container(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo> {
+        let info = self
+            .containers
+            .for_task(cgroup_id, || read_proc_cgroup(pid));
+        self.note(Fact::Container {
+            cgroup_id,
+            pid,
+            cgroup_path: info.as_ref().map(|i| i.cgroup_path.clone()),
+        });
+        info
+    }
+
+    fn comm(&mut self, pid: u32) -> Option<String> {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|s| s.trim_end().to_string());
+        self.note(Fact::Comm {
+            pid,
+            comm: comm.clone(),
+        });
+        comm
+    }
+
+    fn take_facts(&mut self) -> Vec<Fact> {
+        self.journal
+            .as_mut()
+            .map(|j| std::mem::take(&mut j.new))
+            .unwrap_or_default()
+    }
+}
+
+/// The one reader of `/proc/PID/cgroup`.
+fn read_proc_cgroup(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+}
+
+/// The host as a recording saw it: the answers it recorded, the latest one for each question.
+#[derive(Default)]
+pub struct RecordedHost {
+    memcg_names: HashMap<u64, Option<(u8, String)>>,
+    proc_cgroups: HashMap<u32, Option<String>>,
+    memcg_usages: HashMap<u32, Option<MemcgUsage>>,
+    containers: HashMap<(u64, u32), Option<String>>,
+    comms: HashMap<u32, Option<String>>,
+}
+
+impl RecordedHost {
+    pub fn learn(&mut self, fact: Fact) {
+        match fact {
+            Fact::MemcgName { ino, name } => {
+                self.memcg_names.insert(ino, name);
+            }
+            Fact::ProcCgroup { pid, text } => {
+                self.proc_cgroups.insert(pid, text);
+            }
+            Fact::MemcgUsage { pid, usage } => {
+                self.memcg_usages.insert(pid, usage);
+            }
+            Fact::Container {
+                cgroup_id,
+                pid,
+                cgroup_path,
+            } => {
+                self.containers.insert((cgroup_id, pid), cgroup_path);
+            }
+            Fact::Comm { pid, comm } => {
+                self.comms.insert(pid, comm);
+            }
+        }
+    }
+}
+
+impl Host for RecordedHost {
+    fn memcg_name(&mut self, ino: u64) -> Option<(u8, String)> {
+        self.memcg_names.get(&ino).cloned().flatten()
+    }
+
+    fn proc_cgroup(&mut self, pid: u32) -> Option<String> {
+        self.proc_cgroups.get(&pid).cloned().flatten()
+    }
+
+    fn memcg_usage(&mut self, pid: u32) -> Option<MemcgUsage> {
+        self.memcg_usages.get(&pid).cloned().flatten()
+    }
+
+    fn container(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo> {
+        let path = self.containers.get(&(cgroup_id, pid)).cloned().flatten()?;
+        Some(parse_cgroup_path(&path))
+    }
+
+    fn comm(&mut self, pid: u32) -> Option<String> {
+        self.comms.get(&pid).cloned().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the live host answered and recorded, the recorded host answers the same.
+    #[test]
+    fn recorded_answers_replay() {
+        let mut live = LiveHost::recording();
+        let me = std::process::id();
+        let answers = (
+            live.proc_cgroup(me),
+            live.comm(me),
+            live.container(0, me),
+            live.memcg_name(0),
+        );
+        // Asked again: the same answers are not recorded twice.
+        live.comm(me);
+        let facts = live.take_facts();
+        assert_eq!(facts.len(), 4, "{facts:?}");
+        assert!(live.take_facts().is_empty());
+        let mut replay = RecordedHost::default();
+        for f in facts {
+            // Through JSON, as a recording stores them.
+            let f: Fact = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+            replay.learn(f);
+        }
+        assert_eq!(
+            (
+                replay.proc_cgroup(me),
+                replay.comm(me),
+                replay.container(0, me),
+                replay.memcg_name(0),
+            ),
+            answers
+        );
+        assert!(answers.1.is_some(), "this process has a name");
+        // A question the recording never saw has no answer.
+        assert_eq!(replay.comm(me + 1), None);
+    }
+}
