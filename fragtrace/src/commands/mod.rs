@@ -1,4 +1,5 @@
 //! One module per subcommand.
+mod live;
 mod probes;
 mod report;
 mod trace;
@@ -13,9 +14,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         None => trace::run(cli.trace, None),
         Some(Command::Trace(args)) => trace::run(args, None),
-        Some(Command::Record(args)) => {
-            trace::run(args.trace, Some(trace::Record { path: &args.output }))
-        }
+        Some(Command::Record(args)) => trace::run(args.trace, Some(&args.output)),
         Some(Command::Report(args)) => report::run(args),
         Some(Command::Probes(args)) => probes::run(args),
         Some(Command::Snapshot(args)) => crate::zones::snapshot::run(args),

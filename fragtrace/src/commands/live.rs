@@ -1,0 +1,360 @@
+//! A live session, shared by the tracer, `record` and the daemon: attach the hooks, start the
+//! ring buffer's drain thread, run each batch through the pipeline, and at the end gather the
+//! kernel's counters and fragtrace's own health. Each command adds its sinks and its loop.
+use std::{
+    path::Path,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    analysis::{analyzer::Analyzer, filter::Filter},
+    cli::TraceArgs,
+    decode::{
+        event::{Decoder, KernelTables, MonotonicClock},
+        kallsyms::Kallsyms,
+        tracefs,
+    },
+    error::{ExitStatus, fatal},
+    hooks::{
+        catalog,
+        counters::{CounterValues, Counters},
+        loader::{self, HookStatus, Mode},
+        preflight,
+    },
+    pipeline::{Pipeline, TracerHealth},
+    sink::{json::HookJson, recording::Recorder, status},
+    source::{
+        host::{LiveHost, ZoneSample},
+        recording::{self, CounterSnapshot, Header},
+        ringbuf::{Batches, Drain, RawBatch},
+    },
+    survival,
+};
+
+/// How often the zone state is read from /proc besides when failures need it, and the
+/// kernel's counters are recorded.
+pub const ZONE_SAMPLE_PERIOD: Duration = Duration::from_secs(10);
+
+pub struct Live {
+    pub pipeline: Pipeline<LiveHost>,
+    pub batches: Batches,
+    pub counters: Counters,
+    pub hooks: Vec<HookJson>,
+    pub hook_status: Vec<HookStatus>,
+    pub health: TracerHealth,
+    pub started: Instant,
+    drain: Drain,
+    /// Kept alive: dropping it detaches every program.
+    _loaded: loader::Loaded,
+    _bpf_log: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Live {
+    /// Protects the process, attaches every hook it can (naming those it cannot, once), and
+    /// starts draining. `record` adds a recording sink. Call from inside a tokio runtime.
+    pub fn attach(args: &TraceArgs, record: Option<&Path>) -> Result<Self> {
+        preflight::require_privileges()?;
+        let mut health = TracerHealth::default();
+        // Out of the OOM killer's choice before the memory-hungry load, so that an incident
+        // already under way cannot end the tracer during start-up.
+        match survival::set_oom_score_adj(args.oom_score_adj) {
+            Ok(()) => health.oom_score_adj = Some(args.oom_score_adj),
+            Err(e) => {
+                warn(&format!("{e}: the OOM killer may choose fragtrace"));
+                health.oom_score_adj_error = Some(e);
+            }
+        }
+        let tracefs = tracefs::locate(args.tracefs.as_deref())?;
+        let mode = match args.force_method.as_deref() {
+            Some(kind) => Mode::Only(kind),
+            None => Mode::FirstWorking,
+        };
+        let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
+            warn(&format!("stacks shown as addresses: {e:#}"));
+            Kallsyms::default()
+        });
+        let opted_in: &[catalog::OptIn] = if args.netns_syscalls {
+            &[catalog::NETNS_SYSCALLS]
+        } else {
+            &[]
+        };
+        let mut loaded = loader::load(&tracefs, mode, opted_in, &kallsyms)?;
+        loaded.require_any_attached()?;
+        report_hooks(&loaded.hooks);
+        let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
+        let page_alloc_format = loaded
+            .page_alloc_format
+            .as_ref()
+            .ok()
+            .map(|f| f.print_fmt.clone());
+        let tables = KernelTables::read(&tracefs, page_alloc_format);
+        let (decoder, gfp_error) = Decoder::new(&tables, kallsyms);
+        if let Some(e) = gfp_error {
+            warn(&format!("gfp flags shown as hex: {e}"));
+        }
+        let bpf_log = start_bpf_logger(&mut loaded.ebpf);
+        let counters = Counters::new(loaded.take_map("COUNTERS")?)?;
+        let (drain, batches) = Drain::start(loaded.take_map("EVENTS")?)?;
+
+        let filter = Filter::from_args(&args.filter);
+        let first_zones = ZoneSample::read();
+        let recorder = match record {
+            Some(path) => Some(Recorder::create(
+                path,
+                &recording_header(&tables, &hooks, &filter, first_zones.as_ref()),
+            )?),
+            None => None,
+        };
+        let mut pipeline = Pipeline {
+            decoder,
+            analyzer: Analyzer::new(vec![filter]),
+            host: if record.is_some() {
+                LiveHost::recording()
+            } else {
+                LiveHost::default()
+            },
+            lines: None,
+            recorder,
+        };
+        if let Some(z) = first_zones {
+            pipeline.zone_sample(z);
+        }
+        // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed): give
+        // those pages back before the rest is locked in memory.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
+        match survival::lock_memory() {
+            Ok(()) => health.memory_locked = true,
+            Err(e) => {
+                warn(&format!("{e}: memory pressure may stall fragtrace"));
+                health.memory_lock_error = Some(e);
+            }
+        }
+        Ok(Self {
+            pipeline,
+            batches,
+            counters,
+            hooks,
+            hook_status: loaded.hooks.clone(),
+            health,
+            started: Instant::now(),
+            drain,
+            _loaded: loaded,
+            _bpf_log: bpf_log,
+        })
+    }
+
+    /// One batch from the drain thread: /proc read first if its failures need it, then every
+    /// record through the pipeline, then the sinks get the batch's output.
+    pub fn on_batch(&mut self, batch: RawBatch) {
+        if self.pipeline.needs_zone_sample(batch.records())
+            && let Some(z) = ZoneSample::read()
+        {
+            self.pipeline.zone_sample(z);
+        }
+        for record in batch.records() {
+            self.pipeline.raw(record);
+        }
+        self.pipeline.end_batch();
+        self.batches.recycle(batch);
+    }
+
+    /// The periodic /proc read, and the kernel's counters for the recording.
+    pub fn on_zone_tick(&mut self) {
+        if let Some(z) = ZoneSample::read() {
+            self.pipeline.zone_sample(z);
+        }
+        if let (Some(r), Ok(c)) = (&mut self.pipeline.recorder, self.counters.read()) {
+            r.counters(CounterSnapshot {
+                at_ns: MonotonicClock::monotonic_now_ns(),
+                counters: c,
+            });
+        }
+        self.pipeline.end_batch();
+    }
+
+    /// Stops draining, analyses whatever the kernel had already queued, and gathers the
+    /// final counters and fragtrace's own health.
+    pub async fn finish(&mut self) -> Result<CounterValues> {
+        self.drain.stop();
+        while let Some(batch) = self.batches.rx.recv().await {
+            self.on_batch(batch);
+        }
+        status::clear();
+        let counters = self.counters.read()?;
+        if let Some(z) = ZoneSample::read() {
+            self.pipeline.zone_sample(z);
+        }
+        self.pipeline.end_batch();
+        let h = &mut self.health;
+        h.records_drained = self.drain.stats.records.load(Ordering::Relaxed);
+        h.drain_shed = self.drain.stats.shed.load(Ordering::Relaxed);
+        if let Some(lines) = &self.pipeline.lines {
+            h.output_shed = lines.stats().shed_events.load(Ordering::Relaxed);
+            h.output_lag = lines.stats().lag.lock().ok().and_then(|l| l.summary());
+        }
+        h.recording_shed = self
+            .pipeline
+            .recorder
+            .as_ref()
+            .map_or(0, Recorder::shed_events);
+        (h.rss_kb, h.peak_rss_kb) = survival::rss_kb();
+        Ok(counters)
+    }
+
+    /// "19/22 hooks attached", for the status line.
+    pub fn attached_summary(&self) -> String {
+        attached_summary(&self.hook_status)
+    }
+}
+
+/// Validates `--duration`: positive, finite, below 1e9 s.
+pub fn check_duration(duration: Option<f64>) -> Result<()> {
+    match duration {
+        Some(d) if !(d.is_finite() && d > 0.0 && d < 1e9) => Err(fatal(
+            ExitStatus::Usage,
+            "--duration needs a positive number of seconds (below 1e9)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// What `report` needs to know about this machine and run.
+fn recording_header(
+    tables: &KernelTables,
+    hooks: &[HookJson],
+    filter: &Filter,
+    zones: Option<&ZoneSample>,
+) -> Header {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    Header {
+        format_version: recording::VERSION,
+        fragtrace_version: env!("CARGO_PKG_VERSION").into(),
+        kernel_release: read("/proc/sys/kernel/osrelease"),
+        hostname: read("/proc/sys/kernel/hostname"),
+        boot_id: read("/proc/sys/kernel/random/boot_id"),
+        started: jiff::Timestamp::now().to_string(),
+        started_ns: MonotonicClock::monotonic_now_ns(),
+        page_size: zones.map_or_else(crate::zones::page_size, |z| z.state.page_size),
+        tables: tables.clone(),
+        hooks: hooks.to_vec(),
+        filter: filter.clone(),
+    }
+}
+
+/// One line per hook that fell back or is unavailable (with the kernel's reasons), the page
+/// allocator hook's method, what is lost without netns windows, and a count.
+fn report_hooks(hooks: &[HookStatus]) {
+    for h in hooks.iter().filter(|h| h.requested) {
+        let failed: Vec<String> = h
+            .attempts
+            .iter()
+            .filter_map(|a| {
+                a.error
+                    .as_ref()
+                    .map(|e| format!("{}: {e}", a.method.label()))
+            })
+            .collect();
+        match h.attached() {
+            Some(m) if h.hook.name == catalog::PAGE_ALLOC.name || !failed.is_empty() => {
+                let note = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", failed.join("; "))
+                };
+                eprintln!(
+                    "fragtrace: {} attached via {}{note}",
+                    h.hook.name,
+                    m.label()
+                );
+            }
+            Some(_) => {}
+            None => eprintln!(
+                "fragtrace: {} unavailable on this kernel ({})",
+                h.hook.name,
+                failed.join("; ")
+            ),
+        }
+    }
+    let windows =
+        |f: fn(&HookStatus) -> bool| hooks.iter().any(|h| h.hook.opt_in.is_some() && f(h));
+    let copy_net_ns = hooks
+        .iter()
+        .any(|h| h.hook.name == catalog::COPY_NET_NS.name && h.attached().is_some());
+    if !copy_net_ns && !windows(|h| h.attached().is_some()) {
+        let hint = if windows(|h| !h.requested) {
+            format!(
+                "; {} times them at a cost ({})",
+                catalog::NETNS_SYSCALLS.option,
+                catalog::NETNS_SYSCALLS.cost
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "fragtrace: netns creation latency and errors unavailable: copy_net_ns cannot be \
+             hooked here; failures are still tagged netns from their stacks{hint}"
+        );
+    }
+    eprintln!("fragtrace: {}", attached_summary(hooks));
+}
+
+fn attached_summary(hooks: &[HookStatus]) -> String {
+    let attached = hooks.iter().filter(|h| h.attached().is_some()).count();
+    let requested = hooks.iter().filter(|h| h.requested).count();
+    let left_out = hooks.len() - requested;
+    if left_out == 0 {
+        format!("{attached}/{requested} hooks attached")
+    } else {
+        format!("{attached}/{requested} hooks attached ({left_out} opt-in left out)")
+    }
+}
+
+pub fn warn(msg: &str) {
+    status::clear();
+    eprintln!("fragtrace: warning: {msg}");
+}
+
+/// Forwards the eBPF programs' aya-log messages to stderr. Optional: tracing works without it.
+fn start_bpf_logger(ebpf: &mut aya::Ebpf) -> Option<tokio::task::JoinHandle<()>> {
+    struct Stderr;
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            status::clear();
+            eprintln!("fragtrace: bpf {}: {}", record.level(), record.args());
+        }
+        fn flush(&self) {}
+    }
+    let logger = aya_log::EbpfLogger::init_with_logger(ebpf, Stderr).ok()?;
+    // SAFETY: the AsyncFd owns the logger and its ring buffer fd.
+    let mut fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }
+    .ok()?;
+    Some(tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
