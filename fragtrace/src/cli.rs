@@ -1,5 +1,5 @@
 //! Command-line interface.
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -30,7 +30,8 @@ pub enum Command {
     /// machine. Prints what the tracer prints.
     Record(RecordArgs),
     /// Replay a recording: the same event lines, JSON objects and summary the live run gave.
-    /// No root, no eBPF.
+    /// A directory is a daemon's flight recorder, replayed oldest segment first. No root, no
+    /// eBPF.
     Report(ReportArgs),
     /// List every hook fragtrace knows and how it attaches on this kernel, or why it cannot.
     Probes(ProbesArgs),
@@ -38,6 +39,9 @@ pub enum Command {
     Snapshot(crate::zones::snapshot::SnapshotArgs),
     /// Diagnose page allocation failures in a kernel log (dmesg, journal, syslog). No root needed.
     AnalyzeLog(crate::offline::AnalyzeLogArgs),
+    /// Run always on: the tracer's hooks and analysis, served as Prometheus metrics on
+    /// --listen (/metrics, /healthz), with optional event lines and a flight recorder.
+    Daemon(DaemonArgs),
 }
 
 /// Which events are shown (and counted in the summary's lists), live and in `report`.
@@ -112,7 +116,9 @@ pub struct RecordArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
-    /// A recording made by `fragtrace record`.
+    /// A recording made by `fragtrace record`, or the directory of `fragtrace daemon
+    /// --flight-recorder`.
+    #[arg(value_name = "FILE|DIR")]
     pub file: PathBuf,
     #[command(flatten)]
     pub show: ShowArgs,
@@ -126,4 +132,107 @@ pub struct ProbesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Where to serve /metrics and /healthz over HTTP. Nothing there changes fragtrace, but
+    /// anyone who reaches it can read the metrics: keep it on loopback or the pod's own IP.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
+    pub listen: SocketAddr,
+    /// Event lines: `json` prints one JSON object per event on stdout (docs/json.md); any other
+    /// value is a FILE they are appended to (created with mode 0600; SIGHUP reopens it, for
+    /// logrotate). None by default.
+    #[arg(long, value_name = "json|FILE")]
+    pub events: Option<String>,
+    /// Keep a rotating recording of the last events in DIR (files of mode 0600, created if
+    /// missing), for `fragtrace report DIR` after an alert.
+    #[arg(long, value_name = "DIR")]
+    pub flight_recorder: Option<PathBuf>,
+    /// What the flight recorder keeps on disk at most, e.g. 64MiB, 512KiB, 1GiB (at least 1MiB).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB",
+          value_parser = parse_size)]
+    pub flight_recorder_size: u64,
+    /// Count and show only these events (allocation counters read from the kernel count all).
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Stop after SECS seconds (for tests and benchmarks; the daemon otherwise runs until
+    /// SIGTERM or SIGINT).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// As for the tracer: time netns creations with the syscall tracepoints (costly, see
+    /// `fragtrace --help`).
+    #[arg(long)]
+    pub netns_syscalls: bool,
+    /// As for the tracer: fragtrace's own OOM score adjustment (-1000..1000).
+    #[arg(long, value_name = "N", default_value_t = crate::survival::DEFAULT_OOM_SCORE_ADJ,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub oom_score_adj: i32,
+    #[arg(long, value_name = "METHOD", hide = true, value_parser = ["tp_btf", "raw_tp", "tracepoint"])]
+    pub force_method: Option<String>,
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub tracefs: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// The live session's settings: the tracer's, with no terminal output of its own.
+    pub fn session(&self) -> TraceArgs {
+        TraceArgs {
+            show: ShowArgs {
+                json: true,
+                frames: 8,
+                top: 5,
+            },
+            filter: self.filter.clone(),
+            duration: self.duration,
+            no_status: true,
+            netns_syscalls: self.netns_syscalls,
+            oom_score_adj: self.oom_score_adj,
+            force_method: self.force_method.clone(),
+            tracefs: self.tracefs.clone(),
+        }
+    }
+}
+
+/// `64MiB`, `512KiB`, `1GiB`, `64M`, or plain bytes; at least 1 MiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("unknown unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    let bytes = number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("`{text}` is below the 1MiB minimum"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2048KiB"), Ok(2 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("1048575").is_err());
+        assert!(parse_size("64 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999GiB").is_err());
+        assert!(parse_size("-1MiB").is_err());
+    }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     analysis::{analyzer::Analyzer, histogram::LatencySummary},
     decode::event::Decoder,
-    sink::{EventLines, recording::Recorder},
+    sink::{EventLines, metrics::Metrics, recording::Recorder},
     source::host::{Host, ZoneSample},
 };
 
@@ -19,6 +19,8 @@ pub struct Pipeline<H: Host> {
     pub host: H,
     pub lines: Option<EventLines>,
     pub recorder: Option<Recorder>,
+    /// The daemon's Prometheus metrics.
+    pub metrics: Option<Metrics>,
 }
 
 impl<H: Host> Pipeline<H> {
@@ -26,10 +28,16 @@ impl<H: Host> Pipeline<H> {
     pub fn raw(&mut self, bytes: &[u8]) {
         match self.decoder.decode(bytes) {
             Ok(event) => {
-                if let Some(finding) = self.analyzer.on_event(event, &mut self.host)
-                    && let Some(lines) = &mut self.lines
-                {
-                    lines.finding(&finding);
+                if let Some(m) = &mut self.metrics {
+                    m.event(&event.what);
+                }
+                if let Some(finding) = self.analyzer.on_event(event, &mut self.host) {
+                    if let Some(lines) = &mut self.lines {
+                        lines.finding(&finding);
+                    }
+                    if let Some(m) = &mut self.metrics {
+                        m.finding(&finding);
+                    }
                 }
             }
             Err(_) => self.analyzer.on_undecodable(),
@@ -120,4 +128,15 @@ impl TracerHealth {
     pub fn shed(&self) -> u64 {
         self.drain_shed + self.output_shed + self.recording_shed
     }
+}
+
+/// Events lost after the ring buffer, by where they were shed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shed {
+    /// Records the drain thread shed because analysis was behind.
+    pub analysis: u64,
+    /// Events whose lines were shed because their output was too slow.
+    pub event_lines: u64,
+    /// Events whose records the recording (or flight recorder) shed.
+    pub recording: u64,
 }

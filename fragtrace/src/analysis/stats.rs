@@ -3,6 +3,10 @@ use std::collections::HashMap;
 
 use crate::decode::event::{AllocFail, Task};
 
+/// Distinct tasks and stacks counted for the top lists. Beyond, new ones are not tracked, so
+/// that a daemon running for months keeps bounded memory (the failures are still counted).
+const MAX_TRACKED: usize = 10_000;
+
 #[derive(Debug, Default)]
 pub struct FailureStats {
     /// Failures shown (after filters).
@@ -16,11 +20,8 @@ pub struct FailureStats {
 impl FailureStats {
     pub fn record(&mut self, task: &Task, failure: &AllocFail) {
         self.shown += 1;
-        *self
-            .by_task
-            .entry((task.comm.clone(), task.pid))
-            .or_default() += 1;
-        *self.by_stack.entry(failure.stack.clone()).or_default() += 1;
+        count(&mut self.by_task, (task.comm.clone(), task.pid));
+        count(&mut self.by_stack, failure.stack.clone());
     }
 
     /// The `n` tasks with most failures: ((comm, pid), count), most first.
@@ -31,6 +32,14 @@ impl FailureStats {
     /// The `n` most frequent failing stacks, most first.
     pub fn top_stacks(&self, n: usize) -> Vec<(&Vec<String>, u64)> {
         top(&self.by_stack, n)
+    }
+}
+
+fn count<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K) {
+    if let Some(n) = map.get_mut(&key) {
+        *n += 1;
+    } else if map.len() < MAX_TRACKED {
+        map.insert(key, 1);
     }
 }
 
@@ -74,5 +83,18 @@ mod tests {
         let stacks = s.top_stacks(5);
         assert_eq!(stacks[0].1, 3);
         assert_eq!(stacks[1], (&vec!["y".to_string()], 2));
+    }
+
+    /// However many tasks fail, the lists stay bounded; tasks already tracked keep counting.
+    #[test]
+    fn tracking_is_bounded() {
+        let mut s = FailureStats::default();
+        for pid in 0..MAX_TRACKED as u32 + 50 {
+            record(&mut s, "t", pid, &["x"]);
+        }
+        record(&mut s, "t", 0, &["x"]);
+        assert_eq!(s.by_task.len(), MAX_TRACKED);
+        assert_eq!(s.shown, MAX_TRACKED as u64 + 51);
+        assert_eq!(s.top_tasks(1)[0], (&("t".to_string(), 0), 2));
     }
 }

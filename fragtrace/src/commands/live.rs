@@ -24,11 +24,11 @@ use crate::{
         loader::{self, HookStatus, Mode},
         preflight,
     },
-    pipeline::{Pipeline, TracerHealth},
+    pipeline::{Pipeline, Shed, TracerHealth},
     sink::{json::HookJson, recording::Recorder, status},
     source::{
         host::{LiveHost, ZoneSample},
-        recording::{self, CounterSnapshot, Header},
+        recording::{self, CounterSnapshot, Header, Trailer},
         ringbuf::{Batches, Drain, RawBatch},
     },
     survival,
@@ -46,6 +46,13 @@ pub struct Live {
     pub hook_status: Vec<HookStatus>,
     pub health: TracerHealth,
     pub started: Instant,
+    /// What a recording's header needs.
+    tables: KernelTables,
+    filter: Filter,
+    /// When the current recording (or flight-recorder segment) began.
+    recording_started: Instant,
+    /// Events shed by recordings already ended.
+    ended_recordings_shed: u64,
     drain: Drain,
     /// Kept alive: dropping it detaches every program.
     _loaded: loader::Loaded,
@@ -100,26 +107,15 @@ impl Live {
         let (drain, batches) = Drain::start(loaded.take_map("EVENTS")?)?;
 
         let filter = Filter::from_args(&args.filter);
-        let first_zones = ZoneSample::read();
-        let recorder = match record {
-            Some(path) => Some(Recorder::create(
-                path,
-                &recording_header(&tables, &hooks, &filter, first_zones.as_ref()),
-            )?),
-            None => None,
-        };
         let mut pipeline = Pipeline {
             decoder,
-            analyzer: Analyzer::new(vec![filter]),
-            host: if record.is_some() {
-                LiveHost::recording()
-            } else {
-                LiveHost::default()
-            },
+            analyzer: Analyzer::new(vec![filter.clone()]),
+            host: LiveHost::default(),
             lines: None,
-            recorder,
+            recorder: None,
+            metrics: None,
         };
-        if let Some(z) = first_zones {
+        if let Some(z) = ZoneSample::read() {
             pipeline.zone_sample(z);
         }
         // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed): give
@@ -133,7 +129,7 @@ impl Live {
                 health.memory_lock_error = Some(e);
             }
         }
-        Ok(Self {
+        let mut live = Self {
             pipeline,
             batches,
             counters,
@@ -141,10 +137,72 @@ impl Live {
             hook_status: loaded.hooks.clone(),
             health,
             started: Instant::now(),
+            tables,
+            filter,
+            recording_started: Instant::now(),
+            ended_recordings_shed: 0,
             drain,
             _loaded: loaded,
             _bpf_log: bpf_log,
+        };
+        if let Some(path) = record {
+            live.begin_recording(path)?;
+        }
+        Ok(live)
+    }
+
+    /// Starts recording to `path` (mode 0600): the header, the latest zone state, then
+    /// everything analysis reads. A recording already under way must be ended first.
+    pub fn begin_recording(&mut self, path: &Path) -> Result<()> {
+        let zones = self.pipeline.analyzer.attributor.zones.latest.clone();
+        let header = recording_header(&self.tables, &self.hooks, &self.filter, zones.as_ref());
+        let mut recorder = Recorder::create(path, &header)?;
+        if let Some(z) = &zones {
+            recorder.zone_sample(z);
+        }
+        self.pipeline.host.set_journal(true);
+        self.pipeline.recorder = Some(recorder);
+        self.recording_started = Instant::now();
+        Ok(())
+    }
+
+    /// Ends the current recording, if any, with its trailer: the kernel's `counters` now and
+    /// fragtrace's health. The first write error, if any.
+    pub fn end_recording(&mut self, counters: CounterValues) -> Option<std::io::Error> {
+        let recorder = self.pipeline.recorder.take()?;
+        self.pipeline.host.set_journal(false);
+        self.ended_recordings_shed += recorder.shed_events();
+        let mut health = self.health.clone();
+        health.recording_shed = self.ended_recordings_shed;
+        recorder.finish(Trailer {
+            ended_ns: MonotonicClock::monotonic_now_ns(),
+            duration_s: self.recording_started.elapsed().as_secs_f64(),
+            counters,
+            health,
         })
+    }
+
+    /// Records, lines and events shed so far after the ring buffer, by where.
+    pub fn shed_now(&self) -> Shed {
+        Shed {
+            analysis: self.drain.stats.shed.load(Ordering::Relaxed),
+            event_lines: self
+                .pipeline
+                .lines
+                .as_ref()
+                .map_or(0, |l| l.stats().shed_events.load(Ordering::Relaxed)),
+            recording: self.ended_recordings_shed
+                + self
+                    .pipeline
+                    .recorder
+                    .as_ref()
+                    .map_or(0, Recorder::shed_events),
+        }
+    }
+
+    /// The drain thread's latest pass (CLOCK_MONOTONIC ns): it passes at least every 50 ms.
+    pub fn drain_heartbeat_ns(&self) -> u64 {
+        self.drain.stats.heartbeat_ns.load(Ordering::Relaxed)
     }
 
     /// One batch from the drain thread: /proc read first if its failures need it, then every
@@ -196,11 +254,12 @@ impl Live {
             h.output_shed = lines.stats().shed_events.load(Ordering::Relaxed);
             h.output_lag = lines.stats().lag.lock().ok().and_then(|l| l.summary());
         }
-        h.recording_shed = self
-            .pipeline
-            .recorder
-            .as_ref()
-            .map_or(0, Recorder::shed_events);
+        h.recording_shed = self.ended_recordings_shed
+            + self
+                .pipeline
+                .recorder
+                .as_ref()
+                .map_or(0, Recorder::shed_events);
         (h.rss_kb, h.peak_rss_kb) = survival::rss_kb();
         Ok(counters)
     }

@@ -1,4 +1,5 @@
 //! One module per subcommand.
+mod daemon;
 mod live;
 mod probes;
 mod report;
@@ -19,5 +20,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Probes(args)) => probes::run(args),
         Some(Command::Snapshot(args)) => crate::zones::snapshot::run(args),
         Some(Command::AnalyzeLog(args)) => crate::offline::run(args),
+        Some(Command::Daemon(args)) => daemon::run(args),
     }
 }

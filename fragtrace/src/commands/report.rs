@@ -1,6 +1,8 @@
-//! `fragtrace report FILE`: a recording through the same decode and analysis as the live run,
-//! on any machine, without root or eBPF. A recording cut short is reported up to the cut.
-use std::{io, process::ExitCode};
+//! `fragtrace report FILE|DIR`: a recording through the same decode and analysis as the live
+//! run, on any machine, without root or eBPF. A recording cut short is reported up to the cut.
+//! A directory is a daemon's flight recorder: its segments are replayed oldest first, through
+//! one analysis, as if they were one recording.
+use std::{io, path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 
@@ -8,12 +10,13 @@ use crate::{
     analysis::{analyzer::Analyzer, filter::Filter},
     cli::ReportArgs,
     decode::{event::Decoder, kallsyms::Kallsyms},
+    error::{ExitStatus, fatal},
     hooks::counters::CounterValues,
     pipeline::{Pipeline, TracerHealth},
     sink::{EventLines, LineFormat, summary::Summary},
     source::{
         host::RecordedHost,
-        recording::{Frame, Recording, Trailer},
+        recording::{self, Frame, Recording, Trailer},
     },
 };
 
@@ -21,9 +24,9 @@ use crate::{
 const BATCH: usize = 256;
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let mut recording = Recording::open(&args.file)?;
+    let files = recordings(&args)?;
+    let mut recording = Recording::open(&files[0])?;
     let header = recording.header.clone();
-    let (decoder, _) = Decoder::new(&header.tables, Kallsyms::default());
     let format = if args.show.json {
         LineFormat::Json
     } else {
@@ -32,14 +35,112 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         }
     };
     let mut pipeline = Pipeline {
-        decoder,
+        decoder: Decoder::new(&header.tables, Kallsyms::default()).0,
         analyzer: Analyzer::new(vec![header.filter.clone(), Filter::from_args(&args.filter)]),
         host: RecordedHost::default(),
         lines: Some(EventLines::stdout(format)?),
         recorder: None,
+        metrics: None,
     };
-    let mut counters: Option<(u64, CounterValues)> = None;
-    let mut trailer: Option<Trailer> = None;
+    let mut end = End::default();
+    let mut duration_s = 0.0;
+    for (i, path) in files.iter().enumerate() {
+        if i > 0 {
+            recording = match Recording::open(path) {
+                Ok(r) => r,
+                // The daemon may have deleted its oldest segment meanwhile, or it is cut.
+                Err(e) => {
+                    eprintln!("fragtrace: {}: skipped: {e:#}", path.display());
+                    continue;
+                }
+            };
+            // Each segment carries its own symbols and tables (a restart may sit between).
+            pipeline.decoder = Decoder::new(&recording.header.tables, Kallsyms::default()).0;
+        }
+        end = replay(&mut recording, &mut pipeline);
+        duration_s += end.duration_s(recording.header.started_ns);
+        let last = i + 1 == files.len();
+        if !last && let Some(cut) = &end.cut {
+            eprintln!(
+                "fragtrace: {} is incomplete ({cut}): reported up to there",
+                path.display()
+            );
+        }
+        if pipeline.output_failed() {
+            break;
+        }
+    }
+    pipeline.end_batch();
+    let (counters, health) = match end.trailer {
+        Some(t) => (t.counters, t.health),
+        None => (end.counters.unwrap_or_default().1, TracerHealth::default()),
+    };
+    let lines = pipeline.lines.take().expect("set above");
+    let summary = Summary {
+        duration_s,
+        counters: &counters,
+        totals: &pipeline.analyzer.totals,
+        zones: &pipeline.analyzer.attributor.zones,
+        migratetypes: &pipeline.decoder.migratetypes,
+        hooks: &header.hooks,
+        top: args.show.top,
+        health: &health,
+        cut: end.cut.as_deref(),
+    }
+    .render(lines.format());
+    if let Some(cut) = &end.cut {
+        eprintln!(
+            "fragtrace: {} is incomplete ({cut}): reported up to there",
+            files.last().expect("one at least").display()
+        );
+    }
+    match lines.finish(&summary) {
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The file, or a flight recorder directory's segments oldest first.
+fn recordings(args: &ReportArgs) -> Result<Vec<PathBuf>> {
+    if !args.file.is_dir() {
+        return Ok(vec![args.file.clone()]);
+    }
+    let name = args.file.display();
+    let segments = recording::segments(&args.file)
+        .map_err(|e| fatal(ExitStatus::BadInput, format!("cannot list {name}: {e}")))?;
+    if segments.is_empty() {
+        return Err(fatal(
+            ExitStatus::BadInput,
+            format!("{name} holds no flight-recorder segments (fragtrace-*.rec)"),
+        ));
+    }
+    Ok(segments.into_iter().map(|(_, path)| path).collect())
+}
+
+/// How one recording ended.
+#[derive(Default)]
+struct End {
+    trailer: Option<Trailer>,
+    /// The last counters recorded (CLOCK_MONOTONIC ns, values).
+    counters: Option<(u64, CounterValues)>,
+    cut: Option<String>,
+}
+
+impl End {
+    /// The time the recording covers; without a trailer, up to its last counters.
+    fn duration_s(&self, started_ns: u64) -> f64 {
+        match (&self.trailer, &self.counters) {
+            (Some(t), _) => t.duration_s,
+            (None, Some((at, _))) => at.saturating_sub(started_ns) as f64 / 1e9,
+            (None, None) => 0.0,
+        }
+    }
+}
+
+/// Every frame of `recording` through the pipeline, up to its trailer or its cut.
+fn replay(recording: &mut Recording, pipeline: &mut Pipeline<RecordedHost>) -> End {
+    let mut end = End::default();
     let mut in_batch = 0;
     while let Some(frame) = recording.next_frame() {
         match frame {
@@ -59,9 +160,9 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
                     .kallsyms
                     .insert(s.addr, &s.name, s.module.as_deref())
             }
-            Frame::Counters(c) => counters = Some((c.at_ns, c.counters)),
+            Frame::Counters(c) => end.counters = Some((c.at_ns, c.counters)),
             Frame::Trailer(t) => {
-                trailer = Some(t);
+                end.trailer = Some(t);
                 break;
             }
         }
@@ -71,42 +172,13 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     }
     pipeline.end_batch();
     // Without a trailer the run's end is unknown: the last counters recorded stand for it.
-    let cut = trailer.is_none().then(|| {
-        recording
-            .cut
-            .clone()
-            .unwrap_or_else(|| "the recording ends without its trailer".into())
-    });
-    let (duration_s, counters, health) = match trailer {
-        Some(t) => (t.duration_s, t.counters, t.health),
-        None => {
-            let (at, c) = counters.unwrap_or_default();
-            let secs = at.saturating_sub(header.started_ns) as f64 / 1e9;
-            (secs, c, TracerHealth::default())
-        }
-    };
-    let lines = pipeline.lines.take().expect("set above");
-    let summary = Summary {
-        duration_s,
-        counters: &counters,
-        totals: &pipeline.analyzer.totals,
-        zones: &pipeline.analyzer.attributor.zones,
-        migratetypes: &pipeline.decoder.migratetypes,
-        hooks: &header.hooks,
-        top: args.show.top,
-        health: &health,
-        cut: cut.as_deref(),
-    }
-    .render(lines.format());
-    if let Some(cut) = &cut {
-        eprintln!(
-            "fragtrace: {} is incomplete ({cut}): reported up to there",
-            args.file.display()
+    if end.trailer.is_none() {
+        end.cut = Some(
+            recording
+                .cut
+                .clone()
+                .unwrap_or_else(|| "the recording ends without its trailer".into()),
         );
     }
-    match lines.finish(&summary) {
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    end
 }

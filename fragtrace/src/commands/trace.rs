@@ -11,11 +11,9 @@ use tokio::{
 use super::live::{self, Live, ZONE_SAMPLE_PERIOD};
 use crate::{
     cli::TraceArgs,
-    decode::event::MonotonicClock,
     error::{ExitStatus, fatal},
     hooks::counters::CounterValues,
     sink::{EventLines, LineFormat, status, summary::Summary},
-    source::recording::Trailer,
 };
 
 pub fn run(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
@@ -92,14 +90,7 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
         cut: None,
     }
     .render(lines.format());
-    let recording_error = live.pipeline.recorder.take().and_then(|r| {
-        r.finish(Trailer {
-            ended_ns: MonotonicClock::monotonic_now_ns(),
-            duration_s,
-            counters: counters.clone(),
-            health: live.health.clone(),
-        })
-    });
+    let recording_error = live.end_recording(counters.clone());
     let output_error = lines.finish(&summary);
     if let (Some(e), Some(path)) = (recording_error, record) {
         return Err(fatal(

@@ -1,14 +1,22 @@
 //! Where findings go: event lines (text or JSON) on standard output, the recording, the status
 //! line and the summary. Each output is written by a thread of its own (`writer`), so a slow
 //! reader or disk never holds up analysis or the ring buffer's drain.
+pub mod flight_recorder;
+pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod recording;
 pub mod status;
 pub mod summary;
 pub mod text;
 pub mod writer;
 
-use std::io::{self, Write};
+use std::{
+    fs::OpenOptions,
+    io::{self, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
 
 use writer::{Chunk, Flush, Output, Writer};
 
@@ -59,6 +67,30 @@ impl EventLines {
             writer: Writer::spawn(
                 "fragtrace-out",
                 Box::new(Stdout(io::stdout())),
+                QUEUED_CHUNKS,
+                Flush::WhenIdle,
+            )?,
+            pending: Chunk::default(),
+        })
+    }
+
+    /// Event lines appended to `path` (created with mode 0600), for the daemon's `--events
+    /// FILE`. Reopening after logrotate moved the file is closing these and calling again.
+    pub fn file(path: &Path, format: LineFormat) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        // A file that was there keeps its mode through O_CREAT: event lines name tasks and
+        // containers, so they are for root only.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            format,
+            writer: Writer::spawn(
+                "fragtrace-events",
+                Box::new(file),
                 QUEUED_CHUNKS,
                 Flush::WhenIdle,
             )?,

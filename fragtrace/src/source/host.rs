@@ -106,6 +106,13 @@ impl LiveHost {
         }
     }
 
+    /// Keeps every answer from now on for a new recording (`true`), including those an
+    /// earlier recording already has, so that each flight-recorder segment stands alone; or
+    /// stops keeping them (`false`) when no recording takes them.
+    pub fn set_journal(&mut self, on: bool) {
+        self.journal = on.then(Journal::default);
+    }
+
     fn note(&mut self, fact: Fact) {
         let Some(journal) = &mut self.journal else {
             return;

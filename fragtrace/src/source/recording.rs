@@ -40,6 +40,36 @@ mod tag {
     pub const TRAILER: u8 = 7;
 }
 
+/// A flight recorder's directory holds recordings named `fragtrace-<sequence>.rec`, the
+/// sequence counting up across restarts of the daemon.
+pub fn segment_name(sequence: u64) -> String {
+    format!("fragtrace-{sequence:012}.rec")
+}
+
+/// The sequence number of a flight-recorder segment's file name.
+pub fn segment_sequence(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("fragtrace-")?.strip_suffix(".rec")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The flight-recorder segments in `dir`, oldest first, with their sequence numbers. Other
+/// files are left out.
+pub fn segments(dir: &Path) -> io::Result<Vec<(u64, std::path::PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(seq) = entry.file_name().to_str().and_then(segment_sequence)
+            && entry.file_type()?.is_file()
+        {
+            found.push((seq, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Frames longer than this are corrupt (the largest record is under 2 KiB; a zone state with
 /// many nodes a few hundred KiB).
 const MAX_FRAME: u32 = 64 << 20;

@@ -81,6 +81,8 @@ pub struct DrainStats {
     pub shed: AtomicU64,
     /// Passes that found records.
     pub wakeups: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the thread's latest pass (at least every 50 ms while it runs).
+    pub heartbeat_ns: AtomicU64,
 }
 
 /// The consumer's end: batches arrive here, and go back to the drain thread when read.
@@ -179,6 +181,10 @@ impl Worker {
     fn run(mut self) {
         let fd = self.ring.as_raw_fd();
         while !self.stop.load(Ordering::Acquire) {
+            self.out.stats.heartbeat_ns.store(
+                crate::decode::event::MonotonicClock::monotonic_now_ns(),
+                Ordering::Relaxed,
+            );
             wait_readable(fd, POLL_MS);
             drain_once(&mut self.ring, &self.out, false);
         }

@@ -225,18 +225,16 @@ impl MemcgNames {
             (2, Path::new(CGROUP_ROOT).join("unified"))
         };
         let mut stack = vec![root.clone()];
-        let mut seen = 0;
+        let mut found = HashMap::new();
         while let Some(dir) = stack.pop() {
-            seen += 1;
-            if seen > MAX_SCANNED_DIRS {
+            if found.len() >= MAX_SCANNED_DIRS {
                 break;
             }
             let Ok(meta) = std::fs::metadata(&dir) else {
                 continue;
             };
             let rel = dir.strip_prefix(&root).unwrap_or(&dir);
-            self.by_ino
-                .insert(meta.ino(), (version, format!("/{}", rel.display())));
+            found.insert(meta.ino(), (version, format!("/{}", rel.display())));
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
@@ -246,6 +244,14 @@ impl MemcgNames {
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                     .map(|e| e.path()),
             );
+        }
+        // Cgroups removed since earlier scans stay named (their tasks' failures may still be
+        // in flight), until they outnumber the live ones: then only the live ones are kept, so
+        // that a long-running daemon on a node with pod churn keeps bounded memory.
+        if self.by_ino.len() > 2 * found.len() + 1024 {
+            self.by_ino = found;
+        } else {
+            self.by_ino.extend(found);
         }
     }
 }

@@ -1,0 +1,272 @@
+//! `fragtrace daemon`: the live session (commands/live.rs) left running, with the metrics sink
+//! served over HTTP, and optionally event lines (`--events`) and a flight recorder. One loop
+//! owns everything: batches from the drain thread, the zone tick, scrapes, signals. SIGTERM and
+//! SIGINT end it; SIGHUP reopens the event file.
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    time::MissedTickBehavior,
+};
+
+use super::live::{self, Live, ZONE_SAMPLE_PERIOD, warn};
+use crate::{
+    cli::DaemonArgs,
+    decode::event::MonotonicClock,
+    error::{ExitStatus, fatal},
+    sink::{
+        EventLines, LineFormat,
+        flight_recorder::FlightRecorder,
+        http::{self, Health},
+        metrics::{Metrics, Scrape},
+    },
+};
+
+/// A flight recorder that failed to write is tried again after this long.
+const RECORDER_RETRY: Duration = Duration::from_secs(60);
+
+/// Where `--events` sends the event lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum EventsTo {
+    Stdout,
+    File(PathBuf),
+}
+
+impl EventsTo {
+    fn from_arg(arg: Option<&str>) -> Option<Self> {
+        arg.map(|a| match a {
+            "json" | "-" => Self::Stdout,
+            path => Self::File(path.into()),
+        })
+    }
+
+    fn open(&self) -> Result<EventLines> {
+        match self {
+            Self::Stdout => {
+                EventLines::stdout(LineFormat::Json).context("cannot start the output thread")
+            }
+            Self::File(path) => EventLines::file(path, LineFormat::Json).map_err(|e| {
+                fatal(
+                    ExitStatus::Failure,
+                    format!("cannot open {}: {e}", path.display()),
+                )
+            }),
+        }
+    }
+}
+
+pub fn run(args: DaemonArgs) -> Result<ExitCode> {
+    live::check_duration(args.duration)?;
+    live::runtime()?.block_on(daemon(args))
+}
+
+async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
+    // Handlers first: a signal that arrives once the hooks are announced must end the run cleanly.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    // Listening before attaching: a taken port fails fast, before any eBPF is loaded.
+    let listener = bind(args.listen)?;
+    let health = Arc::new(Health::default());
+    let (scrape_tx, mut scrapes) = mpsc::channel(4);
+    let server = tokio::spawn(http::serve(listener, health.clone(), scrape_tx));
+
+    let mut live = Live::attach(&args.session(), None)?;
+    let events_to = EventsTo::from_arg(args.events.as_deref());
+    if let Some(to) = &events_to {
+        live.pipeline.lines = Some(to.open()?);
+    }
+    live.pipeline.metrics = Some(Metrics::new(
+        &live.hooks,
+        live.pipeline.decoder.migratetypes.names(),
+    ));
+    let mut flight = match &args.flight_recorder {
+        Some(dir) => {
+            let mut fr = FlightRecorder::open(dir, args.flight_recorder_size)?;
+            live.begin_recording(&fr.next_segment())?;
+            Some(fr)
+        }
+        None => None,
+    };
+    let attached = live
+        .hook_status
+        .iter()
+        .filter(|h| h.attached().is_some())
+        .count();
+    health.attached(attached, live.attached_summary());
+    health.beat(live.drain_heartbeat_ns());
+    eprintln!(
+        "fragtrace: daemon serving http://{}/metrics and /healthz",
+        args.listen
+    );
+
+    let deadline = tokio::time::sleep(
+        args.duration
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+    );
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut zone_tick = tokio::time::interval(ZONE_SAMPLE_PERIOD);
+    zone_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    zone_tick.reset();
+    let mut outputs = Outputs::default();
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = sighup.recv() => {
+                if let Some(to @ EventsTo::File(_)) = &events_to {
+                    outputs.reopen_events(&mut live, to);
+                }
+            }
+            _ = &mut deadline => break,
+            _ = tick.tick() => {
+                if let Some(fr) = &mut flight {
+                    outputs.rotate_if_due(&mut live, fr);
+                }
+            }
+            _ = zone_tick.tick() => live.on_zone_tick(),
+            Some(reply) = scrapes.recv() => {
+                let _ = reply.send(render(&live, flight.as_ref(), &outputs));
+            }
+            batch = live.batches.rx.recv() => match batch {
+                Some(batch) => live.on_batch(batch),
+                // The drain thread ended: it cannot, short of a crash there.
+                None => break,
+            },
+        }
+        health.beat(live.drain_heartbeat_ns());
+        outputs.check(&mut live);
+    }
+    server.abort();
+    let counters = live.finish().await?;
+    if let Some(e) = live.end_recording(counters) {
+        warn(&format!("flight recorder: {e}"));
+    }
+    if let Some(lines) = live.pipeline.lines.take()
+        && let Some(e) = lines.finish("")
+        && !outputs.events_failure_told
+    {
+        warn(&format!("event lines: {e}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| fatal(ExitStatus::Failure, format!("cannot listen on {addr}: {e}")))?;
+    tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| fatal(ExitStatus::Failure, format!("cannot listen on {addr}: {e}")))
+}
+
+/// The state of the daemon's outputs beyond the metrics: what failed, what was shed by event
+/// outputs closed since.
+#[derive(Default)]
+struct Outputs {
+    /// Lines shed by event outputs closed by a SIGHUP.
+    events_shed_before: u64,
+    events_failure_told: bool,
+    /// When the flight recorder failed, to try again later.
+    recorder_failed_at: Option<Instant>,
+}
+
+impl Outputs {
+    /// Closes the event file (after what is queued) and opens it again at its path: logrotate
+    /// has moved it away.
+    fn reopen_events(&mut self, live: &mut Live, to: &EventsTo) {
+        if let Some(old) = live.pipeline.lines.take() {
+            self.events_shed_before += old
+                .stats()
+                .shed_events
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(e) = old.finish("") {
+                warn(&format!("event lines: {e}"));
+            }
+        }
+        match to.open() {
+            Ok(lines) => {
+                live.pipeline.lines = Some(lines);
+                self.events_failure_told = false;
+            }
+            Err(e) => warn(&format!("{e:#}; event lines stop until the next SIGHUP")),
+        }
+    }
+
+    /// Closes a full flight-recorder segment and starts the next; retries a failed recorder.
+    fn rotate_if_due(&mut self, live: &mut Live, fr: &mut FlightRecorder) {
+        let due = match self.recorder_failed_at {
+            Some(at) => at.elapsed() >= RECORDER_RETRY,
+            None => fr.is_full(),
+        };
+        if !due {
+            return;
+        }
+        if let Some(e) = live.end_recording(live.counters.read().unwrap_or_default()) {
+            warn(&format!("flight recorder: {e}"));
+        }
+        match live.begin_recording(&fr.next_segment()) {
+            Ok(()) => self.recorder_failed_at = None,
+            Err(e) => {
+                warn(&format!(
+                    "flight recorder: {e:#}; trying again in {}s",
+                    RECORDER_RETRY.as_secs()
+                ));
+                self.recorder_failed_at = Some(Instant::now());
+            }
+        }
+    }
+
+    /// An output that failed is named once; the metrics go on without it.
+    fn check(&mut self, live: &mut Live) {
+        if !self.events_failure_told
+            && let Some(lines) = &live.pipeline.lines
+            && lines.failed()
+        {
+            self.events_failure_told = true;
+            let e = lines.stats().take_error();
+            warn(&format!(
+                "event lines stopped ({}); the metrics go on",
+                e.map_or("write failed".into(), |e| e.to_string())
+            ));
+        }
+        if live.pipeline.recorder.as_ref().is_some_and(|r| r.failed()) {
+            let e = live.end_recording(live.counters.read().unwrap_or_default());
+            warn(&format!(
+                "flight recorder stopped ({}); trying again in {}s",
+                e.map_or("write failed".into(), |e| e.to_string()),
+                RECORDER_RETRY.as_secs()
+            ));
+            self.recorder_failed_at = Some(Instant::now());
+        }
+    }
+}
+
+/// The exposition text with every scrape-time figure read now.
+fn render(live: &Live, flight: Option<&FlightRecorder>, outputs: &Outputs) -> String {
+    let Some(metrics) = &live.pipeline.metrics else {
+        return String::new();
+    };
+    let mut shed = live.shed_now();
+    shed.event_lines += outputs.events_shed_before;
+    metrics.render(Scrape {
+        counters: live.counters.read().ok(),
+        zones: live.pipeline.analyzer.attributor.zones.latest.clone(),
+        now_ns: MonotonicClock::monotonic_now_ns(),
+        shed,
+        undecodable: live.pipeline.analyzer.totals.failures.undecodable,
+        memory_locked: live.health.memory_locked,
+        oom_score_adj: live.health.oom_score_adj,
+        flight_recorder_bytes: flight.map(FlightRecorder::bytes),
+    })
+}
