@@ -79,23 +79,24 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     let (scrape_tx, mut scrapes) = mpsc::channel(4);
     let server = tokio::spawn(http::serve(listener, health.clone(), scrape_tx));
 
-    let mut live = Live::attach(&args.session(), None)?;
+    // Outputs next, for the same reason: a bad path fails before any eBPF is loaded.
     let events_to = EventsTo::from_arg(args.events.as_deref());
-    if let Some(to) = &events_to {
-        live.pipeline.lines = Some(to.open()?);
-    }
+    let lines = events_to.as_ref().map(EventsTo::open).transpose()?;
+    let mut flight = args
+        .flight_recorder
+        .as_deref()
+        .map(|dir| FlightRecorder::open(dir, args.flight_recorder_size))
+        .transpose()?;
+
+    let mut live = Live::attach(&args.session(), None)?;
+    live.pipeline.lines = lines;
     live.pipeline.metrics = Some(Metrics::new(
         &live.hooks,
         live.pipeline.decoder.migratetypes.names(),
     ));
-    let mut flight = match &args.flight_recorder {
-        Some(dir) => {
-            let mut fr = FlightRecorder::open(dir, args.flight_recorder_size)?;
-            live.begin_recording(&fr.next_segment())?;
-            Some(fr)
-        }
-        None => None,
-    };
+    if let Some(fr) = &mut flight {
+        live.begin_recording(&fr.next_segment())?;
+    }
     let attached = live
         .hook_status
         .iter()

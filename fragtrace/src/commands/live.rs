@@ -79,10 +79,20 @@ impl Live {
             Some(kind) => Mode::Only(kind),
             None => Mode::FirstWorking,
         };
-        let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
-            warn(&format!("stacks shown as addresses: {e:#}"));
-            Kallsyms::default()
-        });
+        let kallsyms = match Kallsyms::load() {
+            Ok(k) if k.is_empty() => {
+                warn(
+                    "stacks shown as addresses: /proc/kallsyms hides kernel addresses from \
+                     fragtrace (kernel.kptr_restrict; reading them needs CAP_SYSLOG)",
+                );
+                k
+            }
+            Ok(k) => k,
+            Err(e) => {
+                warn(&format!("stacks shown as addresses: {e:#}"));
+                Kallsyms::default()
+            }
+        };
         let opted_in: &[catalog::OptIn] = if args.netns_syscalls {
             &[catalog::NETNS_SYSCALLS]
         } else {
