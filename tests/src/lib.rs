@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod daemon;
+
 /// The fragtrace binary under test: $FRAGTRACE_BIN (set by `cargo xtask test`), else the
 /// release build in this workspace.
 pub fn fragtrace_bin() -> PathBuf {

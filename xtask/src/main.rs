@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | run | test | vmtest | fuzz | bench | lint`.
 mod bench;
 mod fuzz;
+mod image;
 mod setup;
 mod util;
 mod vmtest;
@@ -47,6 +48,8 @@ enum Task {
     Bench(bench::Options),
     /// cargo fmt --check and clippy for user space and, on its own, the eBPF crate.
     Lint,
+    /// Build the daemon's OCI image FROM scratch with buildah (the binary and its libraries).
+    Image(image::Options),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +91,10 @@ fn try_main() -> Result<()> {
             bench::run_bench(&opts)
         }
         Task::Lint => lint(),
+        Task::Image(opts) => {
+            setup::run()?;
+            image::run_image(&opts)
+        }
     }
 }
 
@@ -107,7 +114,9 @@ fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
         "--exclude",
         "fragtrace-tests",
     ]))?;
-    // Root integration tests: real programs on this kernel, one at a time.
+    // Root integration tests: real programs on this kernel, one at a time. The container
+    // tests run the images built here.
+    let images = test_images()?;
     run(cargo()
         .args([
             "test",
@@ -117,7 +126,8 @@ fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
             "--",
             "--test-threads=1",
         ])
-        .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace")))?;
+        .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace"))
+        .envs(images))?;
     if !no_fuzz {
         fuzz::run(&fuzz::Options::short())?;
     }
@@ -126,6 +136,27 @@ fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
     }
     eprintln!("xtask test: all stages passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// The daemon's image and the memory-cgroup workload's, for the container tests, as the
+/// environment that names them.
+fn test_images() -> Result<Vec<(&'static str, String)>> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "fragtrace-tests",
+        "--bins",
+    ]))?;
+    let release = root_dir().join("target/release");
+    let daemon = "localhost/fragtrace:test";
+    let workload = "localhost/fragtrace-pipe-pressure:test";
+    image::build(&release.join("fragtrace"), daemon, &["daemon"])?;
+    image::build(&release.join("pipe-pressure"), workload, &[])?;
+    Ok(vec![
+        ("FRAGTRACE_IMAGE", daemon.into()),
+        ("FRAGTRACE_WORKLOAD_IMAGE", workload.into()),
+    ])
 }
 
 fn lint() -> Result<()> {

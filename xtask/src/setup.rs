@@ -15,7 +15,14 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // The daemon's tests: a real Prometheus and promtool, and podman/buildah/runc for the image.
+    "prometheus",
+    "podman",
+    "buildah",
+    "runc",
 ];
+/// From PyPI: the daemon's Kubernetes manifests are validated against the API's schemas.
+const PIP_PACKAGES: &[&str] = &["kubernetes-validate"];
 const BPF_LINKER_VERSION: &str = "0.13";
 
 pub fn run() -> Result<()> {
@@ -24,6 +31,7 @@ pub fn run() -> Result<()> {
     ensure_rust_src()?;
     ensure_cargo_fuzz()?;
     ensure_apt_packages()?;
+    ensure_pip_packages()?;
     ensure_bpf_linker()?;
     crate::vmtest::ensure_kernels()?;
     eprintln!("xtask setup: ready in {:.1?}", started.elapsed());
@@ -126,4 +134,22 @@ fn ensure_bpf_linker() -> Result<()> {
         "bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH"
     );
     Ok(())
+}
+
+fn ensure_pip_packages() -> Result<()> {
+    let missing: Vec<&str> = PIP_PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| !succeeds(Command::new("python3").args(["-m", "pip", "show", pkg])))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing {} from PyPI", missing.join(" "));
+    run_cmd(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(&missing),
+    )
+    .context("pip install")
 }

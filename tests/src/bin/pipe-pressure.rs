@@ -3,7 +3,9 @@
 //! Each call needs an order-6 `GFP_KERNEL_ACCOUNT|__GFP_COMP` allocation that the memcg charge
 //! refuses once the limit is reached. Prints `{"pid":P,"enomem":N,"ok":M}` on stdout.
 //!
-//! usage: pipe-pressure CGROUP_DIR CALLS
+//! Then it holds its memory for HOLD seconds (default 0), so that a tracer finds it alive.
+//!
+//! usage: pipe-pressure CGROUP_DIR CALLS [HOLD]
 use std::{fs, io::Write};
 
 fn main() {
@@ -48,6 +50,10 @@ fn main() {
         std::process::id()
     );
     std::io::stdout().flush().unwrap();
+    let hold: f64 = args
+        .get(3)
+        .map_or(0.0, |h| h.parse().expect("HOLD seconds"));
+    std::thread::sleep(std::time::Duration::from_secs_f64(hold));
     drop(held);
 }
 
