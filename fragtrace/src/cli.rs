@@ -56,6 +56,17 @@ pub struct FilterArgs {
     /// Show only events of tasks whose name contains COMM (OOM kills are always shown).
     #[arg(long, value_name = "COMM")]
     pub comm: Option<String>,
+    /// Show only events of tasks in this cgroup or below it (a path as /proc/PID/cgroup gives
+    /// it, e.g. /kubepods.slice).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Show only events of this container (its id, or a prefix of it).
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
+    /// Show only events of this Kubernetes pod: its uid (or a prefix), or its NAME or
+    /// NAMESPACE/NAME as the node's /var/log/pods directories give them.
+    #[arg(long, value_name = "NAME|UID")]
+    pub pod: Option<String>,
 }
 
 /// How events and the summary are shown.

@@ -50,13 +50,21 @@ pub fn is_root_or_skip(test: &str) -> bool {
 pub struct Tracer {
     child: Child,
     lines: mpsc::Receiver<String>,
+    stdout: std::thread::JoinHandle<()>,
     stderr: std::thread::JoinHandle<String>,
 }
 
 impl Tracer {
     /// Starts fragtrace with `args` (plus --json) and waits until its hooks are attached.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_command(&[], args)
+    }
+
+    /// Starts `fragtrace SUBCOMMAND... --json ARGS...` (`record -o FILE`, say) and waits until
+    /// its hooks are attached.
+    pub fn start_command(subcommand: &[&str], args: &[&str]) -> Self {
         let mut child = Command::new(fragtrace_bin())
+            .args(subcommand)
             .arg("--json")
             .args(args)
             .stdout(Stdio::piped())
@@ -65,7 +73,7 @@ impl Tracer {
             .expect("spawn fragtrace");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
+        let stdout = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
@@ -97,6 +105,7 @@ impl Tracer {
         Self {
             child,
             lines,
+            stdout,
             stderr,
         }
     }
@@ -111,6 +120,8 @@ impl Tracer {
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = wait_timeout(&mut self.child, Duration::from_secs(30));
         let stderr = self.stderr.join().unwrap_or_default();
+        // Every line, to the end of its output.
+        let _ = self.stdout.join();
         assert!(
             status.success(),
             "fragtrace exited with {status}; stderr:\n{stderr}"

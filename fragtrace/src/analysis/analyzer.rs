@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    attribution::{Attributor, FailureContext, OomKill},
-    filter::Filter,
+    attribution::{self, Attributor, FailureContext, OomKill},
+    filter::{Filter, PodNames},
     histogram::{Latency, LatencyByOrder},
     netns::errno_name,
     stalls::{Stall, StallTracker},
@@ -14,7 +14,10 @@ use crate::{
     decode::event::{
         AllocFail, CompactRequest, CompactRetry, Event, Gfp, NetnsCreation, Task, What,
     },
-    source::host::{Host, ZoneSample},
+    source::{
+        container::ContainerInfo,
+        host::{Host, ZoneSample},
+    },
 };
 
 /// What the sinks show: one per event that passed the filters and is worth a line.
@@ -98,22 +101,48 @@ impl Analyzer {
         self.totals.failures.undecodable += 1;
     }
 
+    /// Whether every filter lets an event of `task` through. The task's cgroup is looked up
+    /// (`cgroup`) only when a filter needs it.
+    fn shown(
+        filters: &[Filter],
+        task: &Task,
+        order: Option<u32>,
+        cgroup: impl FnOnce(&mut dyn Host) -> Option<ContainerInfo>,
+        host: &mut dyn Host,
+    ) -> bool {
+        if !filters
+            .iter()
+            .all(|f| f.matches(task.pid, &task.comm, order))
+        {
+            return false;
+        }
+        if !filters.iter().any(Filter::needs_cgroup) {
+            return true;
+        }
+        let cgroup = cgroup(host);
+        let mut pods = PodsOf(host);
+        filters
+            .iter()
+            .all(|f| f.matches_cgroup(cgroup.as_ref(), &mut pods))
+    }
+
     /// One decoded event; `None` when it only updates state or is filtered out.
     pub fn on_event(&mut self, event: Event, host: &mut dyn Host) -> Option<Finding> {
         let stall = self.stalls.on(&event);
         let Event { task, what } = event;
-        let shown = |filters: &[Filter], order| {
-            filters
-                .iter()
-                .all(|f| f.matches(task.pid, &task.comm, order))
-        };
+        let filters = &self.filters;
+        let pid = task.pid;
+        let mut shown = |order| Self::shown(filters, &task, order, |h| h.container(0, pid), host);
         let t = &mut self.totals;
         let found = match what {
             What::AllocFail(failure) => {
-                if !shown(&self.filters, Some(failure.order)) {
+                // Found once, for the filters and the attribution alike.
+                let cgroup = attribution::task_cgroup(&task, &failure, host);
+                let known = cgroup.clone();
+                if !Self::shown(filters, &task, Some(failure.order), |_| known, host) {
                     return None;
                 }
-                let context = self.attributor.failure(&task, &failure, host);
+                let context = self.attributor.failure(&task, &failure, cgroup, host);
                 t.failures.record(&task, &failure);
                 t.warned_failures += failure.warned as u64;
                 t.netns_failures += context.netns as u64;
@@ -124,7 +153,7 @@ impl Analyzer {
                 }
             }
             What::CompactTry(request) => {
-                if !shown(&self.filters, Some(request.order)) {
+                if !shown(Some(request.order)) {
                     return None;
                 }
                 *t.compaction_attempts.entry(request.order).or_default() += 1;
@@ -133,7 +162,7 @@ impl Analyzer {
             What::CompactBegin | What::ReclaimBegin { .. } => return None,
             What::CompactEnd { .. } | What::ReclaimEnd { .. } => {
                 let stall = stall?;
-                if !shown(&self.filters, stall.order()) {
+                if !shown(stall.order()) {
                     return None;
                 }
                 match &stall {
@@ -161,14 +190,14 @@ impl Analyzer {
                 Found::Stall(stall)
             }
             What::CompactRetry(retry) => {
-                if !shown(&self.filters, Some(retry.order)) {
+                if !shown(Some(retry.order)) {
                     return None;
                 }
                 t.compact_retries += 1;
                 Found::CompactRetry(retry)
             }
             What::Netns(creation) => {
-                if !shown(&self.filters, None) {
+                if !shown(None) {
                     return None;
                 }
                 match creation.errno {
@@ -181,7 +210,7 @@ impl Analyzer {
                 Found::Netns(creation)
             }
             What::AllocWarn { gfp } => {
-                if !shown(&self.filters, None) {
+                if !shown(None) {
                     return None;
                 }
                 Found::AllocWarn { gfp }
@@ -200,7 +229,7 @@ impl Analyzer {
                 Found::OomKill(kill)
             }
             What::SlabCreateFail { cache } => {
-                if !shown(&self.filters, None) {
+                if !shown(None) {
                     return None;
                 }
                 *t.slab_failures.entry(cache.clone()).or_default() += 1;
@@ -208,5 +237,14 @@ impl Analyzer {
             }
         };
         Some(Finding { task, what: found })
+    }
+}
+
+/// Pod names as the host knows them.
+struct PodsOf<'a>(&'a mut dyn Host);
+
+impl PodNames for PodsOf<'_> {
+    fn pod_uid(&mut self, name: &str) -> Option<String> {
+        self.0.pod_uid(name)
     }
 }

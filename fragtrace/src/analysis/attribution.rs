@@ -7,7 +7,7 @@ use super::netns::stack_evidence;
 use crate::{
     decode::event::{AllocFail, Task},
     source::{
-        container::ContainerInfo,
+        container::{ContainerInfo, parse_cgroup_path},
         host::{Host, ZoneSample},
     },
     zones::{
@@ -81,7 +81,14 @@ pub struct Attributor {
 }
 
 impl Attributor {
-    pub fn failure(&mut self, task: &Task, ev: &AllocFail, host: &mut dyn Host) -> FailureContext {
+    /// `cgroup` is the task's, from [`task_cgroup`].
+    pub fn failure(
+        &mut self,
+        task: &Task,
+        ev: &AllocFail,
+        cgroup: Option<ContainerInfo>,
+        host: &mut dyn Host,
+    ) -> FailureContext {
         let frame = stack_evidence(&ev.stack).map(str::to_string);
         let netns_evidence = frame.or_else(|| ev.netns_window.map(|w| w.describe().to_string()));
         let page_size = self.page_size();
@@ -129,7 +136,7 @@ impl Attributor {
         FailureContext {
             netns: netns_evidence.is_some(),
             netns_evidence,
-            container: host.container(ev.cgroup_id, task.pid),
+            container: cgroup,
             memcg_limited,
             zone_state_lag_ms,
             verdict,
@@ -165,6 +172,27 @@ pub struct OomKill {
     /// The victim's memory cgroup was at its limit: a cgroup OOM, not a system one.
     pub memcg_oom: bool,
     pub reason: String,
+}
+
+/// The cgroup a failing task ran in: from its cgroup v2 id or /proc/PID/cgroup, unless those
+/// name no container while the memory cgroup read in the kernel at the failure does (the task
+/// may have exited before user space looked, as runc's init does after a failed netns).
+pub fn task_cgroup(task: &Task, ev: &AllocFail, host: &mut dyn Host) -> Option<ContainerInfo> {
+    let by_task = host.container(ev.cgroup_id, task.pid);
+    let names_one = |i: &ContainerInfo| i.container_id.is_some() || i.pod_uid.is_some();
+    if by_task.as_ref().is_some_and(names_one) {
+        return by_task;
+    }
+    let by_memcg = (ev.memcg.valid != 0)
+        .then(|| host.memcg_name(ev.memcg.cgroup_ino))
+        .flatten()
+        .map(|(_, path)| parse_cgroup_path(&path));
+    match (by_task, by_memcg) {
+        (_, Some(m)) if names_one(&m) => Some(m),
+        (Some(t), Some(m)) if t.cgroup_path == "/" => Some(m),
+        (None, m) => m,
+        (t, _) => t,
+    }
 }
 
 /// The memory cgroup counters of task `pid` as a kernel handler read them (`moment`), named by
@@ -324,7 +352,7 @@ pub(crate) mod tests {
     fn verdicts_on_the_state_handed_in() {
         let mut a = Attributor::default();
         let mut host = RecordedHost::default();
-        let ctx = a.failure(&task(1_000_000_000), &failure(3), &mut host);
+        let ctx = a.failure(&task(1_000_000_000), &failure(3), None, &mut host);
         assert_eq!(ctx.verdict.kind, verdict::VerdictKind::Unknown);
         assert_eq!(ctx.zone_state_lag_ms, None);
         assert_eq!(ctx.netns_evidence.as_deref(), Some("setup_net+0xa3"));
@@ -336,7 +364,7 @@ pub(crate) mod tests {
         });
         assert!(a.zones.covers(1_000_000_000, 0));
         assert!(!a.zones.covers(1_400_000_000, 100_000_000));
-        let ctx = a.failure(&task(1_000_000_000), &failure(3), &mut host);
+        let ctx = a.failure(&task(1_000_000_000), &failure(3), None, &mut host);
         assert_eq!(ctx.zone_state_lag_ms, Some(250));
         assert!(ctx.verdict.reason.contains("250 ms after"), "{ctx:?}");
 
@@ -349,7 +377,7 @@ pub(crate) mod tests {
             z.min_pages = 1_000;
             z.free_blocks[0] = 50_000;
         }
-        let ctx = a.failure(&task(1_000_000_000), &f, &mut host);
+        let ctx = a.failure(&task(1_000_000_000), &f, None, &mut host);
         assert_eq!(ctx.zone_state_lag_ms, Some(0));
         assert_eq!(ctx.verdict.kind, verdict::VerdictKind::Fragmentation);
         assert!(
@@ -357,5 +385,26 @@ pub(crate) mod tests {
                 .reason
                 .ends_with("[node 0 zones read at the failure]")
         );
+    }
+
+    /// A task gone before user space looked is still placed in its container by the memory
+    /// cgroup the kernel read at the failure.
+    #[test]
+    fn exited_tasks_are_placed_by_their_memory_cgroup() {
+        use crate::source::host::Fact;
+        let id = "5b9be8c5bb12".to_string() + &"0".repeat(52);
+        let mut host = RecordedHost::default();
+        host.learn(Fact::MemcgName {
+            ino: 77,
+            name: Some((1, format!("/docker/{id}"))),
+        });
+        let mut f = failure(6);
+        f.memcg.valid = 1;
+        f.memcg.cgroup_ino = 77;
+        let info = task_cgroup(&task(1), &f, &mut host).expect("placed");
+        assert_eq!(info.container_id.as_deref(), Some(id.as_str()));
+        assert_eq!(info.runtime, Some("docker"));
+        // Nothing read in the kernel, nothing from /proc: unknown.
+        assert_eq!(task_cgroup(&task(1), &failure(6), &mut host), None);
     }
 }

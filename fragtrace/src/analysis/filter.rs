@@ -1,11 +1,30 @@
-//! The user's event filters (--min-order, --pid, --comm).
-use crate::cli::FilterArgs;
+//! The user's event filters: --min-order, --pid, --comm, --cgroup, --container, --pod. The
+//! same live, in `record` (whose recording keeps them) and in `report`.
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+use crate::{cli::FilterArgs, source::container::ContainerInfo};
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
     pub min_order: Option<u32>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The task's cgroup path starts with this.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// The container id starts with this.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// The pod: its uid (or a prefix), or its name or NAMESPACE/NAME as the kubelet's
+    /// /var/log/pods directories give them.
+    #[serde(default)]
+    pub pod: Option<String>,
+}
+
+/// What a filter on cgroups asks of the host.
+pub trait PodNames {
+    /// The uid of the pod this name (NAME or NAMESPACE/NAME) belongs to, if the node has it.
+    fn pod_uid(&mut self, name: &str) -> Option<String>;
 }
 
 impl Filter {
@@ -14,10 +33,19 @@ impl Filter {
             min_order: args.min_order,
             pid: args.pid,
             comm: args.comm.clone(),
+            cgroup: args.cgroup.clone(),
+            container: args.container.clone(),
+            pod: args.pod.clone(),
         }
     }
 
-    /// Whether an event of this task (and order, when it has one) is shown.
+    /// Whether the filter looks at the task's cgroup (so the caller must find it).
+    pub fn needs_cgroup(&self) -> bool {
+        self.cgroup.is_some() || self.container.is_some() || self.pod.is_some()
+    }
+
+    /// Whether an event of this task (and order, when it has one) is shown, without the
+    /// cgroup conditions.
     pub fn matches(&self, pid: u32, comm: &str, order: Option<u32>) -> bool {
         self.pid.is_none_or(|p| pid == p)
             && self.comm.as_deref().is_none_or(|c| comm.contains(c))
@@ -26,11 +54,60 @@ impl Filter {
                 _ => true,
             }
     }
+
+    /// The cgroup conditions, on the task's cgroup (None: unknown, which matches none).
+    pub fn matches_cgroup(&self, cgroup: Option<&ContainerInfo>, pods: &mut dyn PodNames) -> bool {
+        if !self.needs_cgroup() {
+            return true;
+        }
+        let Some(info) = cgroup else {
+            return false;
+        };
+        let container = info.container_id.as_deref();
+        let uid = info.pod_uid.as_deref();
+        self.cgroup
+            .as_deref()
+            .is_none_or(|p| info.cgroup_path.starts_with(p))
+            && self
+                .container
+                .as_deref()
+                .is_none_or(|c| !c.is_empty() && container.is_some_and(|id| id.starts_with(c)))
+            && self.pod.as_deref().is_none_or(|p| {
+                !p.is_empty()
+                    && uid.is_some_and(|u| {
+                        u.starts_with(p) || pods.pod_uid(p).is_some_and(|named| named == u)
+                    })
+            })
+    }
+}
+
+/// The kubelet's pod log directories, `/var/log/pods/NAMESPACE_NAME_UID`: pod names without an
+/// API server.
+pub fn pod_uid_from_log_dirs(root: &std::path::Path, name: &str) -> Option<String> {
+    let (namespace, pod) = match name.split_once('/') {
+        Some((ns, pod)) => (Some(ns), pod),
+        None => (None, name),
+    };
+    std::fs::read_dir(root).ok()?.flatten().find_map(|entry| {
+        let dir = entry.file_name().into_string().ok()?;
+        // Namespaces and pod names cannot hold '_'; the uid is the last part.
+        let mut parts = dir.splitn(3, '_');
+        let (ns, n, uid) = (parts.next()?, parts.next()?, parts.next()?);
+        (n == pod && namespace.is_none_or(|want| want == ns)).then(|| uid.to_string())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::container::parse_cgroup_path;
+
+    struct NoPods;
+    impl PodNames for NoPods {
+        fn pod_uid(&mut self, _: &str) -> Option<String> {
+            None
+        }
+    }
 
     #[test]
     fn all_conditions_must_hold() {
@@ -38,6 +115,7 @@ mod tests {
             min_order: Some(3),
             pid: Some(10),
             comm: Some("runc".into()),
+            ..Default::default()
         };
         assert!(f.matches(10, "runc:[1:CHILD]", Some(6)));
         assert!(f.matches(10, "runc", None));
@@ -45,5 +123,65 @@ mod tests {
         assert!(!f.matches(11, "runc", Some(6)));
         assert!(!f.matches(10, "dockerd", Some(6)));
         assert!(Filter::default().matches(1, "x", Some(0)));
+    }
+
+    #[test]
+    fn cgroup_container_and_pod() {
+        let uid = "1c6bf0a9-2e4d-4e6f-9f3a-0123456789ab";
+        let id = "5b9be8c5bb12".to_string() + &"0".repeat(52);
+        let path = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+            uid.replace('-', "_")
+        );
+        let info = parse_cgroup_path(&path);
+        let by = |f: Filter| f.matches_cgroup(Some(&info), &mut NoPods);
+        assert!(by(Filter::default()));
+        assert!(by(Filter {
+            cgroup: Some("/kubepods.slice/".into()),
+            ..Default::default()
+        }));
+        assert!(!by(Filter {
+            cgroup: Some("/system.slice".into()),
+            ..Default::default()
+        }));
+        assert!(by(Filter {
+            container: Some("5b9be8c5bb12".into()),
+            ..Default::default()
+        }));
+        assert!(!by(Filter {
+            container: Some("".into()),
+            ..Default::default()
+        }));
+        assert!(by(Filter {
+            pod: Some("1c6bf0a9".into()),
+            ..Default::default()
+        }));
+        assert!(!by(Filter {
+            pod: Some("matchdataserver".into()),
+            ..Default::default()
+        }));
+        // A task whose cgroup is unknown matches no cgroup condition.
+        assert!(
+            !Filter {
+                pod: Some("1c6bf0a9".into()),
+                ..Default::default()
+            }
+            .matches_cgroup(None, &mut NoPods)
+        );
+    }
+
+    #[test]
+    fn pod_names_from_the_kubelets_log_directories() {
+        let root = std::env::temp_dir().join(format!("fragtrace-pods-{}", std::process::id()));
+        let uid = "1c6bf0a9-2e4d-4e6f-9f3a-0123456789ab";
+        std::fs::create_dir_all(root.join(format!("default_web-7d4b9_{uid}"))).unwrap();
+        std::fs::create_dir_all(root.join("kube-system_web-7d4b9_other-uid")).unwrap();
+        assert_eq!(
+            pod_uid_from_log_dirs(&root, "default/web-7d4b9").as_deref(),
+            Some(uid)
+        );
+        assert!(pod_uid_from_log_dirs(&root, "web-7d4b9").is_some());
+        assert_eq!(pod_uid_from_log_dirs(&root, "nope"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

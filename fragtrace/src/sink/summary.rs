@@ -46,13 +46,18 @@ impl Summary<'_> {
         for alloc in 0..MIGRATE_SLOTS {
             for fallback in 0..MIGRATE_SLOTS {
                 let i = alloc * MIGRATE_SLOTS + fallback;
-                let count = self.counters.extfrag[i];
+                let count = self.counters.extfrag.get(i).copied().unwrap_or(0);
                 if count > 0 {
                     v.push(Fallback {
                         alloc,
                         fallback,
                         count,
-                        fragmenting: self.counters.extfrag_fragmenting[i],
+                        fragmenting: self
+                            .counters
+                            .extfrag_fragmenting
+                            .get(i)
+                            .copied()
+                            .unwrap_or(0),
                     });
                 }
             }

@@ -227,7 +227,9 @@ fn unescape_mountinfo(field: &str) -> String {
 
 /// Picks the most telling line of `/proc/PID/cgroup` text: among the v2 line (`0::/path`), the
 /// v1 `memory` line, the v1 `name=systemd` line and the other v1 lines, in that order, the first
-/// whose path names a container or pod; else the first of them. `None` when there is no line.
+/// whose path names a container or pod; else the first below the root (on hybrid hosts the v2
+/// line is often `0::/` while the memory controller's names the task's cgroup); else the first.
+/// `None` when there is no line.
 pub fn parse_proc_cgroup(text: &str) -> Option<ContainerInfo> {
     let mut candidates: Vec<(u8, ContainerInfo)> = text
         .lines()
@@ -256,6 +258,11 @@ pub fn parse_proc_cgroup(text: &str) -> Option<ContainerInfo> {
     let telling = candidates
         .iter()
         .position(|(_, info)| info.container_id.is_some() || info.pod_uid.is_some())
+        .or_else(|| {
+            candidates
+                .iter()
+                .position(|(_, info)| info.cgroup_path != "/")
+        })
         .unwrap_or(0);
     candidates.into_iter().nth(telling).map(|(_, info)| info)
 }
@@ -601,6 +608,13 @@ mod tests {
         let info = parse_proc_cgroup(plain).unwrap();
         assert_eq!(info.cgroup_path, "/user.slice");
         assert_eq!(info.container_id, None);
+        // A hybrid host's root v2 line says nothing: the memory controller's line does.
+        let hybrid = "9:name=systemd:/\n4:memory:/process_api/c4d4\n0::/\n";
+        assert_eq!(
+            parse_proc_cgroup(hybrid).unwrap().cgroup_path,
+            "/process_api/c4d4"
+        );
+        assert_eq!(parse_proc_cgroup("0::/\n").unwrap().cgroup_path, "/");
         assert_eq!(parse_proc_cgroup(""), None);
     }
 

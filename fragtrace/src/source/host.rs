@@ -26,6 +26,9 @@ pub trait Host {
     fn container(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo>;
     /// The name of a process (`/proc/PID/comm`).
     fn comm(&mut self, pid: u32) -> Option<String>;
+    /// The uid of the pod with this name (NAME or NAMESPACE/NAME), from the kubelet's
+    /// /var/log/pods directories.
+    fn pod_uid(&mut self, name: &str) -> Option<String>;
     /// The answers given since the last call that a recording does not have yet.
     fn take_facts(&mut self) -> Vec<Fact> {
         Vec::new()
@@ -57,6 +60,10 @@ pub enum Fact {
     Comm {
         pid: u32,
         comm: Option<String>,
+    },
+    PodUid {
+        name: String,
+        uid: Option<String>,
     },
 }
 
@@ -177,6 +184,18 @@ impl Host for LiveHost {
         comm
     }
 
+    fn pod_uid(&mut self, name: &str) -> Option<String> {
+        let uid = crate::analysis::filter::pod_uid_from_log_dirs(
+            std::path::Path::new(KUBELET_POD_LOGS),
+            name,
+        );
+        self.note(Fact::PodUid {
+            name: name.to_string(),
+            uid: uid.clone(),
+        });
+        uid
+    }
+
     fn take_facts(&mut self) -> Vec<Fact> {
         self.journal
             .as_mut()
@@ -184,6 +203,9 @@ impl Host for LiveHost {
             .unwrap_or_default()
     }
 }
+
+/// Where the kubelet keeps a directory per pod, named NAMESPACE_NAME_UID.
+const KUBELET_POD_LOGS: &str = "/var/log/pods";
 
 /// The one reader of `/proc/PID/cgroup`.
 fn read_proc_cgroup(pid: u32) -> Option<String> {
@@ -198,6 +220,7 @@ pub struct RecordedHost {
     memcg_usages: HashMap<u32, Option<MemcgUsage>>,
     containers: HashMap<(u64, u32), Option<String>>,
     comms: HashMap<u32, Option<String>>,
+    pod_uids: HashMap<String, Option<String>>,
 }
 
 impl RecordedHost {
@@ -221,6 +244,9 @@ impl RecordedHost {
             }
             Fact::Comm { pid, comm } => {
                 self.comms.insert(pid, comm);
+            }
+            Fact::PodUid { name, uid } => {
+                self.pod_uids.insert(name, uid);
             }
         }
     }
@@ -246,6 +272,10 @@ impl Host for RecordedHost {
 
     fn comm(&mut self, pid: u32) -> Option<String> {
         self.comms.get(&pid).cloned().flatten()
+    }
+
+    fn pod_uid(&mut self, name: &str) -> Option<String> {
+        self.pod_uids.get(name).cloned().flatten()
     }
 }
 

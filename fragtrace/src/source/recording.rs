@@ -4,8 +4,9 @@
 //! tables that name it all. `report` replays it through the same decode and analysis.
 //!
 //! Layout: the magic line, the format version (u32, little-endian), then one zstd stream of
-//! frames, each `tag: u8, length: u32 LE, payload`. The header is the first frame; raw records
-//! are bytes, every other payload is JSON.
+//! frames, each `tag: u8, length: u32 LE, crc32: u32 LE, payload`. The header is the first
+//! frame; raw records are bytes, every other payload is JSON. The checksum finds damage at the
+//! frame it hits, so that what comes before it is still used and nothing after it is misread.
 use std::{
     fs::File,
     io::{self, BufReader, Read},
@@ -72,7 +73,10 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(u64, std::path::PathBuf)>> {
 
 /// Frames longer than this are corrupt (the largest record is under 2 KiB; a zone state with
 /// many nodes a few hundred KiB).
-const MAX_FRAME: u32 = 64 << 20;
+const MAX_FRAME: u32 = 16 << 20;
+/// The largest zstd window accepted (the writer's level uses 2 MiB): bounds what a damaged or
+/// hostile file can make the reader allocate.
+const MAX_WINDOW_LOG: u32 = 24;
 
 /// What the recording machine was and how the run was set up.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -153,6 +157,7 @@ pub fn encode_raw(bytes: &[u8], out: &mut Vec<u8>) {
 fn put(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.push(tag);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
 }
 
@@ -185,7 +190,14 @@ impl Recording {
                 format!("cannot open {name}: {e}"),
             )
         })?;
-        let mut file = BufReader::new(file);
+        Self::from_reader(&name, BufReader::new(file))
+    }
+
+    /// Reads a recording from any byte stream; `name` names it in errors.
+    pub fn from_reader(
+        name: &dyn std::fmt::Display,
+        mut file: impl io::BufRead + 'static,
+    ) -> Result<Self> {
         let mut magic = [0u8; MAGIC.len()];
         if file.read_exact(&mut magic).is_err() || &magic != MAGIC {
             return Err(fatal(
@@ -195,7 +207,7 @@ impl Recording {
         }
         let mut version = [0u8; 4];
         if file.read_exact(&mut version).is_err() {
-            return Err(truncated_header(&name));
+            return Err(truncated_header(name));
         }
         let version = u32::from_le_bytes(version);
         if version > VERSION {
@@ -207,8 +219,10 @@ impl Recording {
                 ),
             ));
         }
-        let zstd = zstd::stream::read::Decoder::with_buffer(file)
+        let mut zstd = zstd::stream::read::Decoder::with_buffer(file)
             .map_err(|e| fatal(ExitStatus::BadInput, format!("{name}: {e}")))?;
+        zstd.window_log_max(MAX_WINDOW_LOG)
+            .map_err(|e| fatal(ExitStatus::Failure, format!("{name}: {e}")))?;
         let mut recording = Self {
             header: empty_header(),
             frames: Box::new(zstd),
@@ -222,7 +236,7 @@ impl Recording {
                     format!("{name}: unreadable recording header: {e}"),
                 )
             })?,
-            _ => return Err(truncated_header(&name)),
+            _ => return Err(truncated_header(name)),
         };
         Ok(recording)
     }
@@ -266,14 +280,15 @@ impl Recording {
 
     /// Ok(None) at a clean end of the stream; Err where it stops inside a frame or is corrupt.
     fn read_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
-        let mut head = [0u8; 5];
+        let mut head = [0u8; 9];
         match read_full(&mut self.frames, &mut head) {
             Ok(0) => return Ok(None),
-            Ok(5) => {}
+            Ok(9) => {}
             Ok(_) => return Err(self.cut_inside()),
             Err(e) => return Err(self.unreadable(&e)),
         }
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
+        let crc = u32::from_le_bytes([head[5], head[6], head[7], head[8]]);
         if len > MAX_FRAME {
             return Err(format!(
                 "corrupt after {} frames: a frame of {len} bytes",
@@ -282,7 +297,13 @@ impl Recording {
         }
         let mut payload = vec![0u8; len as usize];
         match read_full(&mut self.frames, &mut payload) {
-            Ok(n) if n == payload.len() => Ok(Some((head[0], payload))),
+            Ok(n) if n == payload.len() && crc32fast::hash(&payload) == crc => {
+                Ok(Some((head[0], payload)))
+            }
+            Ok(n) if n == payload.len() => Err(format!(
+                "corrupt after {} frames: a checksum does not match",
+                self.frames_read
+            )),
             Ok(_) => Err(self.cut_inside()),
             Err(e) => Err(self.unreadable(&e)),
         }
@@ -319,7 +340,7 @@ fn json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
     serde_json::from_slice(payload).map_err(|e| e.to_string())
 }
 
-fn truncated_header(name: &impl std::fmt::Display) -> anyhow::Error {
+fn truncated_header(name: &dyn std::fmt::Display) -> anyhow::Error {
     fatal(
         ExitStatus::BadInput,
         format!("{name} is cut before the end of its header: nothing was recorded"),
