@@ -19,12 +19,20 @@ pub struct Options {
     /// The image's name and tag.
     #[arg(long, default_value = DEFAULT_TAG)]
     pub tag: String,
+    /// Package this binary instead of fragtrace's release build (a test workload, say).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
 }
 
 pub fn run_image(opts: &Options) -> Result<()> {
-    crate::build()?;
-    let bin = root_dir().join("target/release/fragtrace");
-    build(&bin, &opts.tag, &["daemon"])?;
+    let (bin, cmd): (PathBuf, &[&str]) = match &opts.binary {
+        Some(b) => (b.clone(), &[]),
+        None => {
+            crate::build()?;
+            (root_dir().join("target/release/fragtrace"), &["daemon"])
+        }
+    };
+    build(&bin, &opts.tag, cmd)?;
     eprintln!("xtask image: built {}", opts.tag);
     Ok(())
 }
