@@ -156,11 +156,13 @@ pub struct DaemonArgs {
     /// logrotate). None by default.
     #[arg(long, value_name = "json|FILE")]
     pub events: Option<String>,
-    /// Keep a rotating recording of the last events in DIR (files of mode 0600, created if
-    /// missing), for `fragtrace report DIR` after an alert.
+    /// Keep a rotating recording of the last events in DIR (mode 0700, created if missing;
+    /// files 0600), for `fragtrace report DIR` after an alert.
     #[arg(long, value_name = "DIR")]
     pub flight_recorder: Option<PathBuf>,
-    /// What the flight recorder keeps on disk at most, e.g. 64MiB, 512KiB, 1GiB (at least 1MiB).
+    /// What the flight recorder keeps on disk, e.g. 64MiB, 1GiB (at least 1MiB), in 8 segments;
+    /// the oldest goes when the newest is full (the directory may pass the size by what one
+    /// second of events adds while a segment closes).
     #[arg(long, value_name = "SIZE", default_value = "64MiB",
           value_parser = parse_size)]
     pub flight_recorder_size: u64,

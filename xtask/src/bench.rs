@@ -66,6 +66,10 @@ pub fn run_bench(opts: &Options) -> Result<()> {
             "fragtrace --force-method tracepoint",
             Some(&["--force-method", "tracepoint"]),
         ),
+        config(
+            "fragtrace daemon (tp_btf, all hooks)",
+            Some(&["daemon", "--listen", "127.0.0.1:0"]),
+        ),
     ];
     for round in 0..opts.rounds {
         for c in configs.iter_mut() {
@@ -81,7 +85,8 @@ pub fn run_bench(opts: &Options) -> Result<()> {
         eprintln!("xtask bench: round {} of {} done", round + 1, opts.rounds);
     }
     print_report(&configs, opts)?;
-    failure_path(opts)
+    failure_path(opts)?;
+    crate::bench_daemon::run(opts)
 }
 
 fn config(name: &'static str, tracer_args: Option<&'static [&'static str]>) -> Config {
@@ -142,10 +147,16 @@ fn measure(tracer_args: Option<&[&str]>, opts: &Options) -> Result<(f64, Option<
     Ok((rate, usage))
 }
 
-/// `fragtrace --json --no-status ARGS`, returned once its hooks are attached.
-fn start_tracer(args: &[&str], stdout: Stdio) -> Result<Child> {
+/// `fragtrace --json --no-status ARGS` (or `fragtrace daemon ...` as given), returned once its
+/// hooks are attached.
+pub(crate) fn start_tracer(args: &[&str], stdout: Stdio) -> Result<Child> {
+    let tracer_flags: &[&str] = if args.first() == Some(&"daemon") {
+        &[]
+    } else {
+        &["--json", "--no-status"]
+    };
     let mut child = Command::new(root_dir().join("target/release/fragtrace"))
-        .args(["--json", "--no-status"])
+        .args(tracer_flags)
         .args(args)
         .stdout(stdout)
         .stderr(Stdio::piped())
@@ -166,7 +177,7 @@ fn start_tracer(args: &[&str], stdout: Stdio) -> Result<Child> {
     Ok(child)
 }
 
-fn stop_tracer(mut child: Child) -> Result<()> {
+pub(crate) fn stop_tracer(mut child: Child) -> Result<()> {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait()?;
@@ -313,7 +324,7 @@ fn failure_rounds(cgroup: &Path, opts: &Options) -> Result<Vec<FailureRound>> {
 }
 
 /// utime + stime of a process, in milliseconds.
-fn cpu_ms(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_ms(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -325,7 +336,7 @@ fn cpu_ms(pid: u32) -> Option<f64> {
 }
 
 /// A `kB` line of /proc/PID/status.
-fn status_kib(pid: u32, key: &str) -> Option<u64> {
+pub(crate) fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -333,7 +344,7 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[s.len() / 2]

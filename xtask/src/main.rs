@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run | test | vmtest | fuzz | bench | lint`.
 mod bench;
+mod bench_daemon;
 mod fuzz;
 mod image;
 mod setup;

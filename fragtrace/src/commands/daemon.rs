@@ -75,6 +75,7 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     let mut sighup = signal(SignalKind::hangup())?;
     // Listening before attaching: a taken port fails fast, before any eBPF is loaded.
     let listener = bind(args.listen)?;
+    let serving = listener.local_addr().unwrap_or(args.listen);
     let health = Arc::new(Health::default());
     let (scrape_tx, mut scrapes) = mpsc::channel(4);
     let server = tokio::spawn(http::serve(listener, health.clone(), scrape_tx));
@@ -104,10 +105,7 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
         .count();
     health.attached(attached, live.attached_summary());
     health.beat(live.drain_heartbeat_ns());
-    eprintln!(
-        "fragtrace: daemon serving http://{}/metrics and /healthz",
-        args.listen
-    );
+    eprintln!("fragtrace: daemon serving http://{serving}/metrics and /healthz");
 
     let deadline = tokio::time::sleep(
         args.duration

@@ -168,8 +168,11 @@ fn write_loop(out: Box<dyn Output>, rx: mpsc::Receiver<Chunk>, flush: Flush, sta
     };
     loop {
         let wait = match flush {
-            Flush::WhenIdle => Duration::from_secs(3600),
-            Flush::Every(every) => every.saturating_sub(last_flush.elapsed()),
+            // Nothing written since the last flush: nothing is due until a chunk comes.
+            Flush::Every(every) if !written.is_empty() => {
+                every.saturating_sub(last_flush.elapsed())
+            }
+            _ => Duration::from_secs(3600),
         };
         let chunk = match rx.try_recv() {
             Ok(c) => Some(c),
