@@ -79,10 +79,33 @@ pub struct ShowArgs {
     pub top: usize,
 }
 
+/// Flamegraphs written at the end, live and in `report`.
+#[derive(Args, Debug, Clone)]
+pub struct FlamegraphArgs {
+    /// Write folded stacks (the flamegraph.pl and inferno input) to FILE at the end.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Write a flamegraph SVG to FILE at the end.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+    /// What the widths count: failures (where failures come from), stall (microseconds of
+    /// direct compaction and reclaim: where the node stalls), allocations (successful ones of
+    /// --stacks-min-order and above: who asks for high-order blocks), fallbacks (migratetype
+    /// fallbacks below pageblock order: who fragments memory).
+    #[arg(long, value_enum, default_value = "failures")]
+    pub weight: crate::sink::flamegraph::Weight,
+    /// The root frame of each stack: the task's name, its container, or (failures only) the
+    /// verdict.
+    #[arg(long, value_enum, default_value = "comm")]
+    pub folded_root: crate::sink::flamegraph::Root,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct TraceArgs {
     #[command(flatten)]
     pub show: ShowArgs,
+    #[command(flatten)]
+    pub flamegraph: FlamegraphArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Stop after SECS seconds and print the summary.
@@ -96,6 +119,16 @@ pub struct TraceArgs {
     /// the syscall-tracing slow path (measured on 6.18: getppid 180 -> 265 ns).
     #[arg(long)]
     pub netns_syscalls: bool,
+    /// Failure records per second and CPU before storm mode counts further failures in the
+    /// kernel, by stack, order and task name, instead of sending each (counts stay exact). 0
+    /// sends every failure.
+    #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_THRESHOLD)]
+    pub storm_threshold: u32,
+    /// Also count, by stack, successful allocations of order N and above: who asks for
+    /// high-order blocks before anything fails (`--weight allocations` flamegraphs). Costs a
+    /// stack walk per such allocation; order-0 allocations cost nothing more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub stacks_min_order: Option<u32>,
     /// fragtrace's own OOM score adjustment while tracing (-1000..1000). The default, -1000, keeps
     /// the OOM killer from choosing fragtrace during the incident it records; its memory is
     /// bounded and locked. In a memory cgroup that holds only fragtrace, set its limit well
@@ -127,6 +160,8 @@ pub struct ReportArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub show: ShowArgs,
+    #[command(flatten)]
+    pub flamegraph: FlamegraphArgs,
     /// Filters on top of the ones the recording was made with.
     #[command(flatten)]
     pub filter: FilterArgs,

@@ -25,6 +25,7 @@ pub fn run() -> Result<()> {
     ensure_cargo_fuzz()?;
     ensure_apt_packages()?;
     ensure_bpf_linker()?;
+    ensure_inferno()?;
     crate::vmtest::ensure_kernels()?;
     eprintln!("xtask setup: ready in {:.1?}", started.elapsed());
     Ok(())
@@ -126,4 +127,14 @@ fn ensure_bpf_linker() -> Result<()> {
         "bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH"
     );
     Ok(())
+}
+
+/// inferno's `inferno-flamegraph`, the real consumer the flamegraph tests feed.
+fn ensure_inferno() -> Result<()> {
+    if succeeds(Command::new("inferno-flamegraph").arg("--version")) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing inferno (flamegraph tools)");
+    run_cmd(Command::new("cargo").args(["install", "inferno", "--locked"]))
+        .context("cannot install inferno")
 }

@@ -20,16 +20,17 @@ use crate::{
     error::{ExitStatus, fatal},
     hooks::{
         catalog,
-        counters::{CounterValues, Counters},
         loader::{self, HookStatus, Mode},
         preflight,
     },
     pipeline::{Pipeline, TracerHealth},
     sink::{json::HookJson, recording::Recorder, status},
     source::{
-        host::{LiveHost, ZoneSample},
+        counters::{CounterValues, Counters},
+        host::{Host, LiveHost, ZoneSample},
         recording::{self, CounterSnapshot, Header},
         ringbuf::{Batches, Drain, RawBatch},
+        stack_maps::StackMaps,
     },
     survival,
 };
@@ -42,6 +43,7 @@ pub struct Live {
     pub pipeline: Pipeline<LiveHost>,
     pub batches: Batches,
     pub counters: Counters,
+    pub stack_maps: StackMaps,
     pub hooks: Vec<HookJson>,
     pub hook_status: Vec<HookStatus>,
     pub health: TracerHealth,
@@ -81,7 +83,13 @@ impl Live {
         } else {
             &[]
         };
-        let mut loaded = loader::load(&tracefs, mode, opted_in, &kallsyms)?;
+        let request = loader::Request {
+            mode,
+            opted_in,
+            storm_threshold: args.storm_threshold,
+            stacks_min_order: args.stacks_min_order,
+        };
+        let mut loaded = loader::load(&tracefs, request, &kallsyms)?;
         loaded.require_any_attached()?;
         report_hooks(&loaded.hooks);
         let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
@@ -97,6 +105,7 @@ impl Live {
         }
         let bpf_log = start_bpf_logger(&mut loaded.ebpf);
         let counters = Counters::new(loaded.take_map("COUNTERS")?)?;
+        let stack_maps = StackMaps::new(|name| loaded.take_map(name))?;
         let (drain, batches) = Drain::start(loaded.take_map("EVENTS")?)?;
 
         let filter = Filter::from_args(&args.filter);
@@ -118,6 +127,7 @@ impl Live {
             },
             lines: None,
             recorder,
+            flamegraphs: None,
         };
         if let Some(z) = first_zones {
             pipeline.zone_sample(z);
@@ -137,6 +147,7 @@ impl Live {
             pipeline,
             batches,
             counters,
+            stack_maps,
             hooks,
             hook_status: loaded.hooks.clone(),
             health,
@@ -162,18 +173,32 @@ impl Live {
         self.batches.recycle(batch);
     }
 
-    /// The periodic /proc read, and the kernel's counters for the recording.
+    /// The periodic /proc read, and what the kernel counts and aggregates.
     pub fn on_zone_tick(&mut self) {
         if let Some(z) = ZoneSample::read() {
             self.pipeline.zone_sample(z);
         }
-        if let (Some(r), Ok(c)) = (&mut self.pipeline.recorder, self.counters.read()) {
-            r.counters(CounterSnapshot {
-                at_ns: MonotonicClock::monotonic_now_ns(),
-                counters: c,
-            });
-        }
+        self.read_kernel_aggregates();
         self.pipeline.end_batch();
+    }
+
+    /// The kernel's counters and stack aggregations, for the recording and the summary; the
+    /// containers of the cgroups they name are looked up while those cgroups still exist.
+    fn read_kernel_aggregates(&mut self) {
+        let stacks = self.stack_maps.read();
+        for a in stacks.all() {
+            self.pipeline.host.container(a.cgroup_id, 0);
+        }
+        if let Some(r) = &mut self.pipeline.recorder {
+            r.facts(self.pipeline.host.take_facts());
+            if let Ok(c) = self.counters.read() {
+                r.counters(CounterSnapshot {
+                    at_ns: MonotonicClock::monotonic_now_ns(),
+                    counters: c,
+                });
+            }
+        }
+        self.pipeline.stacks(stacks);
     }
 
     /// Stops draining, analyses whatever the kernel had already queued, and gathers the
@@ -188,6 +213,7 @@ impl Live {
         if let Some(z) = ZoneSample::read() {
             self.pipeline.zone_sample(z);
         }
+        self.read_kernel_aggregates();
         self.pipeline.end_batch();
         let h = &mut self.health;
         h.records_drained = self.drain.stats.records.load(Ordering::Relaxed);

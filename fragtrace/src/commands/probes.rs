@@ -7,10 +7,7 @@ use serde::Serialize;
 use crate::{
     cli::ProbesArgs,
     decode::{kallsyms::Kallsyms, tracefs},
-    hooks::{
-        loader::{self, Mode},
-        preflight,
-    },
+    hooks::{loader, preflight},
     sink::json::HookJson,
 };
 
@@ -26,7 +23,7 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     preflight::require_privileges()?;
     let tracefs = tracefs::locate(None)?;
     let kallsyms = Kallsyms::load().unwrap_or_default();
-    let loaded = loader::load(&tracefs, Mode::EveryMethod, &[], &kallsyms)?;
+    let loaded = loader::load(&tracefs, loader::Request::every_method(), &kallsyms)?;
     let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
     // Detach everything before printing: probing must leave nothing behind.
     drop(loaded);

@@ -1,6 +1,6 @@
 //! `fragtrace report FILE`: a recording through the same decode and analysis as the live run,
 //! on any machine, without root or eBPF. A recording cut short is reported up to the cut.
-use std::{io, process::ExitCode};
+use std::{io, process::ExitCode, str::FromStr};
 
 use anyhow::Result;
 
@@ -8,9 +8,13 @@ use crate::{
     analysis::{analyzer::Analyzer, filter::Filter},
     cli::ReportArgs,
     decode::{event::Decoder, kallsyms::Kallsyms},
-    hooks::counters::CounterValues,
     pipeline::{Pipeline, TracerHealth},
-    sink::{EventLines, LineFormat, summary::Summary},
+    sink::{
+        EventLines, LineFormat,
+        flamegraph::{Flamegraphs, Title},
+        summary::Summary,
+    },
+    source::counters::CounterValues,
     source::{
         host::RecordedHost,
         recording::{Frame, Recording, Trailer},
@@ -37,6 +41,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         host: RecordedHost::default(),
         lines: Some(EventLines::stdout(format)?),
         recorder: None,
+        flamegraphs: Flamegraphs::from_args(&args.flamegraph)?,
     };
     let mut counters: Option<(u64, CounterValues)> = None;
     let mut trailer: Option<Trailer> = None;
@@ -60,6 +65,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
                     .insert(s.addr, &s.name, s.module.as_deref())
             }
             Frame::Counters(c) => counters = Some((c.at_ns, c.counters)),
+            Frame::Stacks(a) => pipeline.stacks(a),
             Frame::Trailer(t) => {
                 trailer = Some(t);
                 break;
@@ -86,6 +92,23 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         }
     };
     let lines = pipeline.lines.take().expect("set above");
+    let kernel = pipeline.kernel_stacks();
+    let ended = jiff::Timestamp::from_str(&header.started)
+        .ok()
+        .and_then(|t| {
+            t.checked_add(jiff::SignedDuration::from_secs_f64(duration_s))
+                .ok()
+        })
+        .map_or_else(|| "?".to_string(), |t| t.to_string());
+    pipeline.write_flamegraphs(
+        &kernel,
+        &Title {
+            host: header.hostname.clone(),
+            kernel: header.kernel_release.clone(),
+            from: header.started.clone(),
+            to: ended,
+        },
+    )?;
     let summary = Summary {
         duration_s,
         counters: &counters,
@@ -96,6 +119,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         top: args.show.top,
         health: &health,
         cut: cut.as_deref(),
+        kernel: &kernel,
     }
     .render(lines.format());
     if let Some(cut) = &cut {

@@ -13,8 +13,13 @@ use crate::{
     cli::TraceArgs,
     decode::event::MonotonicClock,
     error::{ExitStatus, fatal},
-    hooks::counters::CounterValues,
-    sink::{EventLines, LineFormat, status, summary::Summary},
+    sink::{
+        EventLines, LineFormat,
+        flamegraph::{Flamegraphs, Title, Weight},
+        status,
+        summary::Summary,
+    },
+    source::counters::CounterValues,
     source::recording::Trailer,
 };
 
@@ -24,6 +29,14 @@ pub fn run(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
 }
 
 async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
+    let flamegraphs = Flamegraphs::from_args(&args.flamegraph)?;
+    if flamegraphs
+        .as_ref()
+        .is_some_and(|f| f.weight == Weight::Allocations)
+        && args.stacks_min_order.is_none()
+    {
+        live::warn("--weight allocations counts nothing without --stacks-min-order N");
+    }
     // Handlers first: a signal that arrives once the hooks are announced must end the run cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -38,6 +51,8 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
     };
     live.pipeline.lines =
         Some(EventLines::stdout(format).context("cannot start the output thread")?);
+    live.pipeline.flamegraphs = flamegraphs;
+    let started_at = jiff::Timestamp::now();
 
     status::enable(!args.no_status && !args.show.json);
     let attached = live.attached_summary();
@@ -80,6 +95,24 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
     let counters = live.finish().await?;
     let duration_s = live.started.elapsed().as_secs_f64();
     let lines = live.pipeline.lines.take().expect("set above");
+    let kernel = live.pipeline.kernel_stacks();
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let flamegraph_error = live
+        .pipeline
+        .write_flamegraphs(
+            &kernel,
+            &Title {
+                host: read("/proc/sys/kernel/hostname"),
+                kernel: read("/proc/sys/kernel/osrelease"),
+                from: started_at.to_string(),
+                to: jiff::Timestamp::now().to_string(),
+            },
+        )
+        .err();
     let summary = Summary {
         duration_s,
         counters: &counters,
@@ -90,6 +123,7 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
         top: args.show.top,
         health: &live.health,
         cut: None,
+        kernel: &kernel,
     }
     .render(lines.format());
     let recording_error = live.pipeline.recorder.take().and_then(|r| {
@@ -101,6 +135,9 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
         })
     });
     let output_error = lines.finish(&summary);
+    if let Some(e) = flamegraph_error {
+        return Err(e);
+    }
     if let (Some(e), Some(path)) = (recording_error, record) {
         return Err(fatal(
             ExitStatus::Failure,

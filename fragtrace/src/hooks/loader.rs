@@ -74,14 +74,36 @@ struct Kernel<'a> {
     missing_offsets: Vec<(&'static str, String)>,
 }
 
-/// Callers check privileges first ([`preflight::require_privileges`]). `opted_in` lists the
-/// opt-in hooks asked for ([`catalog::OptIn`]); `probes` tries every hook whatever it says.
-pub fn load(
-    tracefs: &Path,
-    mode: Mode<'_>,
-    opted_in: &[catalog::OptIn],
-    kallsyms: &Kallsyms,
-) -> Result<Loaded> {
+/// What the user asked of the kernel side.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    pub mode: Mode<'a>,
+    /// The opt-in hooks asked for ([`catalog::OptIn`]); `probes` tries every hook anyway.
+    pub opted_in: &'a [catalog::OptIn],
+    /// Failure records per second and CPU before they are aggregated in the kernel; 0: never.
+    pub storm_threshold: u32,
+    /// Aggregate the stacks of successful allocations of this order and above.
+    pub stacks_min_order: Option<u32>,
+}
+
+impl Request<'_> {
+    /// What `probes` asks: every method of every hook.
+    pub fn every_method() -> Request<'static> {
+        Request {
+            mode: Mode::EveryMethod,
+            opted_in: &[],
+            storm_threshold: DEFAULT_STORM_THRESHOLD,
+            stacks_min_order: None,
+        }
+    }
+}
+
+/// Failure records per second and CPU before storm mode aggregates them in the kernel.
+pub const DEFAULT_STORM_THRESHOLD: u32 = 2000;
+
+/// Callers check privileges first ([`preflight::require_privileges`]).
+pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result<Loaded> {
+    let Request { mode, opted_in, .. } = request;
     preflight::raise_memlock_limit();
     let page_alloc_format =
         EventFormat::read(tracefs, "kmem", "mm_page_alloc").map_err(|e| format!("{e:#}"));
@@ -95,6 +117,11 @@ pub fn load(
     let mut globals: Vec<(&'static str, u32)> = vec![
         ("FRAGTRACE_TGID", std::process::id()),
         ("PAGEBLOCK_ORDER", preflight::pageblock_order()),
+        ("STORM_RECORDS_PER_SEC", request.storm_threshold),
+        (
+            "MIN_STACK_ORDER",
+            request.stacks_min_order.unwrap_or(u32::MAX),
+        ),
     ];
     // Without these the failure handler skips the memory-cgroup read, and user space falls
     // back to reading cgroupfs when the event arrives.

@@ -1,6 +1,7 @@
 //! Where findings go: event lines (text or JSON) on standard output, the recording, the status
 //! line and the summary. Each output is written by a thread of its own (`writer`), so a slow
 //! reader or disk never holds up analysis or the ring buffer's drain.
+pub mod flamegraph;
 pub mod json;
 pub mod recording;
 pub mod status;
@@ -8,11 +9,30 @@ pub mod summary;
 pub mod text;
 pub mod writer;
 
-use std::io::{self, Write};
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
 
 use writer::{Chunk, Flush, Output, Writer};
 
 use crate::analysis::analyzer::Finding;
+
+/// Creates (or truncates) an output file the user named, readable by its owner only (mode
+/// 0600, also when it existed), and never through a symbolic link.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
 
 /// How event lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

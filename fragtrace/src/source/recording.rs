@@ -16,14 +16,17 @@ use std::{
 use anyhow::Result;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::host::{Fact, ZoneSample};
+use super::{
+    host::{Fact, ZoneSample},
+    stack_maps::AggregatedStacks,
+};
 use crate::{
     analysis::filter::Filter,
     decode::event::KernelTables,
     error::{ExitStatus, fatal},
-    hooks::counters::CounterValues,
     pipeline::TracerHealth,
     sink::json::HookJson,
+    source::counters::CounterValues,
 };
 
 pub const MAGIC: &[u8; 20] = b"fragtrace recording\n";
@@ -39,6 +42,7 @@ mod tag {
     pub const SYMBOL: u8 = 5;
     pub const COUNTERS: u8 = 6;
     pub const TRAILER: u8 = 7;
+    pub const STACKS: u8 = 8;
 }
 
 /// Frames longer than this are corrupt (the largest record is under 2 KiB; a zone state with
@@ -98,6 +102,8 @@ pub enum Frame {
     Fact(Fact),
     Symbol(Symbol),
     Counters(CounterSnapshot),
+    /// The kernel's stack aggregations, whole, as last read.
+    Stacks(AggregatedStacks),
     Trailer(Trailer),
 }
 
@@ -109,6 +115,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Fact(f) => put_json(out, tag::FACT, f),
         Frame::Symbol(s) => put_json(out, tag::SYMBOL, s),
         Frame::Counters(c) => put_json(out, tag::COUNTERS, c),
+        Frame::Stacks(a) => put_json(out, tag::STACKS, a),
         Frame::Trailer(t) => put_json(out, tag::TRAILER, t),
     }
 }
@@ -233,6 +240,7 @@ impl Recording {
             tag::FACT => json(&payload).map(Frame::Fact),
             tag::SYMBOL => json(&payload).map(Frame::Symbol),
             tag::COUNTERS => json(&payload).map(Frame::Counters),
+            tag::STACKS => json(&payload).map(Frame::Stacks),
             tag::TRAILER => json(&payload).map(Frame::Trailer),
             other => Err(format!("unknown frame tag {other}")),
         };
