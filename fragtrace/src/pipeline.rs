@@ -163,6 +163,9 @@ pub struct TracerHealth {
     /// Memory locked (mlockall), or why not.
     pub memory_locked: bool,
     pub memory_lock_error: Option<String>,
+    /// Capabilities kept once attached (all others dropped), or why they could not be dropped.
+    pub capabilities_kept: Vec<String>,
+    pub capabilities_error: Option<String>,
     /// Resident set at the end and at its peak, in kB.
     pub rss_kb: Option<u64>,
     pub peak_rss_kb: Option<u64>,

@@ -20,7 +20,7 @@ use crate::{
     error::{ExitStatus, fatal},
     hooks::{
         catalog,
-        loader::{self, HookStatus, Mode},
+        loader::{self, HookStatus, KernelReads, Mode},
         preflight,
     },
     pipeline::{Pipeline, TracerHealth},
@@ -46,6 +46,7 @@ pub struct Live {
     pub stack_maps: StackMaps,
     pub hooks: Vec<HookJson>,
     pub hook_status: Vec<HookStatus>,
+    pub kernel_reads: KernelReads,
     pub health: TracerHealth,
     pub started: Instant,
     drain: Drain,
@@ -92,6 +93,9 @@ impl Live {
         let mut loaded = loader::load(&tracefs, request, &kallsyms)?;
         loaded.require_any_attached()?;
         report_hooks(&loaded.hooks);
+        for line in loaded.kernel_reads.inactive() {
+            eprintln!("fragtrace: {line}");
+        }
         let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
         let page_alloc_format = loaded
             .page_alloc_format
@@ -113,7 +117,13 @@ impl Live {
         let recorder = match record {
             Some(path) => Some(Recorder::create(
                 path,
-                &recording_header(&tables, &hooks, &filter, first_zones.as_ref()),
+                &recording_header(
+                    &tables,
+                    &hooks,
+                    &loaded.kernel_reads,
+                    &filter,
+                    first_zones.as_ref(),
+                ),
             )?),
             None => None,
         };
@@ -143,6 +153,14 @@ impl Live {
                 health.memory_lock_error = Some(e);
             }
         }
+        // Everything that needed privilege is done: attached, opened, locked, read.
+        match survival::drop_capabilities(health.memory_locked) {
+            Ok(kept) => health.capabilities_kept = kept,
+            Err(e) => {
+                warn(&e);
+                health.capabilities_error = Some(e);
+            }
+        }
         Ok(Self {
             pipeline,
             batches,
@@ -150,6 +168,7 @@ impl Live {
             stack_maps,
             hooks,
             hook_status: loaded.hooks.clone(),
+            kernel_reads: loaded.kernel_reads.clone(),
             health,
             started: Instant::now(),
             drain,
@@ -259,6 +278,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 fn recording_header(
     tables: &KernelTables,
     hooks: &[HookJson],
+    kernel_reads: &KernelReads,
     filter: &Filter,
     zones: Option<&ZoneSample>,
 ) -> Header {
@@ -278,6 +298,7 @@ fn recording_header(
         page_size: zones.map_or_else(crate::zones::page_size, |z| z.state.page_size),
         tables: tables.clone(),
         hooks: hooks.to_vec(),
+        kernel_reads: kernel_reads.clone(),
         filter: filter.clone(),
     }
 }
@@ -351,8 +372,7 @@ fn attached_summary(hooks: &[HookStatus]) -> String {
 }
 
 pub fn warn(msg: &str) {
-    status::clear();
-    eprintln!("fragtrace: warning: {msg}");
+    status::suspend(|| eprintln!("fragtrace: warning: {msg}"));
 }
 
 /// Forwards the eBPF programs' aya-log messages to stderr. Optional: tracing works without it.
@@ -363,8 +383,7 @@ fn start_bpf_logger(ebpf: &mut aya::Ebpf) -> Option<tokio::task::JoinHandle<()>>
             true
         }
         fn log(&self, record: &log::Record) {
-            status::clear();
-            eprintln!("fragtrace: bpf {}: {}", record.level(), record.args());
+            status::suspend(|| eprintln!("fragtrace: bpf {}: {}", record.level(), record.args()));
         }
         fn flush(&self) {}
     }

@@ -116,6 +116,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         zones: &pipeline.analyzer.attributor.zones,
         migratetypes: &pipeline.decoder.migratetypes,
         hooks: &header.hooks,
+        kernel_reads: &header.kernel_reads,
         top: args.show.top,
         health: &health,
         cut: cut.as_deref(),

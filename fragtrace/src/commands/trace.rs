@@ -54,8 +54,9 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
     live.pipeline.flamegraphs = flamegraphs;
     let started_at = jiff::Timestamp::now();
 
-    status::enable(!args.no_status && !args.show.json);
     let attached = live.attached_summary();
+    eprintln!("fragtrace: tracing; Ctrl-C to end");
+    status::enable(!args.no_status && !args.show.json);
     let deadline = tokio::time::sleep(
         args.duration
             .map(Duration::from_secs_f64)
@@ -120,6 +121,7 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
         zones: &live.pipeline.analyzer.attributor.zones,
         migratetypes: &live.pipeline.decoder.migratetypes,
         hooks: &live.hooks,
+        kernel_reads: &live.kernel_reads,
         top: args.show.top,
         health: &live.health,
         cut: None,
@@ -157,14 +159,15 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
 
 fn status_text(attached: &str, c: &CounterValues, shown: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs();
+    // Most telling first: the terminal's width cuts the end.
     format!(
-        "{attached} | allocations {} | failures {} | shown {} | dropped {} | {:02}:{:02}:{:02}",
-        c.allocs(),
+        "{:02}:{:02}:{:02} failures {} shown {} dropped {} | allocations {} | {attached}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
         c.failures(),
         shown,
         c.ringbuf_drops,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        c.allocs(),
     )
 }

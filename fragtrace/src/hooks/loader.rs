@@ -63,6 +63,35 @@ pub struct Loaded {
     pub hooks: Vec<HookStatus>,
     /// The `kmem/mm_page_alloc` format, when tracefs has it (gfp names come from it).
     pub page_alloc_format: Result<EventFormat, String>,
+    pub kernel_reads: KernelReads,
+}
+
+/// What the failure handler reads in the kernel at the failure itself, or why it cannot here.
+/// Without them, verdicts are judged on /proc and cgroupfs read later in user space.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelReads {
+    /// Memory-cgroup page counters (usage, limit) of the failing task's cgroups.
+    pub memcg: Option<String>,
+    /// The zones of the failing CPU's node (free pages, watermarks, free blocks per order).
+    pub zones: Option<String>,
+}
+
+impl KernelReads {
+    /// One line per read that does not run, with why.
+    pub fn inactive(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(why) = &self.memcg {
+            v.push(format!(
+                "memory-cgroup counters not read in the kernel at failures ({why}): memcg verdicts come from cgroupfs, read later"
+            ));
+        }
+        if let Some(why) = &self.zones {
+            v.push(format!(
+                "zones not read in the kernel at failures ({why}): verdicts are judged on /proc, read later"
+            ));
+        }
+        v
+    }
 }
 
 /// What the kernel offers, read once before attaching.
@@ -125,9 +154,10 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
     ];
     // Without these the failure handler skips the memory-cgroup read, and user space falls
     // back to reading cgroupfs when the event arrives.
+    let mut kernel_reads = KernelReads::default();
     match kernel_layout::memcg_globals() {
         Ok(offsets) => globals.extend(offsets),
-        Err(e) => log::debug!("memory-cgroup counters not read in the kernel: {e}"),
+        Err(e) => kernel_reads.memcg = Some(format!("{e:#}")),
     }
     // Without these the failure handler skips the zone read, and the verdict is judged
     // against /proc read when the event arrives.
@@ -137,7 +167,7 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
             globals.extend(offsets);
             pgdat_symbol_addr = kallsyms.pgdat.map_or(0, |(addr, _)| addr);
         }
-        Err(e) => log::debug!("zones not read in the kernel at failures: {e}"),
+        Err(e) => kernel_reads.zones = Some(format!("{e:#}")),
     }
     match page_alloc_offsets(&page_alloc_format) {
         Ok(offsets) => globals.extend(offsets),
@@ -218,6 +248,7 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
         ebpf,
         hooks,
         page_alloc_format,
+        kernel_reads,
     })
 }
 

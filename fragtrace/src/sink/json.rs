@@ -338,6 +338,8 @@ pub struct SummaryJson<'a> {
     /// Failures counted by stack in the kernel instead of sent as records (storm mode).
     pub storm_aggregated: u64,
     pub hooks: &'a [HookJson],
+    /// What the kernel reads at failures, or why not (null when it does).
+    pub kernel_reads: &'a crate::hooks::loader::KernelReads,
     /// Failures by verdict: memcg_limit, fragmentation, exhaustion, unknown.
     pub verdicts: &'a BTreeMap<&'static str, u64>,
     /// Failures that warn_alloc reported (`page allocation failure` in the kernel log).

@@ -46,13 +46,12 @@ pub enum LineFormat {
 /// Chunks standard output's writer holds before shedding (each is one batch's lines).
 const QUEUED_CHUNKS: usize = 1024;
 
-/// Standard output, clearing the status line before each write.
+/// Standard output, with the status line out of the way while it is written.
 struct Stdout(io::Stdout);
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        status::clear();
-        self.0.write(buf)
+        status::suspend(|| self.0.write(buf))
     }
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()

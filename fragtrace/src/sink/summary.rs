@@ -14,6 +14,7 @@ use crate::{
         histogram::{LatencySummary, human_ns},
     },
     decode::{event::KernelStacks, migratetype::MigrateTypes},
+    hooks::loader::KernelReads,
     pipeline::TracerHealth,
     source::counters::CounterValues,
     zones::{hints, snapshot::SnapshotJson, verdict::VerdictKind},
@@ -26,6 +27,7 @@ pub struct Summary<'a> {
     pub zones: &'a ZoneHistory,
     pub migratetypes: &'a MigrateTypes,
     pub hooks: &'a [HookJson],
+    pub kernel_reads: &'a KernelReads,
     pub top: usize,
     pub health: &'a TracerHealth,
     /// Why a replayed recording ends early, if it does.
@@ -171,6 +173,7 @@ impl Summary<'_> {
                 .collect(),
             storm_aggregated: self.counters.storm_aggregated,
             hooks: self.hooks,
+            kernel_reads: self.kernel_reads,
             verdicts: &t.verdicts,
             warned_failures: t.warned_failures,
             netns_failures: t.netns_failures,
@@ -383,6 +386,9 @@ impl Summary<'_> {
             "\nevents shown: {}   dropped in kernel (ring buffer full): {}   undecodable: {}",
             t.failures.shown, c.ringbuf_drops, t.failures.undecodable
         );
+        for line in self.kernel_reads.inactive() {
+            let _ = writeln!(s, "{line}");
+        }
         health_text(&mut s, self.health);
         if let Some(cut) = self.cut {
             let _ = writeln!(
@@ -456,8 +462,13 @@ fn zone_movement(s: &mut String, zones: &ZoneHistory) {
     };
     let _ = writeln!(
         s,
-        "\nzones ({} samples): free kB and largest free order, start -> end",
+        "\nzones, start -> end of the run ({} reads of /proc):",
         zones.samples
+    );
+    let _ = writeln!(
+        s,
+        "  {:<14} {:>23} {:>14} {:>8}",
+        "zone", "free kB", "largest order", "min kB"
     );
     for z in &last.zones {
         let before = first
@@ -473,7 +484,7 @@ fn zone_movement(s: &mut String, zones: &ZoneHistory) {
         };
         let _ = writeln!(
             s,
-            "  {:<16} free {:>10} -> {:<10} largest order {:>4} -> {:<4} min {} kB",
+            "  {:<14} {:>10} -> {:<9} {:>5} -> {:<5} {:>8}",
             z.label(),
             before.map_or("?".into(), |b| kb(first, b)),
             kb(last, z),

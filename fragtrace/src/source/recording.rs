@@ -24,6 +24,7 @@ use crate::{
     analysis::filter::Filter,
     decode::event::KernelTables,
     error::{ExitStatus, fatal},
+    hooks::loader::KernelReads,
     pipeline::TracerHealth,
     sink::json::HookJson,
     source::counters::CounterValues,
@@ -66,6 +67,9 @@ pub struct Header {
     pub page_size: u64,
     pub tables: KernelTables,
     pub hooks: Vec<HookJson>,
+    /// What the kernel read at failures in the live run, or why not.
+    #[serde(default)]
+    pub kernel_reads: KernelReads,
     /// The filters of the live run; `report` applies them too.
     pub filter: Filter,
 }
@@ -337,6 +341,7 @@ fn empty_header() -> Header {
         page_size: 0,
         tables: KernelTables::default(),
         hooks: Vec::new(),
+        kernel_reads: KernelReads::default(),
         filter: Filter::default(),
     }
 }
