@@ -67,7 +67,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
             Frame::Counters(c) => counters = Some((c.at_ns, c.counters)),
             Frame::Stacks(a) => pipeline.stacks(a),
             Frame::Trailer(t) => {
-                trailer = Some(t);
+                trailer = Some(*t);
                 break;
             }
         }

@@ -137,7 +137,7 @@ impl Recorder {
     }
 
     pub fn counters(&mut self, snapshot: CounterSnapshot) {
-        self.frame(&Frame::Counters(snapshot));
+        self.frame(&Frame::Counters(Box::new(snapshot)));
     }
 
     fn frame(&mut self, frame: &Frame) {
@@ -167,7 +167,7 @@ impl Recorder {
     pub fn finish(mut self, trailer: Trailer) -> Option<io::Error> {
         self.end_batch();
         let mut last = Chunk::default();
-        recording::encode(&Frame::Trailer(trailer), &mut last.bytes);
+        recording::encode(&Frame::Trailer(Box::new(trailer)), &mut last.bytes);
         self.writer.send_wait(last);
         self.writer.close()
     }

@@ -105,10 +105,10 @@ pub enum Frame {
     Zones(ZoneSample),
     Fact(Fact),
     Symbol(Symbol),
-    Counters(CounterSnapshot),
+    Counters(Box<CounterSnapshot>),
     /// The kernel's stack aggregations, whole, as last read.
     Stacks(AggregatedStacks),
-    Trailer(Trailer),
+    Trailer(Box<Trailer>),
 }
 
 /// Appends one frame to `out`.
@@ -243,9 +243,9 @@ impl Recording {
             tag::ZONES => json(&payload).map(Frame::Zones),
             tag::FACT => json(&payload).map(Frame::Fact),
             tag::SYMBOL => json(&payload).map(Frame::Symbol),
-            tag::COUNTERS => json(&payload).map(Frame::Counters),
+            tag::COUNTERS => json(&payload).map(|c| Frame::Counters(Box::new(c))),
             tag::STACKS => json(&payload).map(Frame::Stacks),
-            tag::TRAILER => json(&payload).map(Frame::Trailer),
+            tag::TRAILER => json(&payload).map(|t| Frame::Trailer(Box::new(t))),
             other => Err(format!("unknown frame tag {other}")),
         };
         match frame {
