@@ -15,6 +15,10 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    // Real consumers and peers in the tests: bpftool lists what is loaded, bpftrace runs
+    // beside fragtrace on the same tracepoints.
+    "bpftool",
+    "bpftrace",
 ];
 const BPF_LINKER_VERSION: &str = "0.13";
 
