@@ -32,12 +32,64 @@ pub mod counter {
         EXTFRAG_FRAGMENTING_BASE + (MIGRATE_SLOTS * MIGRATE_SLOTS) as u32;
     /// Compactions deferred (`mm_compaction_deferred`).
     pub const COMPACTION_DEFERRED: u32 = KCOMPACTD_WAKES + 1;
-    pub const COUNT: u32 = COMPACTION_DEFERRED + 1;
+    /// Failures counted in `FAIL_STACKS` instead of sent as records (storm mode).
+    pub const STORM_AGGREGATED: u32 = COMPACTION_DEFERRED + 1;
+    /// `AGG_FULL_BASE + aggregation`: updates lost because that aggregation's map was full
+    /// (see [`super::aggregation`]).
+    pub const AGG_FULL_BASE: u32 = STORM_AGGREGATED + 1;
+    pub const COUNT: u32 = AGG_FULL_BASE + super::aggregation::COUNT;
     use super::MIGRATE_SLOTS;
 }
 
 /// Migratetypes counted per (alloc, fallback) pair; the kernel has at most 7.
 pub const MIGRATE_SLOTS: usize = 8;
+
+/// The stack aggregations made in the kernel, each a hash map of [`StackKey`] to
+/// [`StackValue`] over the `STACKS` stack-trace map.
+pub mod aggregation {
+    /// Failures past the storm threshold (`FAIL_STACKS`): counted, not sent one by one.
+    pub const FAILURES: u32 = 0;
+    /// Direct compaction and direct reclaim stalls (`STALL_STACKS`), with their time.
+    pub const STALLS: u32 = 1;
+    /// Successful allocations of `--stacks-min-order` and above (`ALLOC_STACKS`).
+    pub const ALLOCATIONS: u32 = 2;
+    /// Migratetype fallbacks below pageblock order (`FALLBACK_STACKS`): who fragments.
+    pub const FALLBACKS: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// `StackKey::tag` of a stall.
+pub mod stall_kind {
+    pub const COMPACTION: u32 = 1;
+    pub const RECLAIM: u32 = 2;
+}
+
+/// What an aggregated stack is counted under. 40 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackKey {
+    /// The task's cgroup v2 id.
+    pub cgroup_id: u64,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Id in the `STACKS` map; negative (an errno) when the stack could not be kept.
+    pub stack_id: i32,
+    /// The order asked for (a fallback's: the order it fell back at).
+    pub order: u32,
+    /// Stalls: a [`stall_kind`]; fallbacks: `alloc_mt << 8 | fallback_mt`; else 0.
+    pub tag: u32,
+    pub _pad: u32,
+}
+
+/// How often, and for stalls how long in all.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackValue {
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// Frames kept per aggregated stack (the kernel's `PERF_MAX_STACK_DEPTH`).
+pub const STACK_MAP_DEPTH: usize = 127;
 
 /// What a record is. For [`MmEvent`] kinds, the meaning of `args` is given per kind.
 #[repr(u32)]
@@ -313,6 +365,8 @@ const _: () = assert!(core::mem::offset_of!(AllocFailEvent, memcg) % 8 == 0);
 const _: () = assert!(core::mem::size_of::<MmEvent>() == 24 + 16 + 48);
 const _: () = assert!(core::mem::size_of::<SlabCreateFailEvent>() == 24 + 16 + 64);
 const _: () = assert!(core::mem::offset_of!(AllocFailEvent, stack) % 8 == 0);
+const _: () = assert!(core::mem::size_of::<StackKey>() == 8 + 16 + 4 + 4 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<StackValue>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -322,6 +376,8 @@ mod user {
     unsafe impl aya::Pod for AllocFailEvent {}
     unsafe impl aya::Pod for MmEvent {}
     unsafe impl aya::Pod for SlabCreateFailEvent {}
+    unsafe impl aya::Pod for StackKey {}
+    unsafe impl aya::Pod for StackValue {}
 }
 
 /// Reads a record of type `T` from raw ring-buffer bytes. `None` if the buffer is too short.

@@ -1,10 +1,16 @@
-//! Direct compaction, kcompactd, compaction retries, and migratetype fallbacks. Pairing of
-//! begin/end per task is done in user space (unit-tested there); the kernel only reports.
+//! Direct compaction, kcompactd, compaction retries, and migratetype fallbacks. Each begin and
+//! end is reported (user space pairs them for the live lines and latency histograms), and the
+//! stalls' time is also aggregated per stack in the kernel (stacks.rs) for flamegraphs.
 
-use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
-use fragtrace_common::{EventKind, MIGRATE_SLOTS, counter};
+use aya_ebpf::{
+    EbpfContext, macros::tracepoint, programs::TracePointContext, programs::tracing::StackIdContext,
+};
+use fragtrace_common::{EventKind, MIGRATE_SLOTS, counter, stall_kind};
 
-use crate::maps::{btf_and_raw_tracepoint, bump, emit_mm, is_self, load_const};
+use crate::{
+    maps::{btf_and_raw_tracepoint, bump, emit_mm, is_self, load_const},
+    stacks,
+};
 
 /// The kernel's pageblock order (user space reads it from /proc/pagetypeinfo).
 #[unsafe(no_mangle)]
@@ -19,6 +25,7 @@ btf_and_raw_tracepoint!(
 );
 fn compact_try<C: EbpfContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
     if !is_self() {
+        stacks::on_compact_request(arg(0) as u32);
         let args = [
             arg(0) as u32 as u64,
             arg(1) as u32 as u64,
@@ -40,7 +47,10 @@ btf_and_raw_tracepoint!(
     compact_begin_raw,
     compact_begin
 );
-fn compact_begin<C: EbpfContext>(ctx: &C, _arg: impl Fn(usize) -> u64) -> Result<(), i64> {
+fn compact_begin<C: StackIdContext>(ctx: &C, _arg: impl Fn(usize) -> u64) -> Result<(), i64> {
+    if !is_self() {
+        stacks::on_compact_begin(ctx);
+    }
     emit_mm(ctx, EventKind::CompactBegin, [0; 6]);
     Ok(())
 }
@@ -54,6 +64,7 @@ static COMPACT_STATUS_OFFSET: u32 = 44;
 #[tracepoint(category = "compaction", name = "mm_compaction_end")]
 pub fn compact_end_tp(ctx: TracePointContext) -> u32 {
     // SAFETY: the offset comes from this kernel's tracefs format for this event.
+    stacks::on_stall_end(stall_kind::COMPACTION);
     if let Ok(status) = unsafe { ctx.read_at::<i32>(load_const(&COMPACT_STATUS_OFFSET) as usize) } {
         emit_mm(
             &ctx,
@@ -109,7 +120,7 @@ fn compact_retry<C: EbpfContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<
 // TP_PROTO(struct page *page, int alloc_order, int fallback_order, int alloc_migratetype,
 //          int fallback_migratetype)
 btf_and_raw_tracepoint!("mm_page_alloc_extfrag", extfrag_btf, extfrag_raw, extfrag);
-fn extfrag<C: EbpfContext>(_ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
+fn extfrag<C: StackIdContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
     let (fallback_order, alloc_mt, fallback_mt) = (arg(2) as u32, arg(3) as u32, arg(4) as u32);
     if alloc_mt as usize >= MIGRATE_SLOTS || fallback_mt as usize >= MIGRATE_SLOTS {
         return Ok(());
@@ -118,6 +129,9 @@ fn extfrag<C: EbpfContext>(_ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i
     bump(counter::EXTFRAG_BASE + pair);
     if fallback_order < load_const(&PAGEBLOCK_ORDER) {
         bump(counter::EXTFRAG_FRAGMENTING_BASE + pair);
+        if !is_self() {
+            stacks::on_fragmenting_fallback(ctx, fallback_order, alloc_mt, fallback_mt);
+        }
     }
     Ok(())
 }
@@ -129,8 +143,9 @@ btf_and_raw_tracepoint!(
     reclaim_begin_raw,
     reclaim_begin
 );
-fn reclaim_begin<C: EbpfContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
+fn reclaim_begin<C: StackIdContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
     if !is_self() {
+        stacks::on_reclaim_begin(ctx, arg(0) as u32);
         emit_mm(
             ctx,
             EventKind::ReclaimBegin,
@@ -149,6 +164,7 @@ btf_and_raw_tracepoint!(
 );
 fn reclaim_end<C: EbpfContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
     if !is_self() {
+        stacks::on_stall_end(stall_kind::RECLAIM);
         emit_mm(ctx, EventKind::ReclaimEnd, [arg(0), 0, 0, 0, 0, 0]);
     }
     Ok(())

@@ -10,6 +10,7 @@ mod netns;
 mod oom;
 mod page_alloc;
 mod slab;
+mod stacks;
 mod warn;
 mod zones;
 

@@ -6,10 +6,10 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
+    programs::tracing::StackIdContext,
 };
 use aya_log_ebpf::warn;
 use fragtrace_common::{
@@ -21,6 +21,7 @@ use crate::maps::{
     header, is_self, load_const,
 };
 use crate::memcg::current_memcg_counters;
+use crate::stacks;
 use crate::zones::snapshot_current_node;
 
 // Field offsets in the classic tracepoint record, read from tracefs `format` by user space.
@@ -51,7 +52,7 @@ btf_and_raw_tracepoint!(
     page_alloc_args
 );
 
-fn page_alloc_args<C: EbpfContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
+fn page_alloc_args<C: StackIdContext>(ctx: &C, arg: impl Fn(usize) -> u64) -> Result<(), i64> {
     try_page_alloc(
         ctx,
         PageAlloc {
@@ -93,7 +94,7 @@ fn read_tracepoint_record(ctx: &TracePointContext) -> Result<PageAlloc, i64> {
 }
 
 #[inline(always)]
-fn try_page_alloc<C: EbpfContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i64> {
+fn try_page_alloc<C: StackIdContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i64> {
     let bucket = if alloc.order as usize > MAX_ORDER {
         MAX_ORDER as u32
     } else {
@@ -101,12 +102,16 @@ fn try_page_alloc<C: EbpfContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i64> 
     };
     if !alloc.failed {
         bump(counter::ALLOC_BASE + bucket);
+        stacks::on_allocation(ctx, alloc.order);
         return Ok(());
     }
     if is_self() {
         return Ok(());
     }
     bump(counter::FAIL_BASE + bucket);
+    if !stacks::failure_as_record(ctx, alloc.order) {
+        return Ok(());
+    }
 
     let tid = current_tid();
     // SAFETY: map lookups by value; the values are plain integers.

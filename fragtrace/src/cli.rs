@@ -16,6 +16,9 @@ use clap::{Args, Parser, Subcommand};
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// More diagnostics on stderr (-v: info, -vv: debug, -vvv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -83,10 +86,33 @@ pub struct ShowArgs {
     pub top: usize,
 }
 
+/// Flamegraphs written at the end, live and in `report`.
+#[derive(Args, Debug, Clone)]
+pub struct FlamegraphArgs {
+    /// Write folded stacks (the flamegraph.pl and inferno input) to FILE at the end.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Write a flamegraph SVG to FILE at the end.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+    /// What the widths count: failures (where failures come from), stall (microseconds of
+    /// direct compaction and reclaim: where the node stalls), allocations (successful ones of
+    /// --stacks-min-order and above: who asks for high-order blocks), fallbacks (migratetype
+    /// fallbacks below pageblock order: who fragments memory).
+    #[arg(long, value_enum, default_value = "failures")]
+    pub weight: crate::sink::flamegraph::Weight,
+    /// The root frame of each stack: the task's name, its container, or (failures only) the
+    /// verdict.
+    #[arg(long, value_enum, default_value = "comm")]
+    pub folded_root: crate::sink::flamegraph::Root,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct TraceArgs {
     #[command(flatten)]
     pub show: ShowArgs,
+    #[command(flatten)]
+    pub flamegraph: FlamegraphArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Stop after SECS seconds and print the summary.
@@ -100,6 +126,16 @@ pub struct TraceArgs {
     /// the syscall-tracing slow path (measured on 6.18: getppid 180 -> 265 ns).
     #[arg(long)]
     pub netns_syscalls: bool,
+    /// Failure records per second and CPU before storm mode counts further failures in the
+    /// kernel, by stack, order and task name, instead of sending each (counts stay exact). 0
+    /// sends every failure.
+    #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_THRESHOLD)]
+    pub storm_threshold: u32,
+    /// Also count, by stack, successful allocations of order N and above: who asks for
+    /// high-order blocks before anything fails (`--weight allocations` flamegraphs). Costs a
+    /// stack walk per such allocation; order-0 allocations cost nothing more.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub stacks_min_order: Option<u32>,
     /// fragtrace's own OOM score adjustment while tracing (-1000..1000). The default, -1000, keeps
     /// the OOM killer from choosing fragtrace during the incident it records; its memory is
     /// bounded and locked. In a memory cgroup that holds only fragtrace, set its limit well
@@ -133,6 +169,8 @@ pub struct ReportArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub show: ShowArgs,
+    #[command(flatten)]
+    pub flamegraph: FlamegraphArgs,
     /// Filters on top of the ones the recording was made with.
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -177,6 +215,11 @@ pub struct DaemonArgs {
     /// `fragtrace --help`).
     #[arg(long)]
     pub netns_syscalls: bool,
+    /// As for the tracer: failure records per second and CPU before storm mode counts further
+    /// failures in the kernel (fragtrace_storm_aggregated_failures_total) instead of sending
+    /// each. 0 sends every failure.
+    #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_THRESHOLD)]
+    pub storm_threshold: u32,
     /// As for the tracer: fragtrace's own OOM score adjustment (-1000..1000).
     #[arg(long, value_name = "N", default_value_t = crate::survival::DEFAULT_OOM_SCORE_ADJ,
           allow_negative_numbers = true,
@@ -197,10 +240,18 @@ impl DaemonArgs {
                 frames: 8,
                 top: 5,
             },
+            flamegraph: FlamegraphArgs {
+                folded: None,
+                flamegraph: None,
+                weight: crate::sink::flamegraph::Weight::Failures,
+                folded_root: crate::sink::flamegraph::Root::Comm,
+            },
             filter: self.filter.clone(),
             duration: self.duration,
             no_status: true,
             netns_syscalls: self.netns_syscalls,
+            storm_threshold: self.storm_threshold,
+            stacks_min_order: None,
             oom_score_adj: self.oom_score_adj,
             force_method: self.force_method.clone(),
             tracefs: self.tracefs.clone(),

@@ -21,6 +21,16 @@ fn main() -> ExitCode {
             return ExitCode::from(error::ExitStatus::Usage as u8);
         }
     };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .format_timestamp(None)
+        .init();
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -5,9 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     analysis::{analyzer::Analyzer, histogram::LatencySummary},
-    decode::event::Decoder,
-    sink::{EventLines, metrics::Metrics, recording::Recorder},
-    source::host::{Host, ZoneSample},
+    decode::event::{Decoder, KernelStacks},
+    sink::{
+        EventLines,
+        flamegraph::{Flamegraphs, Title},
+        metrics::Metrics,
+        recording::Recorder,
+    },
+    source::{
+        host::{Host, ZoneSample},
+        stack_maps::AggregatedStacks,
+    },
 };
 
 /// A failure judged on /proc is judged on a read at most this old (or taken after it).
@@ -19,6 +27,7 @@ pub struct Pipeline<H: Host> {
     pub host: H,
     pub lines: Option<EventLines>,
     pub recorder: Option<Recorder>,
+    pub flamegraphs: Option<Flamegraphs>,
     /// The daemon's Prometheus metrics.
     pub metrics: Option<Metrics>,
 }
@@ -34,6 +43,9 @@ impl<H: Host> Pipeline<H> {
                 if let Some(finding) = self.analyzer.on_event(event, &mut self.host) {
                     if let Some(lines) = &mut self.lines {
                         lines.finding(&finding);
+                    }
+                    if let Some(f) = &mut self.flamegraphs {
+                        f.finding(&finding);
                     }
                     if let Some(m) = &mut self.metrics {
                         m.finding(&finding);
@@ -55,6 +67,48 @@ impl<H: Host> Pipeline<H> {
             r.zone_sample(&sample);
         }
         self.analyzer.on_zone_sample(sample);
+    }
+
+    /// What the kernel aggregated so far (each reading replaces the last).
+    pub fn stacks(&mut self, stacks: AggregatedStacks) {
+        if let Some(r) = &mut self.recorder {
+            r.stacks(&stacks, &self.decoder.kallsyms);
+        }
+        self.analyzer.on_kernel_stacks(stacks);
+    }
+
+    /// The kernel's stack aggregations, named; storm-mode failures pass the same filters as
+    /// failure records (as far as a task name and an order can tell).
+    pub fn kernel_stacks(&self) -> KernelStacks {
+        let mut named = self.decoder.kernel_stacks(&self.analyzer.kernel_stacks);
+        let filters = &self.analyzer.filters;
+        named.failures.retain(|s| {
+            filters
+                .iter()
+                .all(|f| f.matches_aggregate(&s.comm, s.order))
+        });
+        named
+    }
+
+    /// Writes the folded stacks and flamegraph asked for, from what the run saw.
+    pub fn write_flamegraphs(
+        &mut self,
+        kernel: &KernelStacks,
+        title: &Title,
+    ) -> anyhow::Result<()> {
+        let Some(f) = self.flamegraphs.take() else {
+            return Ok(());
+        };
+        let host = &mut self.host;
+        let lines = f.lines(kernel, |cgroup_id| {
+            host.container(cgroup_id, 0).and_then(|c| c.container_id)
+        });
+        f.write(&lines, title).map_err(|e| {
+            crate::error::fatal(
+                crate::error::ExitStatus::Failure,
+                format!("cannot write the flamegraph: {e}"),
+            )
+        })
     }
 
     /// Hands what a batch of records produced to the sinks' writer threads.
@@ -118,6 +172,9 @@ pub struct TracerHealth {
     /// Memory locked (mlockall), or why not.
     pub memory_locked: bool,
     pub memory_lock_error: Option<String>,
+    /// Capabilities kept once attached (all others dropped), or why they could not be dropped.
+    pub capabilities_kept: Vec<String>,
+    pub capabilities_error: Option<String>,
     /// Resident set at the end and at its peak, in kB.
     pub rss_kb: Option<u64>,
     pub peak_rss_kb: Option<u64>,

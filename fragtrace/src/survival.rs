@@ -38,6 +38,43 @@ pub fn lock_memory() -> Result<(), String> {
     })
 }
 
+/// Drops every capability once the programs are attached and the files fragtrace needs are
+/// open: what stays open (maps, the ring buffer, output files) needs none, and /proc and
+/// cgroupfs are readable without them. Memory locked on a finite memlock limit keeps
+/// CAP_IPC_LOCK, without which the locked pages of later allocations would count against
+/// that limit and could fail. Returns what was kept.
+pub fn drop_capabilities(memory_locked: bool) -> Result<Vec<String>, String> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    let mut keep = CapsHashSet::new();
+    if memory_locked && !memlock_unlimited() {
+        keep.insert(Capability::CAP_IPC_LOCK);
+    }
+    let set = |which: CapSet, caps: &CapsHashSet| {
+        caps::set(None, which, caps).map_err(|e| format!("cannot drop capabilities: {e}"))
+    };
+    // The bounding set first, while CAP_SETPCAP is still there; then what the process holds.
+    if let Ok(bounding) = caps::read(None, CapSet::Bounding) {
+        for cap in bounding.difference(&keep) {
+            let _ = caps::drop(None, CapSet::Bounding, *cap);
+        }
+    }
+    set(CapSet::Ambient, &CapsHashSet::new())?;
+    set(CapSet::Inheritable, &CapsHashSet::new())?;
+    set(CapSet::Effective, &keep)?;
+    set(CapSet::Permitted, &keep)?;
+    Ok(keep.iter().map(|c| c.to_string()).collect())
+}
+
+fn memlock_unlimited() -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid pointer to an rlimit.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    read && limit.rlim_cur == libc::RLIM_INFINITY
+}
+
 /// Touches every page of fragtrace's executable mappings, so that they are resident and locked.
 fn fault_in_own_code() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {

@@ -89,11 +89,14 @@ impl Tracer {
                 panic!("fragtrace did not attach (status {status:?}); stderr:\n{seen}");
             }
             seen.push_str(&line);
-            if line.contains("kmem:mm_page_alloc attached via") {
-                if let Some(i) = args.iter().position(|a| *a == "--force-method") {
-                    let want = format!("attached via {}", args[i + 1]);
-                    assert!(line.contains(&want), "wanted {want}: {line}");
-                }
+            if line.contains("kmem:mm_page_alloc attached via")
+                && let Some(i) = args.iter().position(|a| *a == "--force-method")
+            {
+                let want = format!("attached via {}", args[i + 1]);
+                assert!(line.contains(&want), "wanted {want}: {line}");
+            }
+            // Printed once everything is set up: attached, locked, privileges dropped.
+            if line.starts_with("fragtrace: tracing") {
                 break;
             }
         }

@@ -20,6 +20,10 @@ const APT_PACKAGES: &[&str] = &[
     "podman",
     "buildah",
     "runc",
+    // Real consumers and peers in the tests: bpftool lists what is loaded, bpftrace runs
+    // beside fragtrace on the same tracepoints.
+    "bpftool",
+    "bpftrace",
 ];
 /// From PyPI: the daemon's Kubernetes manifests are validated against the API's schemas.
 const PIP_PACKAGES: &[&str] = &["kubernetes-validate"];
@@ -33,6 +37,7 @@ pub fn run() -> Result<()> {
     ensure_apt_packages()?;
     ensure_pip_packages()?;
     ensure_bpf_linker()?;
+    ensure_inferno()?;
     crate::vmtest::ensure_kernels()?;
     eprintln!("xtask setup: ready in {:.1?}", started.elapsed());
     Ok(())
@@ -152,4 +157,14 @@ fn ensure_pip_packages() -> Result<()> {
             .args(&missing),
     )
     .context("pip install")
+}
+
+/// inferno's `inferno-flamegraph`, the real consumer the flamegraph tests feed.
+fn ensure_inferno() -> Result<()> {
+    if succeeds(Command::new("inferno-flamegraph").arg("--version")) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing inferno (flamegraph tools)");
+    run_cmd(Command::new("cargo").args(["install", "inferno", "--locked"]))
+        .context("cannot install inferno")
 }

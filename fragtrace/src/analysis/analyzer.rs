@@ -17,6 +17,7 @@ use crate::{
     source::{
         container::ContainerInfo,
         host::{Host, ZoneSample},
+        stack_maps::AggregatedStacks,
     },
 };
 
@@ -78,6 +79,8 @@ pub struct Analyzer {
     pub filters: Vec<Filter>,
     pub totals: Aggregates,
     pub attributor: Attributor,
+    /// The kernel's stack aggregations as last read.
+    pub kernel_stacks: AggregatedStacks,
     stalls: StallTracker,
 }
 
@@ -87,6 +90,7 @@ impl Analyzer {
             filters,
             totals: Aggregates::default(),
             attributor: Attributor::default(),
+            kernel_stacks: AggregatedStacks::default(),
             stalls: StallTracker::default(),
         }
     }
@@ -94,6 +98,10 @@ impl Analyzer {
     /// The zone state read from /proc, in stream order.
     pub fn on_zone_sample(&mut self, sample: ZoneSample) {
         self.attributor.zones.add(sample);
+    }
+
+    pub fn on_kernel_stacks(&mut self, stacks: AggregatedStacks) {
+        self.kernel_stacks = stacks;
     }
 
     /// A record user space could not decode.

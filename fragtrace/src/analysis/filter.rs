@@ -55,6 +55,12 @@ impl Filter {
             }
     }
 
+    /// Whether a stack the kernel aggregated (known by task name and order, not by pid or
+    /// cgroup) is shown: not when the filter asks for a pid or a cgroup.
+    pub fn matches_aggregate(&self, comm: &str, order: u32) -> bool {
+        self.pid.is_none() && !self.needs_cgroup() && self.matches(0, comm, Some(order))
+    }
+
     /// The cgroup conditions, on the task's cgroup (None: unknown, which matches none).
     pub fn matches_cgroup(&self, cgroup: Option<&ContainerInfo>, pods: &mut dyn PodNames) -> bool {
         if !self.needs_cgroup() {

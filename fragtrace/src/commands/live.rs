@@ -20,16 +20,17 @@ use crate::{
     error::{ExitStatus, fatal},
     hooks::{
         catalog,
-        counters::{CounterValues, Counters},
-        loader::{self, HookStatus, Mode},
+        loader::{self, HookStatus, KernelReads, Mode},
         preflight,
     },
     pipeline::{Pipeline, Shed, TracerHealth},
     sink::{json::HookJson, recording::Recorder, status},
     source::{
-        host::{LiveHost, ZoneSample},
+        counters::{CounterValues, Counters},
+        host::{Host, LiveHost, ZoneSample},
         recording::{self, CounterSnapshot, Header, Trailer},
         ringbuf::{Batches, Drain, RawBatch},
+        stack_maps::StackMaps,
     },
     survival,
 };
@@ -42,8 +43,10 @@ pub struct Live {
     pub pipeline: Pipeline<LiveHost>,
     pub batches: Batches,
     pub counters: Counters,
+    pub stack_maps: StackMaps,
     pub hooks: Vec<HookJson>,
     pub hook_status: Vec<HookStatus>,
+    pub kernel_reads: KernelReads,
     pub health: TracerHealth,
     pub started: Instant,
     /// What a recording's header needs.
@@ -98,9 +101,18 @@ impl Live {
         } else {
             &[]
         };
-        let mut loaded = loader::load(&tracefs, mode, opted_in, &kallsyms)?;
+        let request = loader::Request {
+            mode,
+            opted_in,
+            storm_threshold: args.storm_threshold,
+            stacks_min_order: args.stacks_min_order,
+        };
+        let mut loaded = loader::load(&tracefs, request, &kallsyms)?;
         loaded.require_any_attached()?;
         report_hooks(&loaded.hooks);
+        for line in loaded.kernel_reads.inactive() {
+            eprintln!("fragtrace: {line}");
+        }
         let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
         let page_alloc_format = loaded
             .page_alloc_format
@@ -114,6 +126,7 @@ impl Live {
         }
         let bpf_log = start_bpf_logger(&mut loaded.ebpf);
         let counters = Counters::new(loaded.take_map("COUNTERS")?)?;
+        let stack_maps = StackMaps::new(|name| loaded.take_map(name))?;
         let (drain, batches) = Drain::start(loaded.take_map("EVENTS")?)?;
 
         let filter = Filter::from_args(&args.filter);
@@ -124,6 +137,7 @@ impl Live {
             lines: None,
             recorder: None,
             metrics: None,
+            flamegraphs: None,
         };
         if let Some(z) = ZoneSample::read() {
             pipeline.zone_sample(z);
@@ -143,8 +157,10 @@ impl Live {
             pipeline,
             batches,
             counters,
+            stack_maps,
             hooks,
             hook_status: loaded.hooks.clone(),
+            kernel_reads: loaded.kernel_reads.clone(),
             health,
             started: Instant::now(),
             tables,
@@ -158,6 +174,15 @@ impl Live {
         if let Some(path) = record {
             live.begin_recording(path)?;
         }
+        // Everything that needed privilege is done: attached, opened, locked, read. (The
+        // daemon's flight recorder creates its later segments as the owner of its directory.)
+        match survival::drop_capabilities(live.health.memory_locked) {
+            Ok(kept) => live.health.capabilities_kept = kept,
+            Err(e) => {
+                warn(&e);
+                live.health.capabilities_error = Some(e);
+            }
+        }
         Ok(live)
     }
 
@@ -165,7 +190,13 @@ impl Live {
     /// everything analysis reads. A recording already under way must be ended first.
     pub fn begin_recording(&mut self, path: &Path) -> Result<()> {
         let zones = self.pipeline.analyzer.attributor.zones.latest.clone();
-        let header = recording_header(&self.tables, &self.hooks, &self.filter, zones.as_ref());
+        let header = recording_header(
+            &self.tables,
+            &self.hooks,
+            &self.kernel_reads,
+            &self.filter,
+            zones.as_ref(),
+        );
         let mut recorder = Recorder::create(path, &header)?;
         if let Some(z) = &zones {
             recorder.zone_sample(z);
@@ -230,18 +261,32 @@ impl Live {
         self.batches.recycle(batch);
     }
 
-    /// The periodic /proc read, and the kernel's counters for the recording.
+    /// The periodic /proc read, and what the kernel counts and aggregates.
     pub fn on_zone_tick(&mut self) {
         if let Some(z) = ZoneSample::read() {
             self.pipeline.zone_sample(z);
         }
-        if let (Some(r), Ok(c)) = (&mut self.pipeline.recorder, self.counters.read()) {
-            r.counters(CounterSnapshot {
-                at_ns: MonotonicClock::monotonic_now_ns(),
-                counters: c,
-            });
-        }
+        self.read_kernel_aggregates();
         self.pipeline.end_batch();
+    }
+
+    /// The kernel's counters and stack aggregations, for the recording and the summary; the
+    /// containers of the cgroups they name are looked up while those cgroups still exist.
+    fn read_kernel_aggregates(&mut self) {
+        let stacks = self.stack_maps.read();
+        for a in stacks.all() {
+            self.pipeline.host.container(a.cgroup_id, 0);
+        }
+        if let Some(r) = &mut self.pipeline.recorder {
+            r.facts(self.pipeline.host.take_facts());
+            if let Ok(c) = self.counters.read() {
+                r.counters(CounterSnapshot {
+                    at_ns: MonotonicClock::monotonic_now_ns(),
+                    counters: c,
+                });
+            }
+        }
+        self.pipeline.stacks(stacks);
     }
 
     /// Stops draining, analyses whatever the kernel had already queued, and gathers the
@@ -256,6 +301,7 @@ impl Live {
         if let Some(z) = ZoneSample::read() {
             self.pipeline.zone_sample(z);
         }
+        self.read_kernel_aggregates();
         self.pipeline.end_batch();
         let h = &mut self.health;
         h.records_drained = self.drain.stats.records.load(Ordering::Relaxed);
@@ -302,6 +348,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 fn recording_header(
     tables: &KernelTables,
     hooks: &[HookJson],
+    kernel_reads: &KernelReads,
     filter: &Filter,
     zones: Option<&ZoneSample>,
 ) -> Header {
@@ -321,6 +368,7 @@ fn recording_header(
         page_size: zones.map_or_else(crate::zones::page_size, |z| z.state.page_size),
         tables: tables.clone(),
         hooks: hooks.to_vec(),
+        kernel_reads: kernel_reads.clone(),
         filter: filter.clone(),
     }
 }
@@ -394,8 +442,7 @@ fn attached_summary(hooks: &[HookStatus]) -> String {
 }
 
 pub fn warn(msg: &str) {
-    status::clear();
-    eprintln!("fragtrace: warning: {msg}");
+    status::suspend(|| eprintln!("fragtrace: warning: {msg}"));
 }
 
 /// Forwards the eBPF programs' aya-log messages to stderr. Optional: tracing works without it.
@@ -406,8 +453,7 @@ fn start_bpf_logger(ebpf: &mut aya::Ebpf) -> Option<tokio::task::JoinHandle<()>>
             true
         }
         fn log(&self, record: &log::Record) {
-            status::clear();
-            eprintln!("fragtrace: bpf {}: {}", record.level(), record.args());
+            status::suspend(|| eprintln!("fragtrace: bpf {}: {}", record.level(), record.args()));
         }
         fn flush(&self) {}
     }

@@ -7,10 +7,7 @@ use serde::Serialize;
 use crate::{
     cli::ProbesArgs,
     decode::{kallsyms::Kallsyms, tracefs},
-    hooks::{
-        loader::{self, Mode},
-        preflight,
-    },
+    hooks::{loader, preflight},
     sink::json::HookJson,
 };
 
@@ -20,20 +17,24 @@ struct ProbesJson {
     kind: &'static str,
     kernel: String,
     hooks: Vec<HookJson>,
+    /// What the failure handler reads in the kernel, or why not.
+    kernel_reads: loader::KernelReads,
 }
 
 pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     preflight::require_privileges()?;
     let tracefs = tracefs::locate(None)?;
     let kallsyms = Kallsyms::load().unwrap_or_default();
-    let loaded = loader::load(&tracefs, Mode::EveryMethod, &[], &kallsyms)?;
+    let loaded = loader::load(&tracefs, loader::Request::every_method(), &kallsyms)?;
     let hooks: Vec<HookJson> = loaded.hooks.iter().map(HookJson::from_status).collect();
+    let kernel_reads = loaded.kernel_reads.clone();
     // Detach everything before printing: probing must leave nothing behind.
     drop(loaded);
     let report = ProbesJson {
         kind: "probes",
         kernel: kernel_release(),
         hooks,
+        kernel_reads,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -61,6 +62,13 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
                 notes.join("; ")
             }
         );
+    }
+    let reads = report.kernel_reads.inactive();
+    if reads.is_empty() {
+        println!("memory-cgroup counters and zones are read in the kernel at each failure");
+    }
+    for line in reads {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

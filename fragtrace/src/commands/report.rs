@@ -2,7 +2,7 @@
 //! run, on any machine, without root or eBPF. A recording cut short is reported up to the cut.
 //! A directory is a daemon's flight recorder: its segments are replayed oldest first, through
 //! one analysis, as if they were one recording.
-use std::{io, path::PathBuf, process::ExitCode};
+use std::{io, path::PathBuf, process::ExitCode, str::FromStr};
 
 use anyhow::Result;
 
@@ -11,9 +11,13 @@ use crate::{
     cli::ReportArgs,
     decode::{event::Decoder, kallsyms::Kallsyms},
     error::{ExitStatus, fatal},
-    hooks::counters::CounterValues,
     pipeline::{Pipeline, TracerHealth},
-    sink::{EventLines, LineFormat, summary::Summary},
+    sink::{
+        EventLines, LineFormat,
+        flamegraph::{Flamegraphs, Title},
+        summary::Summary,
+    },
+    source::counters::CounterValues,
     source::{
         host::RecordedHost,
         recording::{self, Frame, Recording, Trailer},
@@ -41,6 +45,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         lines: Some(EventLines::stdout(format)?),
         recorder: None,
         metrics: None,
+        flamegraphs: Flamegraphs::from_args(&args.flamegraph)?,
     };
     let mut end = End::default();
     let mut duration_s = 0.0;
@@ -76,6 +81,23 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         None => (end.counters.unwrap_or_default().1, TracerHealth::default()),
     };
     let lines = pipeline.lines.take().expect("set above");
+    let kernel = pipeline.kernel_stacks();
+    let ended = jiff::Timestamp::from_str(&header.started)
+        .ok()
+        .and_then(|t| {
+            t.checked_add(jiff::SignedDuration::from_secs_f64(duration_s))
+                .ok()
+        })
+        .map_or_else(|| "?".to_string(), |t| t.to_string());
+    pipeline.write_flamegraphs(
+        &kernel,
+        &Title {
+            host: header.hostname.clone(),
+            kernel: header.kernel_release.clone(),
+            from: header.started.clone(),
+            to: ended,
+        },
+    )?;
     let summary = Summary {
         duration_s,
         counters: &counters,
@@ -83,9 +105,11 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         zones: &pipeline.analyzer.attributor.zones,
         migratetypes: &pipeline.decoder.migratetypes,
         hooks: &header.hooks,
+        kernel_reads: &header.kernel_reads,
         top: args.show.top,
         health: &health,
         cut: end.cut.as_deref(),
+        kernel: &kernel,
     }
     .render(lines.format());
     if let Some(cut) = &end.cut {
@@ -161,8 +185,9 @@ fn replay(recording: &mut Recording, pipeline: &mut Pipeline<RecordedHost>) -> E
                     .insert(s.addr, &s.name, s.module.as_deref())
             }
             Frame::Counters(c) => end.counters = Some((c.at_ns, c.counters)),
+            Frame::Stacks(a) => pipeline.stacks(a),
             Frame::Trailer(t) => {
-                end.trailer = Some(t);
+                end.trailer = Some(*t);
                 break;
             }
         }

@@ -12,8 +12,13 @@ use super::live::{self, Live, ZONE_SAMPLE_PERIOD};
 use crate::{
     cli::TraceArgs,
     error::{ExitStatus, fatal},
-    hooks::counters::CounterValues,
-    sink::{EventLines, LineFormat, status, summary::Summary},
+    sink::{
+        EventLines, LineFormat,
+        flamegraph::{Flamegraphs, Title, Weight},
+        status,
+        summary::Summary,
+    },
+    source::counters::CounterValues,
 };
 
 pub fn run(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
@@ -22,6 +27,14 @@ pub fn run(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
 }
 
 async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
+    let flamegraphs = Flamegraphs::from_args(&args.flamegraph)?;
+    if flamegraphs
+        .as_ref()
+        .is_some_and(|f| f.weight == Weight::Allocations)
+        && args.stacks_min_order.is_none()
+    {
+        live::warn("--weight allocations counts nothing without --stacks-min-order N");
+    }
     // Handlers first: a signal that arrives once the hooks are announced must end the run cleanly.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -36,9 +49,12 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
     };
     live.pipeline.lines =
         Some(EventLines::stdout(format).context("cannot start the output thread")?);
+    live.pipeline.flamegraphs = flamegraphs;
+    let started_at = jiff::Timestamp::now();
 
-    status::enable(!args.no_status && !args.show.json);
     let attached = live.attached_summary();
+    eprintln!("fragtrace: tracing; Ctrl-C to end");
+    status::enable(!args.no_status && !args.show.json);
     let deadline = tokio::time::sleep(
         args.duration
             .map(Duration::from_secs_f64)
@@ -78,6 +94,24 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
     let counters = live.finish().await?;
     let duration_s = live.started.elapsed().as_secs_f64();
     let lines = live.pipeline.lines.take().expect("set above");
+    let kernel = live.pipeline.kernel_stacks();
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let flamegraph_error = live
+        .pipeline
+        .write_flamegraphs(
+            &kernel,
+            &Title {
+                host: read("/proc/sys/kernel/hostname"),
+                kernel: read("/proc/sys/kernel/osrelease"),
+                from: started_at.to_string(),
+                to: jiff::Timestamp::now().to_string(),
+            },
+        )
+        .err();
     let summary = Summary {
         duration_s,
         counters: &counters,
@@ -85,13 +119,18 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
         zones: &live.pipeline.analyzer.attributor.zones,
         migratetypes: &live.pipeline.decoder.migratetypes,
         hooks: &live.hooks,
+        kernel_reads: &live.kernel_reads,
         top: args.show.top,
         health: &live.health,
         cut: None,
+        kernel: &kernel,
     }
     .render(lines.format());
     let recording_error = live.end_recording(counters.clone());
     let output_error = lines.finish(&summary);
+    if let Some(e) = flamegraph_error {
+        return Err(e);
+    }
     if let (Some(e), Some(path)) = (recording_error, record) {
         return Err(fatal(
             ExitStatus::Failure,
@@ -111,14 +150,15 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
 
 fn status_text(attached: &str, c: &CounterValues, shown: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs();
+    // Most telling first: the terminal's width cuts the end.
     format!(
-        "{attached} | allocations {} | failures {} | shown {} | dropped {} | {:02}:{:02}:{:02}",
-        c.allocs(),
+        "{:02}:{:02}:{:02} failures {} shown {} dropped {} | allocations {} | {attached}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
         c.failures(),
         shown,
         c.ringbuf_drops,
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        c.allocs(),
     )
 }

@@ -4,12 +4,15 @@
 use anyhow::{Result, bail};
 use fragtrace_common::{
     AllocFailEvent, EventHeader, EventKind, MemcgCounters, MmEvent, NetnsOp, OomVictimEvent,
-    SlabCreateFailEvent, ZoneSnapshot, read_record,
+    SlabCreateFailEvent, ZoneSnapshot, read_record, stall_kind,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols};
-use crate::zones::verdict::Access;
+use crate::{
+    source::stack_maps::{Aggregated, AggregatedStacks},
+    zones::verdict::Access,
+};
 
 /// Who and when, for every event.
 #[derive(Debug, Clone, PartialEq)]
@@ -361,6 +364,71 @@ impl Decoder {
             .iter()
             .map(|&addr| self.kallsyms.format(addr))
             .collect()
+    }
+}
+
+/// A stack the kernel aggregated, named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackCount {
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub order: u32,
+    /// Stalls: compaction or reclaim; fallbacks: `Unmovable->Movable`.
+    pub what: Option<String>,
+    /// Symbolized frames, innermost first; empty when the kernel could not keep the stack.
+    pub stack: Vec<String>,
+    pub count: u64,
+    pub total_ns: u64,
+}
+
+/// The kernel's stack aggregations, named.
+#[derive(Debug, Clone, Default)]
+pub struct KernelStacks {
+    /// Failures counted in the kernel in storm mode.
+    pub failures: Vec<StackCount>,
+    /// Direct compaction and direct reclaim stalls.
+    pub stalls: Vec<StackCount>,
+    /// Successful allocations of `--stacks-min-order` and above.
+    pub allocations: Vec<StackCount>,
+    /// Migratetype fallbacks below pageblock order.
+    pub fallbacks: Vec<StackCount>,
+}
+
+impl Decoder {
+    pub fn kernel_stacks(&self, agg: &AggregatedStacks) -> KernelStacks {
+        let name = |a: &Aggregated, what: Option<String>| StackCount {
+            comm: a.comm.clone(),
+            cgroup_id: a.cgroup_id,
+            order: a.order,
+            what,
+            stack: agg
+                .stacks
+                .get(&a.stack_id)
+                .map(|frames| self.symbolize(frames))
+                .unwrap_or_default(),
+            count: a.count,
+            total_ns: a.total_ns,
+        };
+        let stall = |tag| match tag {
+            stall_kind::COMPACTION => "compaction".to_string(),
+            stall_kind::RECLAIM => "reclaim".to_string(),
+            other => format!("stall{other}"),
+        };
+        let mt = |v: u32| self.migratetypes.name((v & 0xff) as i32);
+        KernelStacks {
+            failures: agg.failures.iter().map(|a| name(a, None)).collect(),
+            stalls: agg
+                .stalls
+                .iter()
+                .map(|a| name(a, Some(stall(a.tag))))
+                .collect(),
+            allocations: agg.allocations.iter().map(|a| name(a, None)).collect(),
+            fallbacks: agg
+                .fallbacks
+                .iter()
+                .map(|a| name(a, Some(format!("{}->{}", mt(a.tag >> 8), mt(a.tag)))))
+                .collect(),
+        }
     }
 }
 

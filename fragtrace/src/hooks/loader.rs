@@ -63,6 +63,35 @@ pub struct Loaded {
     pub hooks: Vec<HookStatus>,
     /// The `kmem/mm_page_alloc` format, when tracefs has it (gfp names come from it).
     pub page_alloc_format: Result<EventFormat, String>,
+    pub kernel_reads: KernelReads,
+}
+
+/// What the failure handler reads in the kernel at the failure itself, or why it cannot here.
+/// Without them, verdicts are judged on /proc and cgroupfs read later in user space.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelReads {
+    /// Memory-cgroup page counters (usage, limit) of the failing task's cgroups.
+    pub memcg: Option<String>,
+    /// The zones of the failing CPU's node (free pages, watermarks, free blocks per order).
+    pub zones: Option<String>,
+}
+
+impl KernelReads {
+    /// One line per read that does not run, with why.
+    pub fn inactive(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(why) = &self.memcg {
+            v.push(format!(
+                "memory-cgroup counters not read in the kernel at failures ({why}): memcg verdicts come from cgroupfs, read later"
+            ));
+        }
+        if let Some(why) = &self.zones {
+            v.push(format!(
+                "zones not read in the kernel at failures ({why}): verdicts are judged on /proc, read later"
+            ));
+        }
+        v
+    }
 }
 
 /// What the kernel offers, read once before attaching.
@@ -74,14 +103,36 @@ struct Kernel<'a> {
     missing_offsets: Vec<(&'static str, String)>,
 }
 
-/// Callers check privileges first ([`preflight::require_privileges`]). `opted_in` lists the
-/// opt-in hooks asked for ([`catalog::OptIn`]); `probes` tries every hook whatever it says.
-pub fn load(
-    tracefs: &Path,
-    mode: Mode<'_>,
-    opted_in: &[catalog::OptIn],
-    kallsyms: &Kallsyms,
-) -> Result<Loaded> {
+/// What the user asked of the kernel side.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    pub mode: Mode<'a>,
+    /// The opt-in hooks asked for ([`catalog::OptIn`]); `probes` tries every hook anyway.
+    pub opted_in: &'a [catalog::OptIn],
+    /// Failure records per second and CPU before they are aggregated in the kernel; 0: never.
+    pub storm_threshold: u32,
+    /// Aggregate the stacks of successful allocations of this order and above.
+    pub stacks_min_order: Option<u32>,
+}
+
+impl Request<'_> {
+    /// What `probes` asks: every method of every hook.
+    pub fn every_method() -> Request<'static> {
+        Request {
+            mode: Mode::EveryMethod,
+            opted_in: &[],
+            storm_threshold: DEFAULT_STORM_THRESHOLD,
+            stacks_min_order: None,
+        }
+    }
+}
+
+/// Failure records per second and CPU before storm mode aggregates them in the kernel.
+pub const DEFAULT_STORM_THRESHOLD: u32 = 2000;
+
+/// Callers check privileges first ([`preflight::require_privileges`]).
+pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result<Loaded> {
+    let Request { mode, opted_in, .. } = request;
     preflight::raise_memlock_limit();
     let page_alloc_format =
         EventFormat::read(tracefs, "kmem", "mm_page_alloc").map_err(|e| format!("{e:#}"));
@@ -95,12 +146,18 @@ pub fn load(
     let mut globals: Vec<(&'static str, u32)> = vec![
         ("FRAGTRACE_TGID", std::process::id()),
         ("PAGEBLOCK_ORDER", preflight::pageblock_order()),
+        ("STORM_RECORDS_PER_SEC", request.storm_threshold),
+        (
+            "MIN_STACK_ORDER",
+            request.stacks_min_order.unwrap_or(u32::MAX),
+        ),
     ];
     // Without these the failure handler skips the memory-cgroup read, and user space falls
     // back to reading cgroupfs when the event arrives.
+    let mut kernel_reads = KernelReads::default();
     match kernel_layout::memcg_globals() {
         Ok(offsets) => globals.extend(offsets),
-        Err(e) => log::debug!("memory-cgroup counters not read in the kernel: {e}"),
+        Err(e) => kernel_reads.memcg = Some(format!("{e:#}")),
     }
     // Without these the failure handler skips the zone read, and the verdict is judged
     // against /proc read when the event arrives.
@@ -110,7 +167,7 @@ pub fn load(
             globals.extend(offsets);
             pgdat_symbol_addr = kallsyms.pgdat.map_or(0, |(addr, _)| addr);
         }
-        Err(e) => log::debug!("zones not read in the kernel at failures: {e}"),
+        Err(e) => kernel_reads.zones = Some(format!("{e:#}")),
     }
     match page_alloc_offsets(&page_alloc_format) {
         Ok(offsets) => globals.extend(offsets),
@@ -191,6 +248,7 @@ pub fn load(
         ebpf,
         hooks,
         page_alloc_format,
+        kernel_reads,
     })
 }
 

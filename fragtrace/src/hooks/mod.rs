@@ -1,7 +1,6 @@
-//! The kernel side from user space: the hook catalog, preflight checks, loading and attaching,
-//! and the counters.
+//! The kernel side from user space: the hook catalog, preflight checks, loading and attaching
+//! (the maps are read in source/).
 pub mod catalog;
-pub mod counters;
 pub mod kernel_layout;
 pub mod loader;
 pub mod preflight;

@@ -335,7 +335,11 @@ pub struct SummaryJson<'a> {
     pub undecodable: u64,
     pub top_tasks: Vec<TaskJson<'a>>,
     pub top_stacks: Vec<StackJson<'a>>,
+    /// Failures counted by stack in the kernel instead of sent as records (storm mode).
+    pub storm_aggregated: u64,
     pub hooks: &'a [HookJson],
+    /// What the kernel reads at failures, or why not (null when it does).
+    pub kernel_reads: &'a crate::hooks::loader::KernelReads,
     /// Failures by verdict: memcg_limit, fragmentation, exhaustion, unknown.
     pub verdicts: &'a BTreeMap<&'static str, u64>,
     /// Failures that warn_alloc reported (`page allocation failure` in the kernel log).
@@ -370,12 +374,16 @@ pub struct CompactionSummaryJson<'a> {
     pub retries: u64,
     pub kcompactd_wakes: u64,
     pub deferred: u64,
+    /// Direct compaction stall in all by requested order, as the kernel summed it by stack.
+    pub stall_ns_by_order: BTreeMap<u32, u64>,
 }
 
 #[derive(Serialize)]
 pub struct ReclaimSummaryJson {
     pub direct: Vec<LatencySummary>,
     pub reclaimed_pages: u64,
+    /// Direct reclaim stall in all by order, as the kernel summed it by stack.
+    pub stall_ns_by_order: BTreeMap<u32, u64>,
 }
 
 #[derive(Serialize)]

@@ -36,10 +36,10 @@ use crate::{
         stalls::Stall,
     },
     decode::event::What,
-    hooks::{catalog, counters::CounterValues},
+    hooks::catalog,
     pipeline::Shed,
     sink::json::HookJson,
-    source::host::ZoneSample,
+    source::{counters::CounterValues, host::ZoneSample},
     zones::{index, verdict::VerdictKind},
 };
 
@@ -548,6 +548,14 @@ impl Collector for ScrapeCollector {
                 "fragtrace_compactions_deferred",
                 "Direct compactions the kernel deferred (mm_compaction_deferred).",
                 c.compaction_deferred,
+            )?;
+            counter(
+                &mut enc,
+                "fragtrace_storm_aggregated_failures",
+                "Failures counted by stack in the kernel instead of sent as records (storm mode, \
+                 past --storm-threshold): in fragtrace_page_allocation_failures_total, not in \
+                 fragtrace_alloc_failures_total.",
+                c.storm_aggregated,
             )?;
             counter(
                 &mut enc,

@@ -1,6 +1,7 @@
 //! Where findings go: event lines (text or JSON) on standard output, the recording, the status
 //! line and the summary. Each output is written by a thread of its own (`writer`), so a slow
 //! reader or disk never holds up analysis or the ring buffer's drain.
+pub mod flamegraph;
 pub mod flight_recorder;
 pub mod http;
 pub mod json;
@@ -12,7 +13,7 @@ pub mod text;
 pub mod writer;
 
 use std::{
-    fs::OpenOptions,
+    fs::{File, OpenOptions},
     io::{self, Write},
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
@@ -21,6 +22,20 @@ use std::{
 use writer::{Chunk, Flush, Output, Writer};
 
 use crate::analysis::analyzer::Finding;
+
+/// Creates (or truncates) an output file the user named, readable by its owner only (mode
+/// 0600, also when it existed), and never through a symbolic link.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
 
 /// How event lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,13 +49,12 @@ pub enum LineFormat {
 /// Chunks standard output's writer holds before shedding (each is one batch's lines).
 const QUEUED_CHUNKS: usize = 1024;
 
-/// Standard output, clearing the status line before each write.
+/// Standard output, with the status line out of the way while it is written.
 struct Stdout(io::Stdout);
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        status::clear();
-        self.0.write(buf)
+        status::suspend(|| self.0.write(buf))
     }
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush()

@@ -3,9 +3,8 @@
 //! that a SIGKILL loses at most the last second. The file is created with mode 0600.
 use std::{
     collections::HashSet,
-    fs::{File, OpenOptions},
+    fs::File,
     io::{self, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
     time::Duration,
 };
@@ -20,6 +19,7 @@ use crate::{
     source::{
         host::{Fact, ZoneSample},
         recording::{self, CounterSnapshot, Frame, Header, Symbol, Trailer},
+        stack_maps::AggregatedStacks,
     },
 };
 
@@ -59,17 +59,8 @@ impl Recorder {
     /// Creates `path` (mode 0600, replacing a file there) and writes the header.
     pub fn create(path: &Path, header: &Header) -> Result<Self> {
         let name = path.display();
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
+        let mut file = super::create_private(path)
             .map_err(|e| fatal(ExitStatus::Failure, format!("cannot create {name}: {e}")))?;
-        // An existing file keeps its mode through O_CREAT: set it.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| fatal(ExitStatus::Failure, format!("cannot chmod {name}: {e}")))?;
         let write_err =
             |e: io::Error| fatal(ExitStatus::Failure, format!("cannot write {name}: {e}"));
         file.write_all(recording::MAGIC).map_err(write_err)?;
@@ -105,21 +96,34 @@ impl Recorder {
             && header.kind == EventKind::AllocFail as u32
             && let Some(failure) = read_record::<AllocFailEvent>(bytes)
         {
-            for &addr in failure.frames() {
-                let Some((start, name, module)) = kallsyms.symbol_at(addr) else {
-                    continue;
-                };
-                if self.symbols.insert(start) {
-                    self.frame(&Frame::Symbol(Symbol {
-                        addr: start,
-                        name: name.to_string(),
-                        module: module.map(str::to_string),
-                    }));
-                }
-            }
+            self.symbols(failure.frames(), kallsyms);
             self.pending.event_ts.push(header.ts_ns);
         }
         recording::encode_raw(bytes, &mut self.pending.bytes);
+    }
+
+    /// The kernel's stack aggregations, preceded by the symbols their stacks need.
+    pub fn stacks(&mut self, stacks: &AggregatedStacks, kallsyms: &Kallsyms) {
+        for frames in stacks.stacks.values() {
+            self.symbols(frames, kallsyms);
+        }
+        self.frame(&Frame::Stacks(stacks.clone()));
+    }
+
+    /// Symbol frames for the addresses whose symbols are not in the recording yet.
+    fn symbols(&mut self, addresses: &[u64], kallsyms: &Kallsyms) {
+        for &addr in addresses {
+            let Some((start, name, module)) = kallsyms.symbol_at(addr) else {
+                continue;
+            };
+            if self.symbols.insert(start) {
+                self.frame(&Frame::Symbol(Symbol {
+                    addr: start,
+                    name: name.to_string(),
+                    module: module.map(str::to_string),
+                }));
+            }
+        }
     }
 
     pub fn facts(&mut self, facts: Vec<Fact>) {
@@ -133,7 +137,7 @@ impl Recorder {
     }
 
     pub fn counters(&mut self, snapshot: CounterSnapshot) {
-        self.frame(&Frame::Counters(snapshot));
+        self.frame(&Frame::Counters(Box::new(snapshot)));
     }
 
     fn frame(&mut self, frame: &Frame) {
@@ -163,7 +167,7 @@ impl Recorder {
     pub fn finish(mut self, trailer: Trailer) -> Option<io::Error> {
         self.end_batch();
         let mut last = Chunk::default();
-        recording::encode(&Frame::Trailer(trailer), &mut last.bytes);
+        recording::encode(&Frame::Trailer(Box::new(trailer)), &mut last.bytes);
         self.writer.send_wait(last);
         self.writer.close()
     }

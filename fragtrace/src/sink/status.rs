@@ -1,32 +1,51 @@
-//! The status line on stderr (only when stderr is a terminal): what is attached, counts, time.
+//! The status line on stderr, only when stderr is a terminal: what is attached, counts, time.
+//! indicatif draws it and fits it to the terminal's width; other output suspends it, so that
+//! no stale line is left behind.
 use std::{
-    io::{IsTerminal, Write},
-    sync::atomic::{AtomicBool, Ordering},
+    io::IsTerminal,
+    sync::{Mutex, OnceLock},
+    time::Duration,
 };
 
-static SHOWN: AtomicBool = AtomicBool::new(false);
-static ENABLED: AtomicBool = AtomicBool::new(false);
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+static BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+fn bar() -> Option<ProgressBar> {
+    BAR.get()?.lock().ok()?.clone()
+}
 
 /// Turns the status line on when stderr is a terminal and the user did not opt out.
 pub fn enable(wanted: bool) {
-    ENABLED.store(wanted && std::io::stderr().is_terminal(), Ordering::Relaxed);
+    if !wanted || !std::io::stderr().is_terminal() {
+        return;
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+    bar.set_style(ProgressStyle::with_template("{wide_msg}").expect("a valid template"));
+    bar.enable_steady_tick(Duration::from_secs(1));
+    let _ = BAR.set(Mutex::new(Some(bar)));
 }
 
 pub fn draw(text: &str) {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return;
+    if let Some(bar) = bar() {
+        bar.set_message(text.to_string());
     }
-    let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\x1b[K{text}");
-    let _ = err.flush();
-    SHOWN.store(true, Ordering::Relaxed);
 }
 
-/// Erases the status line before other output is written.
+/// Runs `f` (which writes to the terminal) with the status line out of the way.
+pub fn suspend<T>(f: impl FnOnce() -> T) -> T {
+    match bar() {
+        Some(bar) => bar.suspend(f),
+        None => f(),
+    }
+}
+
+/// Erases the status line for good (before the summary).
 pub fn clear() {
-    if SHOWN.swap(false, Ordering::Relaxed) {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[K");
-        let _ = err.flush();
+    if let Some(slot) = BAR.get()
+        && let Ok(mut bar) = slot.lock()
+        && let Some(bar) = bar.take()
+    {
+        bar.finish_and_clear();
     }
 }

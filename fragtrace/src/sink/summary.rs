@@ -1,5 +1,5 @@
 //! The end-of-run summary, as text or as JSON lines (extfrag pairs, then the summary object).
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use fragtrace_common::{MIGRATE_SLOTS, ORDER_BUCKETS};
 
@@ -13,9 +13,10 @@ use crate::{
         attribution::ZoneHistory,
         histogram::{LatencySummary, human_ns},
     },
-    decode::migratetype::MigrateTypes,
-    hooks::counters::CounterValues,
+    decode::{event::KernelStacks, migratetype::MigrateTypes},
+    hooks::loader::KernelReads,
     pipeline::TracerHealth,
+    source::counters::CounterValues,
     zones::{hints, snapshot::SnapshotJson, verdict::VerdictKind},
 };
 
@@ -26,10 +27,13 @@ pub struct Summary<'a> {
     pub zones: &'a ZoneHistory,
     pub migratetypes: &'a MigrateTypes,
     pub hooks: &'a [HookJson],
+    pub kernel_reads: &'a KernelReads,
     pub top: usize,
     pub health: &'a TracerHealth,
     /// Why a replayed recording ends early, if it does.
     pub cut: Option<&'a str>,
+    /// What the kernel aggregated by stack, named and filtered.
+    pub kernel: &'a KernelStacks,
 }
 
 /// One (alloc, fallback) migratetype pair with its counts.
@@ -41,6 +45,40 @@ struct Fallback {
 }
 
 impl Summary<'_> {
+    /// The most frequent failing stacks: those of failure records and those the kernel
+    /// counted in storm mode, together.
+    fn top_stacks(&self) -> Vec<(&[String], u64)> {
+        let mut by_stack: std::collections::HashMap<&[String], u64> = self
+            .totals
+            .failures
+            .top_stacks(usize::MAX)
+            .into_iter()
+            .map(|(s, n)| (s.as_slice(), n))
+            .collect();
+        for a in &self.kernel.failures {
+            *by_stack.entry(a.stack.as_slice()).or_default() += a.count;
+        }
+        let mut v: Vec<(&[String], u64)> = by_stack.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        v.truncate(self.top);
+        v
+    }
+
+    /// Stall time by requested order, as the kernel summed it per stack: the same figures the
+    /// stall flamegraph weighs.
+    fn stall_totals(&self, what: &str) -> BTreeMap<u32, u64> {
+        let mut totals = BTreeMap::new();
+        for s in self
+            .kernel
+            .stalls
+            .iter()
+            .filter(|s| s.what.as_deref() == Some(what))
+        {
+            *totals.entry(s.order).or_default() += s.total_ns;
+        }
+        totals
+    }
+
     fn fallbacks(&self) -> Vec<Fallback> {
         let mut v = Vec::new();
         for alloc in 0..MIGRATE_SLOTS {
@@ -128,13 +166,14 @@ impl Summary<'_> {
                     failures,
                 })
                 .collect(),
-            top_stacks: t
-                .failures
-                .top_stacks(self.top)
+            top_stacks: self
+                .top_stacks()
                 .into_iter()
                 .map(|(stack, failures)| StackJson { failures, stack })
                 .collect(),
+            storm_aggregated: self.counters.storm_aggregated,
             hooks: self.hooks,
+            kernel_reads: self.kernel_reads,
             verdicts: &t.verdicts,
             warned_failures: t.warned_failures,
             netns_failures: t.netns_failures,
@@ -146,10 +185,12 @@ impl Summary<'_> {
                 retries: t.compact_retries,
                 kcompactd_wakes: self.counters.kcompactd_wakes,
                 deferred: self.counters.compaction_deferred,
+                stall_ns_by_order: self.stall_totals("compaction"),
             },
             reclaim: ReclaimSummaryJson {
                 direct: t.reclaim.summaries(),
                 reclaimed_pages: t.reclaimed_pages,
+                stall_ns_by_order: self.stall_totals("reclaim"),
             },
             netns: NetnsSummaryJson {
                 latency: t.netns_latency.summary(),
@@ -223,7 +264,15 @@ impl Summary<'_> {
                 let _ = writeln!(s, "  {n:>8}  {comm}[{pid}]");
             }
         }
-        let stacks = t.failures.top_stacks(self.top);
+        if c.storm_aggregated > 0 {
+            let _ = writeln!(
+                s,
+                "\n{} failures counted by stack in the kernel (storm mode): too many per second \
+                 to send one by one; no verdict or attribution for those",
+                c.storm_aggregated
+            );
+        }
+        let stacks = self.top_stacks();
         if !stacks.is_empty() {
             let _ = writeln!(s, "\ntop failing stacks:");
             for (stack, n) in stacks {
@@ -273,6 +322,16 @@ impl Summary<'_> {
             );
         }
         latency_table(&mut s, "direct reclaim stall", &t.reclaim.summaries());
+        for what in ["compaction", "reclaim"] {
+            let totals = self.stall_totals(what);
+            if !totals.is_empty() {
+                let by: Vec<String> = totals
+                    .iter()
+                    .map(|(o, ns)| format!("order {o} {}", human_ns(*ns)))
+                    .collect();
+                let _ = writeln!(s, "direct {what} stall in all (kernel): {}", by.join(", "));
+            }
+        }
         if t.reclaimed_pages > 0 {
             let _ = writeln!(s, "pages reclaimed directly: {}", t.reclaimed_pages);
         }
@@ -327,6 +386,9 @@ impl Summary<'_> {
             "\nevents shown: {}   dropped in kernel (ring buffer full): {}   undecodable: {}",
             t.failures.shown, c.ringbuf_drops, t.failures.undecodable
         );
+        for line in self.kernel_reads.inactive() {
+            let _ = writeln!(s, "{line}");
+        }
         health_text(&mut s, self.health);
         if let Some(cut) = self.cut {
             let _ = writeln!(
@@ -400,8 +462,13 @@ fn zone_movement(s: &mut String, zones: &ZoneHistory) {
     };
     let _ = writeln!(
         s,
-        "\nzones ({} samples): free kB and largest free order, start -> end",
+        "\nzones, start -> end of the run ({} reads of /proc):",
         zones.samples
+    );
+    let _ = writeln!(
+        s,
+        "  {:<14} {:>23} {:>14} {:>8}",
+        "zone", "free kB", "largest order", "min kB"
     );
     for z in &last.zones {
         let before = first
@@ -417,7 +484,7 @@ fn zone_movement(s: &mut String, zones: &ZoneHistory) {
         };
         let _ = writeln!(
             s,
-            "  {:<16} free {:>10} -> {:<10} largest order {:>4} -> {:<4} min {} kB",
+            "  {:<14} {:>10} -> {:<9} {:>5} -> {:<5} {:>8}",
             z.label(),
             before.map_or("?".into(), |b| kb(first, b)),
             kb(last, z),

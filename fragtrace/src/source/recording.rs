@@ -16,14 +16,18 @@ use std::{
 use anyhow::Result;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::host::{Fact, ZoneSample};
+use super::{
+    host::{Fact, ZoneSample},
+    stack_maps::AggregatedStacks,
+};
 use crate::{
     analysis::filter::Filter,
     decode::event::KernelTables,
     error::{ExitStatus, fatal},
-    hooks::counters::CounterValues,
+    hooks::loader::KernelReads,
     pipeline::TracerHealth,
     sink::json::HookJson,
+    source::counters::CounterValues,
 };
 
 pub const MAGIC: &[u8; 20] = b"fragtrace recording\n";
@@ -39,6 +43,7 @@ mod tag {
     pub const SYMBOL: u8 = 5;
     pub const COUNTERS: u8 = 6;
     pub const TRAILER: u8 = 7;
+    pub const STACKS: u8 = 8;
 }
 
 /// A flight recorder's directory holds recordings named `fragtrace-<sequence>.rec`, the
@@ -92,6 +97,9 @@ pub struct Header {
     pub page_size: u64,
     pub tables: KernelTables,
     pub hooks: Vec<HookJson>,
+    /// What the kernel read at failures in the live run, or why not.
+    #[serde(default)]
+    pub kernel_reads: KernelReads,
     /// The filters of the live run; `report` applies them too.
     pub filter: Filter,
 }
@@ -127,8 +135,10 @@ pub enum Frame {
     Zones(ZoneSample),
     Fact(Fact),
     Symbol(Symbol),
-    Counters(CounterSnapshot),
-    Trailer(Trailer),
+    Counters(Box<CounterSnapshot>),
+    /// The kernel's stack aggregations, whole, as last read.
+    Stacks(AggregatedStacks),
+    Trailer(Box<Trailer>),
 }
 
 /// Appends one frame to `out`.
@@ -139,6 +149,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Fact(f) => put_json(out, tag::FACT, f),
         Frame::Symbol(s) => put_json(out, tag::SYMBOL, s),
         Frame::Counters(c) => put_json(out, tag::COUNTERS, c),
+        Frame::Stacks(a) => put_json(out, tag::STACKS, a),
         Frame::Trailer(t) => put_json(out, tag::TRAILER, t),
     }
 }
@@ -262,8 +273,9 @@ impl Recording {
             tag::ZONES => json(&payload).map(Frame::Zones),
             tag::FACT => json(&payload).map(Frame::Fact),
             tag::SYMBOL => json(&payload).map(Frame::Symbol),
-            tag::COUNTERS => json(&payload).map(Frame::Counters),
-            tag::TRAILER => json(&payload).map(Frame::Trailer),
+            tag::COUNTERS => json(&payload).map(|c| Frame::Counters(Box::new(c))),
+            tag::STACKS => json(&payload).map(Frame::Stacks),
+            tag::TRAILER => json(&payload).map(|t| Frame::Trailer(Box::new(t))),
             other => Err(format!("unknown frame tag {other}")),
         };
         match frame {
@@ -359,6 +371,7 @@ fn empty_header() -> Header {
         page_size: 0,
         tables: KernelTables::default(),
         hooks: Vec::new(),
+        kernel_reads: KernelReads::default(),
         filter: Filter::default(),
     }
 }

@@ -19,6 +19,13 @@ pub struct CounterValues {
     pub extfrag_fragmenting: Vec<u64>,
     pub kcompactd_wakes: u64,
     pub compaction_deferred: u64,
+    /// Failures counted by stack in the kernel instead of sent as records (storm mode).
+    #[serde(default)]
+    pub storm_aggregated: u64,
+    /// Per stack aggregation (failures, stalls, allocations, fallbacks): updates lost because
+    /// its map was full.
+    #[serde(default)]
+    pub aggregation_full: [u64; fragtrace_common::aggregation::COUNT as usize],
 }
 
 impl CounterValues {
@@ -60,6 +67,10 @@ impl Counters {
         }
         values.kcompactd_wakes = sum(counter::KCOMPACTD_WAKES)?;
         values.compaction_deferred = sum(counter::COMPACTION_DEFERRED)?;
+        values.storm_aggregated = sum(counter::STORM_AGGREGATED)?;
+        for (i, lost) in values.aggregation_full.iter_mut().enumerate() {
+            *lost = sum(counter::AGG_FULL_BASE + i as u32)?;
+        }
         Ok(values)
     }
 }

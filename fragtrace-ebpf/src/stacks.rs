@@ -1,0 +1,231 @@
+//! Stacks aggregated in the kernel instead of sent one record each: failures past the storm
+//! threshold, direct compaction and reclaim stalls with their time, successful allocations of
+//! `--stacks-min-order` and above, and fragmenting migratetype fallbacks. User space reads the
+//! maps (and the `STACKS` frames their keys point to) for the summary, flamegraphs and metrics.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
+    macros::map,
+    maps::{HashMap, PerCpuArray, StackTrace},
+    programs::tracing::StackIdContext,
+};
+use fragtrace_common::{StackKey, StackValue, aggregation, counter, stall_kind};
+
+use crate::maps::{bump, current_tid, load_const};
+
+/// Distinct kernel stacks kept: 4096 of 127 frames, 4 MiB of kernel memory, preallocated.
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
+
+#[map]
+pub static FAIL_STACKS: HashMap<StackKey, StackValue> = HashMap::with_max_entries(8192, 0);
+#[map]
+pub static STALL_STACKS: HashMap<StackKey, StackValue> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub static ALLOC_STACKS: HashMap<StackKey, StackValue> = HashMap::with_max_entries(8192, 0);
+#[map]
+pub static FALLBACK_STACKS: HashMap<StackKey, StackValue> = HashMap::with_max_entries(4096, 0);
+
+/// A stall under way, by thread id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StallStart {
+    ts_ns: u64,
+    stack_id: i32,
+    order: u32,
+    kind: u32,
+    _pad: u32,
+}
+
+#[map]
+static STALL_START: HashMap<u32, StallStart> = HashMap::with_max_entries(16384, 0);
+
+/// Direct compaction requests by thread id: [start ns, order].
+#[map]
+static COMPACT_REQUEST: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(16384, 0);
+
+/// Per CPU: [start of the current second, failure records sent in it].
+#[map]
+static STORM_WINDOW: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failure records per second and CPU before storm mode counts them here instead. Set by user
+/// space (`--storm-threshold`); 0 never aggregates.
+#[unsafe(no_mangle)]
+static STORM_RECORDS_PER_SEC: u32 = 2000;
+
+/// Successful allocations of this order and above are aggregated by stack
+/// (`--stacks-min-order`); above MAX_ORDER (the default) none are.
+#[unsafe(no_mangle)]
+static MIN_STACK_ORDER: u32 = u32::MAX;
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => e,
+    }
+}
+
+fn key<C: StackIdContext>(ctx: &C, order: u32, tag: u32) -> StackKey {
+    StackKey {
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        stack_id: stack_id(ctx),
+        order,
+        tag,
+        _pad: 0,
+    }
+}
+
+/// Adds one occurrence (and `ns`) under `key`; a full map is counted, never blocks.
+fn add(map: &HashMap<StackKey, StackValue>, which: u32, key: &StackKey, ns: u64) {
+    if let Some(v) = map.get_ptr_mut(key) {
+        // SAFETY: a live map value; concurrent updates of one key are rare and only undercount
+        // the sum of that key, never corrupt it.
+        unsafe {
+            (*v).count += 1;
+            (*v).total_ns += ns;
+        }
+        return;
+    }
+    let first = StackValue {
+        count: 1,
+        total_ns: ns,
+    };
+    // BPF_NOEXIST: another CPU may have inserted it meanwhile; then add to that one.
+    if map.insert(key, first, 1).is_err() {
+        match map.get_ptr_mut(key) {
+            // SAFETY: as above.
+            Some(v) => unsafe {
+                (*v).count += 1;
+                (*v).total_ns += ns;
+            },
+            None => bump(counter::AGG_FULL_BASE + which),
+        }
+    }
+}
+
+/// Whether this failure goes to the ring buffer; past the threshold it is aggregated instead
+/// (and counted), so that every failure is counted exactly whatever the rate.
+pub fn failure_as_record<C: StackIdContext>(ctx: &C, order: u32) -> bool {
+    let limit = load_const(&STORM_RECORDS_PER_SEC) as u64;
+    if limit == 0 {
+        return true;
+    }
+    let Some(window) = STORM_WINDOW.get_ptr_mut(0) else {
+        return true;
+    };
+    let t = now();
+    // SAFETY: per-CPU slot; BPF programs run with migration disabled.
+    let under = unsafe {
+        if t.wrapping_sub((*window)[0]) >= NS_PER_SEC {
+            (*window)[0] = t;
+            (*window)[1] = 0;
+        }
+        (*window)[1] += 1;
+        (*window)[1] <= limit
+    };
+    if under {
+        return true;
+    }
+    bump(counter::STORM_AGGREGATED);
+    add(&FAIL_STACKS, aggregation::FAILURES, &key(ctx, order, 0), 0);
+    false
+}
+
+/// A successful allocation: aggregated by stack when asked for and of a high enough order.
+#[inline(always)]
+pub fn on_allocation<C: StackIdContext>(ctx: &C, order: u32) {
+    if order >= load_const(&MIN_STACK_ORDER) {
+        add(
+            &ALLOC_STACKS,
+            aggregation::ALLOCATIONS,
+            &key(ctx, order, 0),
+            0,
+        );
+    }
+}
+
+/// `mm_compaction_try_to_compact_pages`: the thread asks for direct compaction.
+pub fn on_compact_request(order: u32) {
+    let _ = COMPACT_REQUEST.insert(current_tid(), [now(), order as u64], 0);
+}
+
+/// A compaction pass begins: direct when its thread asked within the last second.
+pub fn on_compact_begin<C: StackIdContext>(ctx: &C) {
+    let tid = current_tid();
+    // SAFETY: map lookup by value; copied out.
+    let Some(request) = (unsafe { COMPACT_REQUEST.get(tid) }).copied() else {
+        return;
+    };
+    let t = now();
+    if t.wrapping_sub(request[0]) >= NS_PER_SEC {
+        return;
+    }
+    stall_begin(ctx, request[1] as u32, stall_kind::COMPACTION, t);
+}
+
+pub fn on_reclaim_begin<C: StackIdContext>(ctx: &C, order: u32) {
+    stall_begin(ctx, order, stall_kind::RECLAIM, now());
+}
+
+fn stall_begin<C: StackIdContext>(ctx: &C, order: u32, kind: u32, ts_ns: u64) {
+    let start = StallStart {
+        ts_ns,
+        stack_id: stack_id(ctx),
+        order,
+        kind,
+        _pad: 0,
+    };
+    let _ = STALL_START.insert(current_tid(), start, 0);
+}
+
+/// A compaction pass or direct reclaim ends: its time goes to the stack it began on.
+pub fn on_stall_end(kind: u32) {
+    let tid = current_tid();
+    // SAFETY: map lookup by value; copied out before removal.
+    let Some(start) = (unsafe { STALL_START.get(tid) }).copied() else {
+        return;
+    };
+    if start.kind != kind {
+        return;
+    }
+    let _ = STALL_START.remove(tid);
+    let key = StackKey {
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        stack_id: start.stack_id,
+        order: start.order,
+        tag: kind,
+        _pad: 0,
+    };
+    add(
+        &STALL_STACKS,
+        aggregation::STALLS,
+        &key,
+        now().wrapping_sub(start.ts_ns),
+    );
+}
+
+/// A fallback below pageblock order: the allocation that mixes migratetypes in a pageblock.
+pub fn on_fragmenting_fallback<C: StackIdContext>(
+    ctx: &C,
+    fallback_order: u32,
+    alloc_mt: u32,
+    fallback_mt: u32,
+) {
+    add(
+        &FALLBACK_STACKS,
+        aggregation::FALLBACKS,
+        &key(ctx, fallback_order, alloc_mt << 8 | fallback_mt),
+        0,
+    );
+}
