@@ -336,10 +336,24 @@ fn image_attributes_memcg_failures_to_the_container() {
     let series = format!(
         r#"fragtrace_alloc_failures_by_container_total{{container_id="{id}",pod_uid="",verdict="memcg_limit"}}"#
     );
-    let scrape = wait_for("the container's failures", Duration::from_secs(30), || {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scrape = loop {
         let s = get(&metrics).unwrap().body;
-        (sample(&s, &series) == Some(enomem as f64)).then_some(s)
-    });
+        if sample(&s, &series) == Some(enomem as f64) {
+            break s;
+        }
+        let seen: Vec<&str> = s
+            .lines()
+            .filter(|l| {
+                l.starts_with("fragtrace_alloc_failures_by") || l.contains(r#"order="6",verdict"#)
+            })
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {enomem}; the failure series: {seen:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     podman_ok(&["stop", "-t", "10", &daemon]);
     assert_eq!(
         podman_ok(&["inspect", "--format", "{{.State.ExitCode}}", &daemon]),
