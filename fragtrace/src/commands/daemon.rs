@@ -149,7 +149,8 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     }
     server.abort();
     let counters = live.finish().await?;
-    if let Some(e) = live.end_recording(counters) {
+    let covered = live.recording_duration_s();
+    if let Some(e) = live.end_recording(counters, covered) {
         warn(&format!("flight recorder: {e}"));
     }
     if let Some(lines) = live.pipeline.lines.take()
@@ -211,7 +212,11 @@ impl Outputs {
         if !due {
             return;
         }
-        if let Some(e) = live.end_recording(live.counters.read().unwrap_or_default()) {
+        let (counters, covered) = (
+            live.counters.read().unwrap_or_default(),
+            live.recording_duration_s(),
+        );
+        if let Some(e) = live.end_recording(counters, covered) {
             warn(&format!("flight recorder: {e}"));
         }
         match live.begin_recording(&fr.next_segment()) {
@@ -240,7 +245,11 @@ impl Outputs {
             ));
         }
         if live.pipeline.recorder.as_ref().is_some_and(|r| r.failed()) {
-            let e = live.end_recording(live.counters.read().unwrap_or_default());
+            let (counters, covered) = (
+                live.counters.read().unwrap_or_default(),
+                live.recording_duration_s(),
+            );
+            let e = live.end_recording(counters, covered);
             warn(&format!(
                 "flight recorder stopped ({}); trying again in {}s",
                 e.map_or("write failed".into(), |e| e.to_string()),

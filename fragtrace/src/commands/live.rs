@@ -207,9 +207,19 @@ impl Live {
         Ok(())
     }
 
-    /// Ends the current recording, if any, with its trailer: the kernel's `counters` now and
-    /// fragtrace's health. The first write error, if any.
-    pub fn end_recording(&mut self, counters: CounterValues) -> Option<std::io::Error> {
+    /// How long the current recording (or flight-recorder segment) has run.
+    pub fn recording_duration_s(&self) -> f64 {
+        self.recording_started.elapsed().as_secs_f64()
+    }
+
+    /// Ends the current recording, if any, with its trailer: the kernel's `counters` now,
+    /// the `duration_s` it covers (the summary's, for `record`) and fragtrace's health. The
+    /// first write error, if any.
+    pub fn end_recording(
+        &mut self,
+        counters: CounterValues,
+        duration_s: f64,
+    ) -> Option<std::io::Error> {
         let recorder = self.pipeline.recorder.take()?;
         self.pipeline.host.set_journal(false);
         self.ended_recordings_shed += recorder.shed_events();
@@ -217,7 +227,7 @@ impl Live {
         health.recording_shed = self.ended_recordings_shed;
         recorder.finish(Trailer {
             ended_ns: MonotonicClock::monotonic_now_ns(),
-            duration_s: self.recording_started.elapsed().as_secs_f64(),
+            duration_s,
             counters,
             health,
         })

@@ -126,7 +126,7 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
         kernel: &kernel,
     }
     .render(lines.format());
-    let recording_error = live.end_recording(counters.clone());
+    let recording_error = live.end_recording(counters.clone(), duration_s);
     let output_error = lines.finish(&summary);
     if let Some(e) = flamegraph_error {
         return Err(e);
