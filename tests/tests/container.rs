@@ -47,6 +47,43 @@ impl Drop for Containers {
     }
 }
 
+/// The cgroups podman leaves behind (`libpod_parent` in each v1 hierarchy, with `conmon` in
+/// it) are removed on drop when the test created them: while a second cpuset exists the kernel
+/// adds __GFP_HARDWALL to every allocation, which renames the gfp flags every later test sees.
+struct PodmanCgroups(Vec<std::path::PathBuf>);
+
+impl PodmanCgroups {
+    fn created_from_now() -> Self {
+        let absent = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path().join("libpod_parent"))
+                    .filter(|p| !p.exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self(absent)
+    }
+}
+
+impl Drop for PodmanCgroups {
+    fn drop(&mut self) {
+        fn remove(dir: &std::path::Path) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove(&e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        for dir in &self.0 {
+            remove(dir);
+        }
+    }
+}
+
 /// What the tests need, or why they skip.
 fn ready(test: &str) -> Option<(String, String)> {
     if !is_root_or_skip(test) {
@@ -274,6 +311,7 @@ fn run_daemon(spec: &Spec, image: &str, drop: Option<&str>, default_seccomp: boo
 #[test]
 fn image_attributes_memcg_failures_to_the_container() {
     let name = "image_attributes_memcg_failures_to_the_container";
+    let _cgroups = PodmanCgroups::created_from_now();
     let Some((image, workload)) = ready(name) else {
         return;
     };
@@ -423,6 +461,7 @@ fn read_number(path: &str) -> i64 {
 #[test]
 fn each_daemonset_grant_is_needed() {
     let name = "each_daemonset_grant_is_needed";
+    let _cgroups = PodmanCgroups::created_from_now();
     let Some((image, _)) = ready(name) else {
         return;
     };
