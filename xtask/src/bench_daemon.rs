@@ -26,6 +26,11 @@ pub fn run(opts: &Options) -> Result<()> {
     let scratch = root_dir().join("target/bench-daemon");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
+    // The storm's workload under a name of its own: other tasks' failures on a shared machine
+    // stay out of the per-event figures.
+    let comm = format!("ftbench{}", std::process::id() % 100_000);
+    let workload = scratch.join(&comm);
+    std::fs::copy(root_dir().join("target/release/fail-bench"), &workload)?;
     let recorder = scratch.join("flight-recorder");
     let events = scratch.join("events.jsonl");
     let daemon_args = [
@@ -36,9 +41,8 @@ pub fn run(opts: &Options) -> Result<()> {
         recorder.to_str().context("path")?,
         "--events",
         events.to_str().context("path")?,
-        // Other tasks' failures on a shared machine stay out of the per-event figures.
         "--comm",
-        "fail-bench",
+        &comm,
     ];
 
     // Start to attached: spawn to the line that announces the hooks.
@@ -66,7 +70,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let start_peak = status_kib(pid, "VmHWM:").context("hwm")?;
 
     // The storm.
-    let storm = storm(pid, &events);
+    let storm = storm(pid, &workload, &events);
     let load_rss = status_kib(pid, "VmRSS:").context("rss")?;
     let load_peak = status_kib(pid, "VmHWM:").context("hwm")?;
     stop_tracer(child)?;
@@ -135,7 +139,7 @@ struct Storm {
 }
 
 /// fail-bench in a fresh 64 MiB v1 memory cgroup while the daemon `pid` runs.
-fn storm(pid: u32, events: &Path) -> Result<Storm> {
+fn storm(pid: u32, workload: &Path, events: &Path) -> Result<Storm> {
     let root = Path::new("/sys/fs/cgroup/memory");
     if !root.join("memory.limit_in_bytes").exists() {
         bail!("no cgroup v1 memory controller");
@@ -151,7 +155,7 @@ fn storm(pid: u32, events: &Path) -> Result<Storm> {
         )?;
         std::fs::write(pipe_max, (16u32 << 20).to_string())?;
         let cpu0 = cpu_ms(pid).context("cpu")?;
-        let out = Command::new(root_dir().join("target/release/fail-bench"))
+        let out = Command::new(workload)
             .arg(&cgroup)
             .arg(STORM_SECS.to_string())
             .output()?;
@@ -162,6 +166,7 @@ fn storm(pid: u32, events: &Path) -> Result<Storm> {
         std::thread::sleep(Duration::from_millis(500));
         let cpu_ms = cpu_ms(pid).context("cpu")? - cpu0;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        // Only the storm's: the filter keeps the workload's alone.
         let events = std::fs::read_to_string(events)?
             .lines()
             .filter(|l| l.contains(r#""type":"alloc_fail""#))
