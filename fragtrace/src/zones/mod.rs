@@ -73,8 +73,8 @@ impl Zone {
             .iter()
             .filter(|(mt, _)| mt == migratetype)
             .flat_map(|(_, counts)| counts.iter().enumerate())
-            .map(|(order, n)| n << order.min(40))
-            .sum()
+            .map(|(order, n)| n.saturating_mul(1u64 << order.min(40)))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// "Node 0 Normal", as the kernel's Mem-Info names zones.
