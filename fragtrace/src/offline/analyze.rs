@@ -17,8 +17,8 @@ const WINDOW_SECONDS: f64 = 120.0;
 /// Another report's Mem-Info describes this one's moment only when printed this close to it.
 const BORROW_SECONDS: f64 = 2.0;
 const BORROW_LINES: usize = 300;
-/// Runtime errors kept while no report is near to take them.
-const RUNTIME_KEPT: usize = 32;
+/// Runtime errors kept until a report near them is handed out.
+const RUNTIME_KEPT: usize = 256;
 
 struct Pending {
     inc: Incident,
@@ -31,7 +31,7 @@ pub struct Analyzer {
     /// The latest report with Mem-Info of its own.
     lender: Option<Borrowed>,
     last_dump: Option<Dump>,
-    unlinked_runtime: VecDeque<RuntimeHit>,
+    runtime: VecDeque<RuntimeHit>,
 }
 
 /// Distance between two log positions: by time when both stamps share a clock, else by lines.
@@ -109,18 +109,6 @@ impl Analyzer {
             }
             self.lender = Some(lender);
         }
-        // Runtime errors logged just before the kernel's report (syslog reorders).
-        let mut kept = VecDeque::new();
-        for hit in self.unlinked_runtime.drain(..) {
-            let d = distance(inc.line, &inc.stamp, hit.line, &hit.stamp);
-            if within(d, WINDOW_SECONDS, WINDOW_LINES) {
-                let by = by_of(d);
-                inc.evidence.runtime.push(RuntimeLink { hit, by });
-            } else {
-                kept.push_back(hit);
-            }
-        }
-        self.unlinked_runtime = kept;
         self.pending.push_back(Pending {
             inc,
             since: Instant::now(),
@@ -137,39 +125,42 @@ impl Analyzer {
     }
 
     fn runtime(&mut self, hit: RuntimeHit) {
-        // The nearest report before the error, else the nearest after it.
-        let target = self
-            .pending
-            .iter_mut()
-            .filter(|p| {
-                within(
-                    distance(p.inc.last_line, &p.inc.stamp, hit.line, &hit.stamp),
-                    WINDOW_SECONDS,
-                    WINDOW_LINES,
-                )
-            })
-            .min_by(|a, b| {
-                let key = |p: &Pending| {
-                    let before = p.inc.line <= hit.line;
-                    let d = distance(p.inc.line, &p.inc.stamp, hit.line, &hit.stamp);
-                    (!before, d)
-                };
-                key(a)
-                    .partial_cmp(&key(b))
-                    .unwrap_or(std::cmp::Ordering::Equal)
+        if self.runtime.len() == RUNTIME_KEPT {
+            self.runtime.pop_front();
+        }
+        self.runtime.push_back(hit);
+    }
+
+    /// Hands out the oldest report, with the runtime errors that are nearer to it than to any
+    /// other report still waiting (the nearest report before an error, else the nearest after).
+    fn release_front(&mut self, out: &mut Vec<Incident>) {
+        let Some(Pending { mut inc, .. }) = self.pending.pop_front() else {
+            return;
+        };
+        let key = |i: &Incident, hit: &RuntimeHit| {
+            let d = distance(i.line, &i.stamp, hit.line, &hit.stamp);
+            (i.line > hit.line, d)
+        };
+        let mut kept = VecDeque::new();
+        for hit in self.runtime.drain(..) {
+            let mine = key(&inc, &hit);
+            let near = within(mine.1, WINDOW_SECONDS, WINDOW_LINES);
+            let better_elsewhere = self.pending.iter().any(|p| {
+                let other = key(&p.inc, &hit);
+                within(other.1, WINDOW_SECONDS, WINDOW_LINES)
+                    && other.partial_cmp(&mine) == Some(std::cmp::Ordering::Less)
             });
-        match target {
-            Some(p) => {
-                let by = by_of(distance(p.inc.line, &p.inc.stamp, hit.line, &hit.stamp));
-                p.inc.evidence.runtime.push(RuntimeLink { hit, by });
-            }
-            None => {
-                if self.unlinked_runtime.len() == RUNTIME_KEPT {
-                    self.unlinked_runtime.pop_front();
-                }
-                self.unlinked_runtime.push_back(hit);
+            if near && !better_elsewhere {
+                inc.evidence.runtime.push(RuntimeLink {
+                    by: by_of(mine.1),
+                    hit,
+                });
+            } else if hit.line + 4 * WINDOW_LINES > inc.line {
+                kept.push_back(hit);
             }
         }
+        self.runtime = kept;
+        out.push(inc);
     }
 
     /// The log has reached raw line `line` (logged at `stamp`): reports whose window has passed
@@ -183,7 +174,7 @@ impl Analyzer {
             if !done {
                 break;
             }
-            out.push(self.pending.pop_front().unwrap().inc);
+            self.release_front(out);
         }
     }
 
@@ -194,13 +185,15 @@ impl Analyzer {
             .front()
             .is_some_and(|p| p.since.elapsed() >= hold)
         {
-            out.push(self.pending.pop_front().unwrap().inc);
+            self.release_front(out);
         }
     }
 
     /// End of input: everything still waiting.
     pub fn finish(&mut self, out: &mut Vec<Incident>) {
-        out.extend(self.pending.drain(..).map(|p| p.inc));
+        while !self.pending.is_empty() {
+            self.release_front(out);
+        }
     }
 
     /// Whether reports are waiting.

@@ -772,11 +772,21 @@ fn judge_without_watermarks(order: u32, state: &ZoneState, preferred: Option<&st
             .position(|z| *z == name)
     };
     let limit = rank(preferred).unwrap_or(2);
+    // DMA's lowmem reserve against higher zones (in zoneinfo, not here) nearly always exceeds
+    // its few MB: it serves only requests that ask for it, or when it is the only zone.
+    let higher = state.zones.iter().any(|z| z.zone != "DMA");
+    let skip_dma = higher && limit > 1;
     let candidates: Vec<&Zone> = state
         .zones
         .iter()
         .filter(|z| rank(&z.zone).is_some_and(|r| r <= limit))
+        .filter(|z| !(skip_dma && z.zone == "DMA"))
         .collect();
+    let dma_note = if skip_dma && state.zones.iter().any(|z| z.zone == "DMA") {
+        "; DMA is left out: its lowmem reserve against higher zones, which this dump does not show, normally exceeds its free memory"
+    } else {
+        ""
+    };
     let Some(main) = candidates
         .iter()
         .rev()
@@ -807,7 +817,7 @@ fn judge_without_watermarks(order: u32, state: &ZoneState, preferred: Option<&st
         return Verdict {
             kind: VerdictKind::Unknown,
             reason: format!(
-                "{} had free blocks of order {} or larger when the dump was taken, so the dump does not show why the order-{order} request failed",
+                "{} had free blocks of order {} or larger when the dump was taken, so the dump does not show why the order-{order} request failed{dma_note}",
                 z.label(),
                 order
             ),
@@ -828,7 +838,7 @@ fn judge_without_watermarks(order: u32, state: &ZoneState, preferred: Option<&st
     Verdict {
         kind,
         reason: format!(
-            "no zone the request may use has a free block of order {order} or larger ({} largest: order {}; {free_pages} pages free in the free lists of {}); fragmentation index {} {} 0.500, so the kernel would call it {}",
+            "no zone the request may use has a free block of order {order} or larger ({} largest: order {}; {free_pages} pages free in the free lists of {}); fragmentation index {} {} 0.500, so the kernel would call it {}{dma_note}",
             main.label(),
             opt(main.largest_free_order()),
             candidates
@@ -928,6 +938,58 @@ mod tests {
         assert_eq!(comms, ["mysqld", "runc:[1:CHILD]"]);
         assert!(r.iter().all(|r| r.json.verdict == VerdictKind::Unknown));
         assert!(r[0].json.gfp_layout.contains("assumed"));
+    }
+
+    /// Seed 000 whole: failure lines without Mem-Info, dockerd/kubelet errors, a buddyinfo paste.
+    #[test]
+    fn seed_000_article_links_runtime_errors_and_the_buddyinfo_paste() {
+        let r = reports("tke-article-mixed-evidence.log");
+        let comms: Vec<&str> = r.iter().map(|r| r.json.comm.as_str()).collect();
+        assert_eq!(comms, ["mysqld", "runc:[1:CHILD]"]);
+        let runc = &r[1].json;
+        assert_eq!(runc.pods, ["matchdataserver-1255064836-t4b2w"]);
+        assert!(
+            runc.containers == ["5b9be8c5bb121264899fac8d9d36b02150269d41ce96ba6ad36d70b8640cb01c"],
+            "{:?}",
+            runc.containers
+        );
+        assert!(runc.runtime.iter().all(|l| l.linked_by == "position"));
+        assert!(
+            runc.runtime
+                .iter()
+                .any(|l| l.what.contains("exit status 6"))
+        );
+        assert!(
+            r[0].json.runtime.is_empty(),
+            "the runtime lines follow runc's failure: {:?}",
+            r[0].json
+                .runtime
+                .iter()
+                .map(|l| (l.line, &l.what))
+                .collect::<Vec<_>>()
+        );
+        for j in [&r[0].json, runc] {
+            assert_eq!(j.zone_state_source.as_deref(), Some("buddyinfo"));
+            assert_eq!(j.verdict, VerdictKind::Fragmentation, "{}", j.reason);
+            assert_eq!(j.confidence, Some("likely"));
+            assert!(
+                j.reason
+                    .contains("its time relative to the failure is unknown"),
+                "{}",
+                j.reason
+            );
+            assert!(
+                j.reason.contains("buddyinfo has no watermarks"),
+                "{}",
+                j.reason
+            );
+            assert_eq!(j.largest_free_order, Some(3));
+        }
+        let text = r[1].text();
+        assert!(
+            text.contains("pod matchdataserver-1255064836-t4b2w, container 5b9be8c5bb12…"),
+            "{text}"
+        );
     }
 
     #[test]

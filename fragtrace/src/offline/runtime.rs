@@ -53,7 +53,7 @@ pub fn detect(
     } else {
         text.to_string()
     };
-    let what = classify(&plain)?;
+    let what = classify(&plain, program.is_some())?;
     Some(RuntimeHit {
         line,
         timestamp: timestamp.map(str::to_string),
@@ -65,7 +65,9 @@ pub fn detect(
     })
 }
 
-fn classify(t: &str) -> Option<String> {
+/// `from_runtime`: the line came from a runtime's own log; without it only the runtimes' own
+/// phrases count, not prose that mentions network namespaces or memory.
+fn classify(t: &str, from_runtime: bool) -> Option<String> {
     let exit_status = t.split_once("exit status ").map(|(_, r)| {
         r.chars()
             .take_while(char::is_ascii_digit)
@@ -90,14 +92,17 @@ fn classify(t: &str) -> Option<String> {
     if t.contains("Unable to create nf_conn slab cache") {
         return Some("nf_conn slab cache could not be created".into());
     }
-    if (t.contains("network namespace") || t.contains("netns")) && failed {
-        return Some("network namespace setup failed".into());
-    }
     if (t.contains("oci runtime error") || t.contains("OCI runtime create failed")) && failed {
         return Some(match exit_status.filter(|s| !s.is_empty()) {
             Some(code) => format!("OCI runtime failed (exit status {code})"),
             None => "OCI runtime failed".to_string(),
         });
+    }
+    if !from_runtime {
+        return None;
+    }
+    if (t.contains("network namespace") || t.contains("netns")) && failed {
+        return Some("network namespace setup failed".into());
     }
     if t.contains("cannot allocate memory") && failed {
         return Some("cannot allocate memory".into());
