@@ -99,7 +99,13 @@ impl Joiner {
     fn process(&mut self, line_no: usize, text: &str, out: &mut Vec<Piece>) {
         let text = unquote(text);
         let text = strip_quote_marks(&text);
-        match strip_prefix(text) {
+        // A log indented as a whole (a mail, a ticket): the prefix after the indentation counts.
+        let indented = text.trim_start();
+        let prefix = match strip_prefix(indented) {
+            p @ Prefix::Kernel { .. } if indented.len() != text.len() => p,
+            _ => strip_prefix(text),
+        };
+        match prefix {
             Prefix::Kernel {
                 stamp,
                 timestamp,

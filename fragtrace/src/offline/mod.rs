@@ -345,3 +345,67 @@ mod tests {
         assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
     }
 }
+
+/// Every published log in tests/fixtures/logs/README.md gets the diagnosis its row states.
+#[cfg(test)]
+mod corpus_tests {
+    use super::*;
+
+    fn dash<T: ToString>(v: Option<T>) -> String {
+        v.map_or_else(|| "-".to_string(), |v| v.to_string())
+    }
+
+    #[test]
+    fn every_corpus_log_gets_its_expected_diagnosis() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logs");
+        let table = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let mut rows = 0;
+        for row in table
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.contains(".log |"))
+        {
+            let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+            let [
+                file,
+                index,
+                _about,
+                task,
+                order,
+                mode,
+                largest,
+                verdict,
+                netns,
+            ] = cells[..]
+            else {
+                panic!("bad row {row}");
+            };
+            assert!(
+                dir.join(file.replace(".log", ".source")).exists(),
+                "{file} has no .source"
+            );
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let incidents = analyze_text(&text);
+            let inc = incidents
+                .get(index.parse::<usize>().unwrap())
+                .unwrap_or_else(|| panic!("{file}: no incident {index}"));
+            let r = report::Report::new(inc);
+            let j = serde_json::to_value(&r.json).unwrap();
+            let got = [
+                j["comm"].as_str().unwrap_or("-").to_string(),
+                dash(j["order"].as_u64()),
+                j["mode"].as_str().unwrap_or("-").to_string(),
+                dash(j["largest_free_order"].as_u64()),
+                j["verdict"].as_str().unwrap().to_string(),
+                if j["netns"] == true { "yes" } else { "no" }.to_string(),
+            ];
+            assert_eq!(
+                got,
+                [task, order, mode, largest, verdict, netns],
+                "{file} incident {index}: {}",
+                j["reason"]
+            );
+            rows += 1;
+        }
+        assert!(rows >= 12, "only {rows} corpus rows");
+    }
+}

@@ -178,7 +178,14 @@ impl Report {
                 netns_frames.push(f.clone());
             }
         }
+        // A runtime error that failed in setns or netns setup ties it to netns creation too.
+        let netns_runtime = inc.evidence.runtime.iter().find(|l| {
+            ["setns", "network namespace", "nf_conn"]
+                .iter()
+                .any(|w| l.hit.what.contains(w))
+        });
         let netns = !netns_frames.is_empty()
+            || netns_runtime.is_some()
             || inc
                 .slab_cache
                 .as_deref()
@@ -340,7 +347,14 @@ impl Report {
                 .map(|f| f.trim_start_matches("? ").split('+').next().unwrap_or(f))
                 .collect();
             if names.is_empty() {
-                let _ = writeln!(out, "  netns:   yes, via the nf_conn slab cache");
+                let via = j
+                    .runtime
+                    .iter()
+                    .find(|r| r.what.contains("setns") || r.what.contains("namespace"))
+                    .map_or("the nf_conn slab cache".to_string(), |r| {
+                        format!("the runtime error at line {} ({})", r.line, r.what)
+                    });
+                let _ = writeln!(out, "  netns:   yes, via {via}");
             } else {
                 let _ = writeln!(out, "  netns:   yes, via {}", names.join(" < "));
             }

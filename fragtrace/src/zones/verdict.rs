@@ -310,6 +310,28 @@ pub fn judge_with(
     let min = access.min_watermark(min);
     let rights = rights_note(access);
     let largest = access.largest_usable_order(main, order);
+    // Above the watermark with a usable block, but only by the noise of a read: the zone sat on
+    // its watermark, which is exhaustion, not fragmentation.
+    if !checks
+        .iter()
+        .any(|(_, c)| c.above_watermark && !c.has_block)
+        && let Some((zone, c)) = checks.iter().find(|(_, c)| serving(c))
+    {
+        return Verdict {
+            kind: VerdictKind::Exhaustion,
+            reason: format!(
+                "{}: {} kB free, only {} page{} over {} kB min{rights} + lowmem reserve: the zone \
+                 was at its watermark{}",
+                zone.label(),
+                kb(zone.free_pages.unwrap_or(0)),
+                c.margin_pages,
+                if c.margin_pages == 1 { "" } else { "s" },
+                kb(access.min_watermark(zone.min_pages.unwrap_or(0))),
+                lower_zones_note(&checks, main, zone_state),
+            ),
+            zone: Some(figures),
+        };
+    }
     if checks.iter().any(|(_, c)| c.above_watermark) {
         let frag = figures.fragmentation_index.unwrap_or(0);
         let threshold = zone_state.threshold();
