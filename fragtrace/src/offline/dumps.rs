@@ -159,6 +159,10 @@ impl DumpCollector {
         true
     }
 
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
     /// Ends the paste under way, if any.
     pub fn finish(&mut self, out: &mut Vec<super::logparse::Event>) {
         let Some(open) = self.open.take() else {
@@ -175,6 +179,12 @@ impl DumpCollector {
             out.push(super::logparse::Event::Dump(dump));
         }
     }
+}
+
+/// Whether a line can begin a dump.
+pub fn starts_dump(t: &str) -> bool {
+    matches!(t.as_bytes().first(), Some(b'N' | b'P' | b'F'))
+        && (t.starts_with("Node") || classify(t, false).is_some())
 }
 
 enum Kind {

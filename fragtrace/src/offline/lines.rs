@@ -4,6 +4,7 @@
 //! split, and wrapped lines are joined to the line they continue.
 //!
 //! Pure text processing (std only) so the fuzz crate can drive it.
+use std::borrow::Cow;
 
 /// A line longer than this is not a kernel log line (printk lines are at most 1 KiB; a syslog
 /// line holding a `#012`-joined Mem-Info stays well below).
@@ -70,6 +71,11 @@ pub struct Joiner {
     last_was_prefixed: bool,
     /// Raw lines seen.
     pub raw_lines: usize,
+    /// Set by the caller while no report or dump is under way: prefixed kernel lines that
+    /// cannot start one are only counted, not handed out (most lines of a big log).
+    pub skip_idle: Option<fn(&str) -> bool>,
+    /// Kernel lines counted but not handed out.
+    pub skipped: usize,
 }
 
 impl Joiner {
@@ -80,30 +86,55 @@ impl Joiner {
     /// Feeds one raw line (without its newline); pushes finished pieces to `out`.
     pub fn push(&mut self, raw: &str, out: &mut Vec<Piece>) {
         self.raw_lines += 1;
-        let cleaned = clean(raw);
+        let special = scan(raw.as_bytes());
+        let cleaned = if special & CONTROL == 0 {
+            std::borrow::Cow::Borrowed(raw)
+        } else {
+            clean(raw)
+        };
         // A quoted-printable soft break joins this line to the previous one with nothing between.
         let (line_no, text) = match self.soft_break.take() {
             Some((first, mut head)) => {
                 head.push_str(strip_quote_marks(&unquote(&cleaned)));
                 (first, std::borrow::Cow::Owned(head))
             }
-            None => (self.raw_lines, cleaned),
+            None => {
+                if special & EQUALS == 0 || !cleaned.ends_with('=') {
+                    let special = if special & CONTROL == 0 {
+                        special
+                    } else {
+                        scan(cleaned.as_bytes())
+                    };
+                    return self.process(self.raw_lines, &cleaned, special, out);
+                }
+                (self.raw_lines, cleaned)
+            }
         };
         if text.ends_with('=') && !text.ends_with(" =") && !text.ends_with("==") {
             self.soft_break = Some((line_no, text[..text.len() - 1].to_string()));
             return;
         }
-        self.process(line_no, &text, out);
+        let special = scan(text.as_bytes());
+        self.process(line_no, &text, special, out);
     }
 
-    fn process(&mut self, line_no: usize, text: &str, out: &mut Vec<Piece>) {
-        let text = unquote(text);
+    /// `special`: the [`scan`] of `text`.
+    fn process(&mut self, line_no: usize, text: &str, special: u8, out: &mut Vec<Piece>) {
+        let text = if special & EQUALS != 0 {
+            unquote(text)
+        } else {
+            std::borrow::Cow::Borrowed(text)
+        };
         let text = strip_quote_marks(&text);
         // A log indented as a whole (a mail, a ticket): the prefix after the indentation counts.
         let indented = text.trim_start();
-        let prefix = match strip_prefix(indented) {
-            p @ Prefix::Kernel { .. } if indented.len() != text.len() => p,
-            _ => strip_prefix(text),
+        let prefix = if indented.len() == text.len() {
+            strip_prefix(text)
+        } else {
+            match strip_prefix(indented) {
+                p @ Prefix::Kernel { .. } => p,
+                _ => strip_prefix(text),
+            }
         };
         match prefix {
             Prefix::Kernel {
@@ -112,6 +143,31 @@ impl Joiner {
                 rest,
             } => {
                 let rest = strip_inner_prefixes(rest);
+                if let Some(starts_something) = self.skip_idle
+                    && special & HASH == 0
+                    && !starts_something(rest)
+                    && self
+                        .pending
+                        .as_ref()
+                        .is_none_or(|p| !starts_something(&p.text))
+                {
+                    self.emit_pending(out);
+                    self.skipped += 1;
+                    self.last_was_prefixed = false;
+                    return;
+                }
+                if special & HASH == 0 {
+                    self.emit_pending(out);
+                    self.pending = Some(KernelLine {
+                        line: line_no,
+                        timestamp: timestamp.map(|t| t.trim().to_string()),
+                        stamp,
+                        text: rest.to_string(),
+                        prefixed: true,
+                    });
+                    self.last_was_prefixed = true;
+                    return;
+                }
                 for (k, part) in rest.split("#012").enumerate() {
                     if k > 0
                         && is_continuation(part)
@@ -122,7 +178,7 @@ impl Joiner {
                         self.emit_pending(out);
                         self.pending = Some(KernelLine {
                             line: line_no,
-                            timestamp: timestamp.clone(),
+                            timestamp: timestamp.as_ref().map(|t| t.trim().to_string()),
                             stamp,
                             text: part.to_string(),
                             prefixed: true,
@@ -142,7 +198,7 @@ impl Joiner {
                 out.push(Piece::Program(ProgramLine {
                     line: line_no,
                     program: program.to_string(),
-                    timestamp,
+                    timestamp: timestamp.map(|t| t.trim().to_string()),
                     stamp,
                     text: rest.to_string(),
                 }));
@@ -180,7 +236,8 @@ impl Joiner {
     /// Releases the line held back, if any.
     pub fn flush(&mut self, out: &mut Vec<Piece>) {
         if let Some((line, text)) = self.soft_break.take() {
-            self.process(line, &text, out);
+            let special = scan(text.as_bytes());
+            self.process(line, &text, special, out);
         }
         self.emit_pending(out);
     }
@@ -210,8 +267,52 @@ pub fn pieces(text: &str) -> Vec<Piece> {
 
 /// Takes off what a terminal or serial console adds: CRs (the text after the last one wins, as
 /// on screen), ANSI colour and cursor sequences, and other control characters.
+/// Bytes that call for work, found in one pass over a line (most lines have none of them).
+const CONTROL: u8 = 1;
+const EQUALS: u8 = 2;
+const HASH: u8 = 4;
+
+const SPECIAL: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = CONTROL;
+        b += 1;
+    }
+    t[b'\t' as usize] = 0;
+    t[0x7f] = CONTROL;
+    t[b'=' as usize] = EQUALS;
+    t[b'#' as usize] = HASH;
+    t
+};
+
+/// The [`SPECIAL`] bytes of a line: eight bytes at a time (SWAR), byte by byte only for words
+/// that hold one.
+fn scan(bytes: &[u8]) -> u8 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS != 0;
+    let mut flags = 0;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap());
+        // A byte below 0x20, DEL, `=` or `#`.
+        let below = w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0;
+        if below
+            || has_zero(w ^ (ONES * 0x7f))
+            || has_zero(w ^ (ONES * b'=' as u64))
+            || has_zero(w ^ (ONES * b'#' as u64))
+        {
+            flags |= chunk.iter().fold(0, |acc, &b| acc | SPECIAL[b as usize]);
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .fold(flags, |acc, &b| acc | SPECIAL[b as usize])
+}
+
 fn clean(raw: &str) -> std::borrow::Cow<'_, str> {
-    let raw = raw.strip_suffix('\r').unwrap_or(raw);
     let raw = raw.trim_end_matches('\r');
     let raw = match raw.rfind('\r') {
         Some(i) if !raw[i + 1..].trim().is_empty() => &raw[i + 1..],
@@ -246,7 +347,19 @@ fn clean(raw: &str) -> std::borrow::Cow<'_, str> {
 /// Undoes the quoted-printable `=3D` (`=`) and `=20` of a log pasted into a mail; kernel text
 /// never contains them itself.
 fn unquote(raw: &str) -> std::borrow::Cow<'_, str> {
-    if raw.contains("=3D") || raw.contains("=20") {
+    let b = raw.as_bytes();
+    let mut escaped = false;
+    let mut i = 0;
+    while i + 2 < b.len() {
+        if b[i] == b'='
+            && ((b[i + 1] == b'3' && b[i + 2] == b'D') || (b[i + 1] == b'2' && b[i + 2] == b'0'))
+        {
+            escaped = true;
+            break;
+        }
+        i += 1;
+    }
+    if escaped {
         std::borrow::Cow::Owned(raw.replace("=3D", "=").replace("=20", " "))
     } else {
         std::borrow::Cow::Borrowed(raw)
@@ -343,14 +456,14 @@ fn looks_like_hex_words(t: &str) -> bool {
 enum Prefix<'a> {
     Kernel {
         stamp: Stamp,
-        timestamp: Option<String>,
+        timestamp: Option<Cow<'a, str>>,
         rest: &'a str,
     },
     /// A syslog or journal line of another program (dockerd, kubelet).
     Program {
         program: &'a str,
         stamp: Stamp,
-        timestamp: Option<String>,
+        timestamp: Option<Cow<'a, str>>,
         rest: &'a str,
     },
     /// A /dev/kmsg dictionary line (` SUBSYSTEM=...`).
@@ -361,6 +474,23 @@ enum Prefix<'a> {
 /// Recognises the outer prefixes: /dev/kmsg records, syslog and journal timestamps with their
 /// host and program tag, console levels and the dmesg bracket.
 fn strip_prefix(line: &str) -> Prefix<'_> {
+    // The common dmesg shape first: `[  123.456789] message`.
+    if line.starts_with('[')
+        && let Some(end) = line.as_bytes()[..line.len().min(32)]
+            .iter()
+            .position(|&b| b == b']')
+        && let Some(secs) = dmesg_seconds(&line[1..end])
+    {
+        let after = &line[end + 1..];
+        return Prefix::Kernel {
+            stamp: Stamp {
+                boot: Some(secs),
+                wall: None,
+            },
+            timestamp: Some(Cow::Borrowed(&line[1..end])),
+            rest: after.strip_prefix(' ').unwrap_or(after),
+        };
+    }
     if let Some(p) = kmsg_record(line) {
         return p;
     }
@@ -379,7 +509,7 @@ fn strip_prefix(line: &str) -> Prefix<'_> {
         .map(|(ts, wall, after)| (ts, wall, after, false))
         .or_else(|| iso_time(rest));
     if let Some((ts, wall, after, dmesg_iso)) = dated {
-        timestamp = Some(ts.to_string());
+        timestamp = Some(Cow::Borrowed(ts));
         stamp.wall = Some(wall);
         saw_prefix = true;
         rest = after;
@@ -425,14 +555,14 @@ fn strip_prefix(line: &str) -> Prefix<'_> {
         if let Some(secs) = dmesg_seconds(inner) {
             stamp.boot = Some(secs);
             if timestamp.is_none() {
-                timestamp = Some(inner.trim().to_string());
+                timestamp = Some(Cow::Borrowed(inner.trim()));
             }
             rest = after.strip_prefix(' ').unwrap_or(after);
             saw_prefix = true;
         } else if let Some(wall) = dmesg_date(inner) {
             stamp.wall.get_or_insert(wall);
             if timestamp.is_none() {
-                timestamp = Some(inner.trim().to_string());
+                timestamp = Some(Cow::Borrowed(inner.trim()));
             }
             rest = after.strip_prefix(' ').unwrap_or(after);
             saw_prefix = true;
@@ -479,7 +609,11 @@ fn kmsg_record(line: &str) -> Option<Prefix<'_>> {
             boot: Some(secs),
             wall: None,
         },
-        timestamp: Some(format!("{}.{:06}", usec / 1_000_000, usec % 1_000_000)),
+        timestamp: Some(Cow::Owned(format!(
+            "{}.{:06}",
+            usec / 1_000_000,
+            usec % 1_000_000
+        ))),
         rest: message,
     })
 }
@@ -555,18 +689,22 @@ fn is_vendor_task(inner: &str) -> bool {
     inner.starts_with("pid:") && inner.contains(",cpu")
 }
 
-/// `  123.456789` -> seconds.
+/// `  123.456789` -> seconds (parsed by hand: every dmesg line has one).
 fn dmesg_seconds(s: &str) -> Option<f64> {
-    let s = s.trim();
-    let (a, b) = s.split_once('.')?;
-    let ok = !a.is_empty()
-        && !b.is_empty()
-        && a.bytes().all(|c| c.is_ascii_digit())
-        && b.bytes().all(|c| c.is_ascii_digit());
-    if !ok {
+    let s = s.trim_start_matches(' ');
+    let dot = s.as_bytes().iter().position(|&c| c == b'.')?;
+    let (a, b) = (&s[..dot], &s[dot + 1..]);
+    if a.is_empty() || b.is_empty() || a.len() > 12 || b.len() > 9 {
         return None;
     }
-    s.parse().ok()
+    let digits = |t: &str| {
+        t.bytes().try_fold(0u64, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u64::from(c - b'0'))
+        })
+    };
+    const SCALE: [f64; 10] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+    let (whole, frac) = (digits(a)?, digits(b)?);
+    Some(whole as f64 + frac as f64 / SCALE[b.len()])
 }
 
 /// `Tue Jun 13 04:36:30 2017` (dmesg -T, any language: five words, the fourth `hh:mm:ss`).
@@ -636,6 +774,9 @@ fn syslog_time(s: &str) -> Option<(&str, f64, &str)> {
 /// short-iso-precise, RFC 5424 syslog), and `2024-02-09T08:09:39,123456+00:00 ` (dmesg
 /// --time-format=iso, whose message follows directly: the last value is true then).
 fn iso_time(s: &str) -> Option<(&str, f64, &str, bool)> {
+    if s.len() < 19 || !s.as_bytes()[0].is_ascii_digit() || s.as_bytes()[4] != b'-' {
+        return None;
+    }
     let (ts, after) = s.split_once(' ').unwrap_or((s, ""));
     let b = ts.as_bytes();
     let ok = b.len() >= 19
@@ -758,6 +899,19 @@ mod tests {
         assert!(
             lines[1].ends_with("high:96kB managed:15908kB inactive_file:1167040kB unevictable:0kB")
         );
+    }
+
+    /// The word-at-a-time scan finds what a byte-by-byte one finds, wherever the byte sits.
+    #[test]
+    fn scan_matches_the_byte_loop() {
+        for b in 0..=255u8 {
+            for at in 0..20 {
+                let mut line = vec![b'a'; 20];
+                line[at] = b;
+                let slow = line.iter().fold(0, |acc, &c| acc | SPECIAL[c as usize]);
+                assert_eq!(scan(&line), slow, "byte {b:#x} at {at}");
+            }
+        }
     }
 
     #[test]

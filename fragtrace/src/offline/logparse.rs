@@ -259,7 +259,9 @@ impl Parser {
         {
             self.close(out);
         }
-        if let Some((comm, after)) = t.split_once(": page allocation failure") {
+        let header = find_header(t);
+        if let Some((Header::Failure, at)) = header {
+            let (comm, after) = (&t[..at], &t[at + FAILURE.len()..]);
             self.close(out);
             let mut inc = Incident::new(Trigger::AllocationFailure, &kl, task_name(comm));
             parse_failure_header(after, &mut inc);
@@ -267,7 +269,8 @@ impl Parser {
             self.foreign = 0;
             return;
         }
-        if let Some((invoker, after)) = t.split_once(" invoked oom-killer:") {
+        if let Some((Header::Oom, at)) = header {
+            let (invoker, after) = (&t[..at], &t[at + OOM.len()..]);
             let oom = OomKill {
                 line: kl.line,
                 invoker: task_name(invoker).to_string(),
@@ -364,9 +367,9 @@ impl Parser {
         self.close(out);
     }
 
-    /// Whether a report is under way.
+    /// Whether a report or a dump is under way.
     pub fn in_report(&self) -> bool {
-        self.current.is_some()
+        self.current.is_some() || self.dumps.is_open()
     }
 
     fn close(&mut self, out: &mut Vec<Event>) {
@@ -427,6 +430,66 @@ pub fn parse(text: &str) -> Parsed {
         }
     }
     parsed
+}
+
+const FAILURE: &str = ": page allocation failure";
+const OOM: &str = " invoked oom-killer:";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Header {
+    Failure,
+    Oom,
+}
+
+/// Where a report header starts. Runs on every line of a log, so it searches with Horspool's
+/// skip table (about one step per needle length) instead of building a searcher per line.
+fn find_header(t: &str) -> Option<(Header, usize)> {
+    const ALLOCATION: &[u8] = b"allocation failure";
+    const PAGE: &[u8] = b": page ";
+    let b = t.as_bytes();
+    let mut from = 0;
+    while let Some(p) = horspool(&b[from..], ALLOCATION, &ALLOCATION_SKIP) {
+        let at = from + p;
+        if b[..at].ends_with(PAGE) {
+            return Some((Header::Failure, at - PAGE.len()));
+        }
+        from = at + 1;
+    }
+    horspool(b, OOM.as_bytes(), &OOM_SKIP).map(|p| (Header::Oom, p))
+}
+
+const fn skip_table(needle: &[u8]) -> [u8; 256] {
+    let mut t = [needle.len() as u8; 256];
+    let mut i = 0;
+    while i + 1 < needle.len() {
+        t[needle[i] as usize] = (needle.len() - 1 - i) as u8;
+        i += 1;
+    }
+    t
+}
+
+const ALLOCATION_SKIP: [u8; 256] = skip_table(b"allocation failure");
+const OOM_SKIP: [u8; 256] = skip_table(OOM.as_bytes());
+
+/// The first position of `needle` in `hay` (Boyer-Moore-Horspool).
+fn horspool(hay: &[u8], needle: &[u8], skip: &[u8; 256]) -> Option<usize> {
+    let n = needle.len();
+    let last = *needle.last()?;
+    let mut i = 0;
+    while i + n <= hay.len() {
+        let c = hay[i + n - 1];
+        if c == last && hay[i..i + n - 1] == needle[..n - 1] {
+            return Some(i);
+        }
+        i += skip[c as usize] as usize;
+    }
+    None
+}
+
+/// Whether a kernel line can start a report or a dump: the others need no look while nothing
+/// is under way.
+pub fn starts_something(t: &str) -> bool {
+    find_header(t).is_some() || super::dumps::starts_dump(t.trim_start())
 }
 
 /// The task name before `: page allocation failure` / ` invoked oom-killer:`, without anything a
@@ -544,7 +607,7 @@ fn is_report_line(t: &str) -> bool {
         "Exception stack",
         "pstate:",
     ];
-    if STARTS.iter().any(|s| t.starts_with(s)) || looks_like_frame(t) {
+    if STARTS.iter().any(|s| t.starts_with(s)) || looks_like_frame(t) || is_mem_info_line(t) {
         return true;
     }
     const CONTAINS: [&str; 16] = [
@@ -565,7 +628,16 @@ fn is_report_line(t: &str) -> bool {
         "Tainted: ",
         " free:",
     ];
-    if CONTAINS.iter().any(|s| t.contains(s)) || is_mem_info_line(t) {
+    // Each of those holds a space followed by a letter from this set: a cheap first filter.
+    let maybe = t
+        .as_bytes()
+        .windows(2)
+        .any(|w| (w[0] == b' ' || w[0] == b'-') && b"pthmfcPTCsh".contains(&w[1]))
+        || t.starts_with("CPU")
+        || t.starts_with("Pid")
+        || t.starts_with("hugepages")
+        || t.starts_with("callbacks");
+    if maybe && CONTAINS.iter().any(|s| t.contains(s)) {
         return true;
     }
     // `skbuff_head_cache   244KB   311KB` (the unreclaimable slab table).
@@ -887,6 +959,11 @@ fn zone_entry<'a>(zones: &'a mut Vec<LogZone>, node: u32, zone: &str) -> &'a mut
 
 /// Lines of an OOM-killer report: the victim and the constraint. True when the line was one.
 fn parse_oom_line(t: &str, oom: &mut OomKill) -> bool {
+    // Every line it reads names a killed process (`ill`) or a `key=value` field.
+    let b = t.as_bytes();
+    if !b.contains(&b'=') && !b.windows(3).any(|w| w == b"ill") {
+        return false;
+    }
     let mut known = false;
     // `Out of memory: Killed process 1234 (java) total-vm:..` (4.x+) or
     // `Out of memory: Kill process 1234 (java) score 900 or sacrifice child` (older), and the

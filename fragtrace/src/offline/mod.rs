@@ -108,7 +108,17 @@ impl Pipeline {
 
     /// One raw line; finished incidents go to `out`.
     pub fn push_line(&mut self, raw: &str, out: &mut Vec<logparse::Incident>) {
+        self.joiner.skip_idle =
+            (!self.parser.in_report()).then_some(logparse::starts_something as fn(&str) -> bool);
         self.joiner.push(raw, &mut self.pieces);
+        if self.pieces.is_empty() {
+            // Lines only counted still move the evidence window on.
+            if self.joiner.raw_lines.is_multiple_of(1024) {
+                self.analyzer
+                    .advance(self.joiner.raw_lines, lines::Stamp::default(), out);
+            }
+            return;
+        }
         self.drain_pieces(out);
     }
 
@@ -169,7 +179,7 @@ impl Pipeline {
     }
 
     pub fn kernel_lines(&self) -> usize {
-        self.parser.kernel_lines
+        self.parser.kernel_lines + self.joiner.skipped
     }
 }
 
@@ -203,7 +213,10 @@ fn run_once(file: Option<&PathBuf>, sink: &mut Sink) -> Result<ExitCode> {
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         check_line(&name, line_no, line)?;
         any_text |= line.iter().any(|b| !b.is_ascii_whitespace());
-        let text = String::from_utf8_lossy(line);
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         pipeline.push_line(&text, &mut done);
         for inc in done.drain(..) {
             sink.print(&inc)?;
@@ -266,12 +279,8 @@ fn check_line(name: &str, line_no: usize, line: &[u8]) -> Result<()> {
             ),
         ));
     }
-    if line.contains(&0) {
-        return Err(fatal(
-            ExitStatus::BadInput,
-            format!("{name} line {line_no} holds NUL bytes: binary data, not a kernel log"),
-        ));
-    }
+    // NUL bytes after the first 64 KiB (checked by `sniff`) are the padding a crash leaves in
+    // /var/log/messages: the joiner drops them with other control characters.
     Ok(())
 }
 

@@ -1148,6 +1148,28 @@ mod tests {
         assert!(!j.truncated);
     }
 
+    /// A crafted report with numbers at u64's limit: a verdict, no overflow (debug builds panic
+    /// on overflow, so `cargo test` without --release checks this too).
+    #[test]
+    fn crafted_huge_numbers_do_not_overflow() {
+        let max = u64::MAX;
+        let text = format!(
+            "[1.0] x: page allocation failure: order:63, mode:0xffffffffffffffff\n\
+             [1.0] CPU: 0 PID: 1 Comm: x Not tainted 3.10.0 #1\n\
+             [1.0] Node 0 DMA32 free:{max}kB min:{max}kB low:{max}kB high:{max}kB managed:{max}kB free_cma:{max}kB\n\
+             [1.0] lowmem_reserve[]: 0 {max} {max} {max}\n\
+             [1.0] Node 0 Normal free:{max}kB min:0kB low:0kB high:0kB reserved_highatomic:{max}KB\n\
+             [1.0] lowmem_reserve[]: 0 0 0 0\n\
+             [1.0] Node 0 DMA32: {max}*4kB (UMEHC) {max}*9223372036854775808kB (H) = {max}kB\n\
+             [1.0] Node 0 Normal: {max}*4kB (U) {max}*8kB (C) {max}*16kB (I) = {max}kB\n"
+        );
+        for inc in crate::offline::analyze_text(&text) {
+            let r = Report::new(&inc);
+            assert!(!r.json.reason.is_empty());
+            let _ = r.text();
+        }
+    }
+
     #[test]
     fn highatomic_reserve_is_for_atomic_requests_only() {
         let rights = |names| Access::from_flag_names(names).has_reserve_rights();

@@ -944,6 +944,86 @@ mod tests {
         assert_eq!(v.kind, VerdictKind::Unknown, "{}", v.reason);
     }
 
+    /// Before 4.4 the kernel took the free pages of each lower order away and halved min at each
+    /// step: blocks of the order can exist and the request still fail. That is fragmentation on
+    /// that kernel; the 4.4+ check would have passed.
+    #[test]
+    fn pre_4_4_per_order_check_fails_with_blocks_of_the_order() {
+        let mut blocks = vec![0; 11];
+        blocks[0] = 60_000; // 234 MB in single pages
+        blocks[3] = 10; // and ten order-3 blocks
+        let state = ZoneState {
+            page_size: 4096,
+            pageblock_order: None,
+            extfrag_threshold: None,
+            zones: vec![Zone {
+                node: 0,
+                zone: "Normal".into(),
+                index: Some(2),
+                free_pages: Some(60_080),
+                min_pages: Some(10_000),
+                free_blocks: blocks,
+                ..Default::default()
+            }],
+        };
+        let modern = judge_with(
+            3,
+            Some("Normal"),
+            Access::default(),
+            &state,
+            None,
+            WatermarkCheck::FreeLists,
+        );
+        assert_eq!(modern.kind, VerdictKind::Unknown, "{}", modern.reason);
+        let old = judge_with(
+            3,
+            Some("Normal"),
+            Access::default(),
+            &state,
+            None,
+            WatermarkCheck::PerOrder,
+        );
+        assert_eq!(old.kind, VerdictKind::Fragmentation, "{}", old.reason);
+        // 60080 - 7 - 60000 = 73 pages left in order >= 1 after order 0, <= 10000/2.
+        assert!(
+            old.reason.contains(
+                "fails at order 1: 292 kB are left in blocks of that order or larger <= 20000 kB"
+            ),
+            "{}",
+            old.reason
+        );
+    }
+
+    /// Figures from a crafted log can be as large as u64 allows: no overflow, no panic.
+    #[test]
+    fn huge_numbers_saturate() {
+        for model in [WatermarkCheck::FreeLists, WatermarkCheck::PerOrder] {
+            let zone = |name: &str| Zone {
+                node: 0,
+                zone: name.into(),
+                free_pages: Some(u64::MAX),
+                min_pages: Some(u64::MAX),
+                protection: vec![u64::MAX; 4],
+                free_blocks: vec![u64::MAX; 64],
+                free_by_migratetype: vec![("CMA".into(), vec![u64::MAX; 64])],
+                free_cma_pages: None,
+                highatomic_pages: Some(u64::MAX),
+                ..Default::default()
+            };
+            let state = ZoneState {
+                page_size: u64::MAX,
+                pageblock_order: None,
+                extfrag_threshold: None,
+                zones: vec![zone("DMA32"), zone("Normal")],
+            };
+            for order in [0, 1, 10, 40, 63, u32::MAX] {
+                let v = judge_with(order, None, Access::default(), &state, None, model);
+                assert!(!v.reason.is_empty());
+            }
+            assert_eq!(state.zones[0].free_pages_of("CMA"), u64::MAX);
+        }
+    }
+
     /// No Normal zone (x86-64 with 2 GB or less): a Normal request starts from DMA32.
     #[test]
     fn missing_preferred_zone_falls_back_to_the_highest_lower_zone() {
