@@ -229,3 +229,128 @@ fn follow_dev_kmsg_prints_the_report() {
     assert!(got["timestamp"].is_string(), "{got}");
     follow.stop();
 }
+
+/// Real reports with Mem-Info, cycled through a generated log.
+const REPORTS: [&str; 5] = [
+    SEED_002,
+    MAIL_5_18,
+    include_str!("../../fragtrace/tests/fixtures/logs/4.12-pagefault-exhaustion.log"),
+    include_str!("../../fragtrace/tests/fixtures/logs/5.0-kdump-oom-exhaustion.log"),
+    include_str!("../../fragtrace/tests/fixtures/logs/5.0-btrfs-kasan-tab-quoted-exhaustion.log"),
+];
+
+/// Everyday kernel lines between the reports.
+const FILLER: [&str; 4] = [
+    "e1000e 0000:00:19.0 eth0: NIC Link is Up 1000 Mbps Full Duplex, Flow Control: Rx/Tx",
+    "audit: type=1400 audit(1700000000.123:4567): apparmor=\"ALLOWED\" operation=\"open\" profile=\"/usr/sbin/cupsd\" name=\"/etc/ssl/openssl.cnf\" pid=1234 comm=\"cupsd\"",
+    "IPv6: ADDRCONF(NETDEV_CHANGE): veth1a2b3c4: link becomes ready",
+    "docker0: port 3(veth9f8e7d6) entered forwarding state",
+];
+
+/// Writes a log of about `bytes` bytes holding `incidents` real reports spread evenly, and
+/// returns how many report headers it holds.
+fn generate_log(path: &std::path::Path, bytes: usize, incidents: usize) -> usize {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let per_chunk = bytes / incidents;
+    let mut seconds = 100.0f64;
+    let mut headers = 0;
+    for i in 0..incidents {
+        let report = REPORTS[i % REPORTS.len()];
+        headers += report.matches(": page allocation failure").count()
+            + report.matches(" invoked oom-killer:").count();
+        out.write_all(report.as_bytes()).unwrap();
+        let mut written = report.len();
+        let mut n = 0;
+        while written < per_chunk {
+            seconds += 0.000_731;
+            let line = format!("[{seconds:12.6}] {}\n", FILLER[n % FILLER.len()]);
+            out.write_all(line.as_bytes()).unwrap();
+            written += line.len();
+            n += 1;
+        }
+    }
+    out.flush().unwrap();
+    headers
+}
+
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: i64,
+    objects: usize,
+}
+
+/// `analyze-log --json FILE`, counting its output lines, with the child's CPU time and peak RSS.
+fn run_measured(path: &std::path::Path) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(fragtrace_bin())
+        .args(["analyze-log", "--json"])
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let counter = std::thread::spawn(move || BufReader::new(stdout).lines().count());
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    // SAFETY: waiting for our own child, with valid pointers.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert_eq!(rc, pid, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status}"
+    );
+    let cpu = Duration::from_secs(usage.ru_utime.tv_sec as u64 + usage.ru_stime.tv_sec as u64)
+        + Duration::from_micros(usage.ru_utime.tv_usec as u64 + usage.ru_stime.tv_usec as u64);
+    Run {
+        wall,
+        cpu,
+        max_rss_kb: usage.ru_maxrss,
+        objects: counter.join().unwrap(),
+    }
+}
+
+/// BENCHMARKS.md's log throughput: a 1 GiB log with 10,000 real reports, and a 100 MiB one to
+/// show memory does not grow with the log. `cargo test --release -p fragtrace-tests --test
+/// offline -- --ignored --nocapture`.
+#[test]
+#[ignore = "writes 1.1 GiB to the temp dir and takes a while: run by hand for BENCHMARKS.md"]
+fn throughput_on_a_1gib_log_with_10000_reports() {
+    let dir = std::env::temp_dir().join(format!("fragtrace-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let small = dir.join("100m.log");
+    let big = dir.join("1g.log");
+    generate_log(&small, 100 << 20, 1_000);
+    let headers = generate_log(&big, 1 << 30, 10_000);
+    let size = std::fs::metadata(&big).unwrap().len() as f64 / 1e6;
+    let small_run = run_measured(&small);
+    let runs: Vec<Run> = (0..3).map(|_| run_measured(&big)).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let best_wall = runs.iter().map(|r| r.wall).min().unwrap();
+    let best_cpu = runs.iter().map(|r| r.cpu).min().unwrap();
+    let rss = runs.iter().map(|r| r.max_rss_kb).max().unwrap();
+    eprintln!(
+        "analyze-log: {size:.0} MB, {} reports: wall {:.2} s ({:.0} MB/s), CPU {:.2} s ({:.0} MB/s); peak RSS {rss} kB (100 MB log: {} kB)",
+        runs[0].objects,
+        best_wall.as_secs_f64(),
+        size / best_wall.as_secs_f64(),
+        best_cpu.as_secs_f64(),
+        size / best_cpu.as_secs_f64(),
+        small_run.max_rss_kb,
+    );
+    assert_eq!(runs[0].objects, headers, "every report diagnosed once");
+    assert!(
+        rss < small_run.max_rss_kb * 2,
+        "memory grew with the log: {rss} kB vs {} kB",
+        small_run.max_rss_kb
+    );
+    assert!(
+        size / best_cpu.as_secs_f64() >= 200.0,
+        "{:.0} MB/s of CPU time",
+        size / best_cpu.as_secs_f64()
+    );
+}
