@@ -794,9 +794,12 @@ fn is_bare_zone_line(t: &str) -> bool {
 /// `CPU: 1 PID: 18377 Comm: exe Not tainted 3.10.0-514.el7.x86_64 #1` ->
 /// `3.10.0-514.el7.x86_64`; also `Tainted: G  O 4.9.24-coreos #1` and 2.6/3.x `Pid: ..`.
 fn kernel_version(t: &str) -> Option<String> {
+    // Some builds print no taint word: `Comm: ffmpeg 4.0.5-gzp1 #1`.
     let after = t
         .split_once("tainted ")
         .or_else(|| t.split_once("Tainted: "))
+        .or_else(|| t.split_once("Comm: "))
+        .or_else(|| t.split_once("comm: "))
         .map(|(_, a)| a)?;
     after
         .split_whitespace()

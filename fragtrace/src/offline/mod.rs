@@ -89,6 +89,12 @@ impl Sink {
     }
 }
 
+/// One incident's diagnosis as its JSON line and its text (the fuzz targets drive this).
+pub fn diagnose(inc: &logparse::Incident) -> (String, String) {
+    let r = report::Report::new(inc);
+    (serde_json::to_string(&r.json).unwrap_or_default(), r.text())
+}
+
 /// Raw lines in, finished incidents out: joiner, parser and evidence analysis in one place.
 #[derive(Default)]
 pub struct Pipeline {

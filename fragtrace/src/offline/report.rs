@@ -169,6 +169,9 @@ impl Report {
         if let Some(note) = reserved_blocks_note(inc, &source.zones, &verdict, access) {
             verdict.reason.push_str(&note);
         }
+        if let Some(note) = cma_note(&source.zones, &verdict) {
+            verdict.reason.push_str(&note);
+        }
         if !source.note.is_empty() {
             verdict.reason = format!("{}{}", source.note, verdict.reason);
         }
@@ -605,6 +608,25 @@ fn reserved_blocks_note(
         format!(
             "; the free {} block(s) are only in lists this request may not use (H: highatomic reserve, atomic requests only; C: CMA, movable only; I: isolated)",
             reserved.join(", ")
+        )
+    })
+}
+
+/// When a zone could serve the request only by counting its free CMA pages: what is left
+/// without them (requests that may not use CMA, or kernels that keep movable ones out of it).
+fn cma_note(zones: &[LogZone], verdict: &Verdict) -> Option<String> {
+    if verdict.kind != VerdictKind::Unknown {
+        return None;
+    }
+    let figures = verdict.zone.as_ref()?;
+    let z = zones
+        .iter()
+        .find(|z| z.node == figures.node && z.zone == figures.zone)?;
+    let (free, cma, min) = (z.free_kb?, z.free_cma_kb?, z.min_kb?);
+    let outside = free.saturating_sub(cma);
+    (cma > 0 && outside <= min).then(|| {
+        format!(
+            "; {cma} kB of its free memory is CMA: without it {outside} kB are free <= {min} kB min, exhaustion for any request kept out of CMA"
         )
     })
 }

@@ -335,7 +335,11 @@ pub fn judge_with(
     if checks.iter().any(|(_, c)| c.above_watermark) {
         let frag = figures.fragmentation_index.unwrap_or(0);
         let threshold = zone_state.threshold();
-        let index_note = if frag > i64::from(threshold) {
+        let index_note = if frag == -1000 {
+            "fragmentation index -1.000 (a free block of the order exists, so compaction is \
+             not ruled out)"
+                .to_string()
+        } else if frag > i64::from(threshold) {
             format!(
                 "fragmentation index {} > extfrag_threshold {threshold}",
                 index::format_thousandths(frag, 1)
