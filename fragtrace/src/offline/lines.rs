@@ -394,6 +394,19 @@ fn is_continuation(s: &str) -> bool {
         return !t.is_empty() && !looks_like_frame(t) && !looks_like_hex_words(t);
     }
     let first = s.split_whitespace().next().unwrap_or("");
+    // The rest of a wrapped free list: `2*128kB (M) ...`, `(UME) 3*16kB`, `= 1816kB`.
+    let free_list_tail = first.split_once('*').is_some_and(|(n, size)| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && size.ends_with("kB")
+    }) || (first.starts_with('(')
+        && first.ends_with(')')
+        && first.len() > 2
+        && first[1..first.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_uppercase()))
+        || first == "=";
+    if free_list_tail {
+        return true;
+    }
     match first.split_once(':') {
         Some((key, value)) => {
             !key.is_empty()

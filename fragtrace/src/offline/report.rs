@@ -152,10 +152,20 @@ impl Report {
             .map(|f| access_for(f, generation.version, generation.check));
         // Unknown flags: keep every free block rather than guess.
         let access_or_default = access.unwrap_or_default();
-        let state = match &source.state {
+        let mut state = match &source.state {
             Some(s) => s.clone(),
             None => zone_state(&source.zones, access, generation.check),
         };
+        // Before it kills, the kernel makes a last attempt at the high watermark
+        // (__alloc_pages_may_oom, ALLOC_WMARK_HIGH): an OOM report is judged against high.
+        let oom_high = inc.trigger == Trigger::OomKiller
+            && !state.zones.is_empty()
+            && state.zones.iter().all(|z| z.high_pages.is_some());
+        if oom_high {
+            for z in &mut state.zones {
+                z.min_pages = z.high_pages;
+            }
+        }
         let has_highmem = state.zones.iter().any(|z| z.zone == "HighMem");
         let preferred = mask.map(|m| crate::zones::preferred_zone(m, has_highmem));
         let mut verdict = judge(
@@ -166,6 +176,20 @@ impl Report {
             access_or_default,
             generation.check,
         );
+        if oom_high && verdict.kind != VerdictKind::MemcgLimit {
+            verdict.reason = format!(
+                "the OOM killer runs once a last attempt at the high watermark has failed, so zones are judged against high: {}",
+                verdict.reason.replace(" kB min", " kB high")
+            );
+            if let Some(z) = verdict.zone.as_mut() {
+                z.min_kb = source
+                    .zones
+                    .iter()
+                    .find(|l| l.node == z.node && l.zone == z.zone)
+                    .and_then(|l| l.min_kb)
+                    .or(z.min_kb);
+            }
+        }
         if let Some(note) = reserved_blocks_note(inc, &source.zones, &verdict, access) {
             verdict.reason.push_str(&note);
         }
