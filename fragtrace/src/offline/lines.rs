@@ -120,6 +120,13 @@ impl Joiner {
 
     /// `special`: the [`scan`] of `text`.
     fn process(&mut self, line_no: usize, text: &str, special: u8, out: &mut Vec<Piece>) {
+        // Two records glued into one line by a lost newline (`7802[30104.278944] Node 0 ...`).
+        if let Some(at) = glued_record(text) {
+            let (head, tail) = text.split_at(at);
+            self.process(line_no, head, scan(head.as_bytes()), out);
+            self.process(line_no, tail, scan(tail.as_bytes()), out);
+            return;
+        }
         let text = if special & EQUALS != 0 {
             unquote(text)
         } else {
@@ -364,6 +371,24 @@ fn unquote(raw: &str) -> std::borrow::Cow<'_, str> {
     } else {
         std::borrow::Cow::Borrowed(raw)
     }
+}
+
+/// Where a second dmesg record starts inside a line: a `[seconds]` bracket right after a
+/// letter or digit.
+fn glued_record(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut from = 1;
+    while from < b.len() {
+        let i = from + b[from..].iter().position(|&c| c == b'[')?;
+        if b[i - 1].is_ascii_alphanumeric()
+            && let Some(len) = b[i..b.len().min(i + 24)].iter().position(|&c| c == b']')
+            && dmesg_seconds(&text[i + 1..i + len]).is_some()
+        {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
 }
 
 /// Mail quoting: `> `, `> > `, `>> `.
@@ -925,6 +950,26 @@ mod tests {
                 assert_eq!(scan(&line), slow, "byte {b:#x} at {at}");
             }
         }
+    }
+
+    #[test]
+    fn glued_records_split() {
+        let texts = kernel_texts(
+            "[30104.278942] lowmem_reserve[]: 0 3340 7802 7802 7802[30104.278944] Node 0 DMA32 free:105108kB min:93836kB\n",
+        );
+        assert_eq!(
+            texts,
+            [
+                "lowmem_reserve[]: 0 3340 7802 7802 7802",
+                "Node 0 DMA32 free:105108kB min:93836kB"
+            ]
+        );
+        // A frame's bracket and a syslog line's dmesg bracket are not glued records.
+        assert_eq!(
+            kernel_texts("[1.0]  [<ffffffff8171a214>] dump_stack+0x45/0x56\n").len(),
+            1
+        );
+        assert_eq!(kernel_texts("Jun 1 00:00:01 h kernel: [ 1.5] x\n"), ["x"]);
     }
 
     #[test]

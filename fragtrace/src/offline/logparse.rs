@@ -450,12 +450,15 @@ fn find_header(t: &str) -> Option<(Header, usize)> {
     let mut from = 0;
     while let Some(p) = horspool(&b[from..], ALLOCATION, &ALLOCATION_SKIP) {
         let at = from + p;
-        if b[..at].ends_with(PAGE) {
+        // Prose that names the message is not one: a header goes on with its order.
+        if b[..at].ends_with(PAGE) && t[at..].contains("order") {
             return Some((Header::Failure, at - PAGE.len()));
         }
         from = at + 1;
     }
-    horspool(b, OOM.as_bytes(), &OOM_SKIP).map(|p| (Header::Oom, p))
+    horspool(b, OOM.as_bytes(), &OOM_SKIP)
+        .filter(|&p| t[p..].contains("gfp_mask") || t[p..].contains("order"))
+        .map(|p| (Header::Oom, p))
 }
 
 const fn skip_table(needle: &[u8]) -> [u8; 256] {
