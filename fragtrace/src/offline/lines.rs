@@ -212,9 +212,16 @@ impl Joiner {
             }
             Prefix::KmsgDictionary => {}
             Prefix::None => {
+                // An unprefixed line cut after `:` or `,` goes on on the next line
+                // (`dumpsys invoked oom-killer:` / `gfp_mask=0x40dc0(...), order=3,`).
+                let cut_after_separator = self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| !p.prefixed && p.text.trim_end().ends_with([':', ',']));
                 let joinable = self.pending.is_some()
                     && ((is_continuation(text) && text.trim().len() > 1)
-                        || (self.last_was_prefixed && is_wrapped_tail(text)));
+                        || ((self.last_was_prefixed || cut_after_separator)
+                            && is_wrapped_tail(text)));
                 if joinable {
                     // An indented or bare `key:value` run of a Mem-Info line, or the rest of a
                     // prefixed line that a mail client or terminal wrapped.

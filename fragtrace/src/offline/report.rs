@@ -156,16 +156,6 @@ impl Report {
             Some(s) => s.clone(),
             None => zone_state(&source.zones, access, generation.check),
         };
-        // Before it kills, the kernel makes a last attempt at the high watermark
-        // (__alloc_pages_may_oom, ALLOC_WMARK_HIGH): an OOM report is judged against high.
-        let oom_high = inc.trigger == Trigger::OomKiller
-            && !state.zones.is_empty()
-            && state.zones.iter().all(|z| z.high_pages.is_some());
-        if oom_high {
-            for z in &mut state.zones {
-                z.min_pages = z.high_pages;
-            }
-        }
         let has_highmem = state.zones.iter().any(|z| z.zone == "HighMem");
         let preferred = mask.map(|m| crate::zones::preferred_zone(m, has_highmem));
         let mut verdict = judge(
@@ -176,9 +166,29 @@ impl Report {
             access_or_default,
             generation.check,
         );
+        // Before it kills, the kernel makes a last attempt at the high watermark
+        // (__alloc_pages_may_oom, ALLOC_WMARK_HIGH): an OOM report whose zones could serve the
+        // request at min is judged against high.
+        let oom_high = inc.trigger == Trigger::OomKiller
+            && verdict.kind == VerdictKind::Unknown
+            && !state.zones.is_empty()
+            && state.zones.iter().all(|z| z.high_pages.is_some());
+        if oom_high {
+            for z in &mut state.zones {
+                z.min_pages = z.high_pages;
+            }
+            verdict = judge(
+                inc,
+                &state,
+                &source,
+                preferred,
+                access_or_default,
+                generation.check,
+            );
+        }
         if oom_high && verdict.kind != VerdictKind::MemcgLimit {
             verdict.reason = format!(
-                "the OOM killer runs once a last attempt at the high watermark has failed, so zones are judged against high: {}",
+                "the zones could serve it at min, but the OOM killer runs once a last attempt at the high watermark has failed, so they are judged against high: {}",
                 verdict.reason.replace(" kB min", " kB high")
             );
             if let Some(z) = verdict.zone.as_mut() {
