@@ -412,7 +412,14 @@ fn join(prev: &mut KernelLine, part: &str) {
     if part.is_empty() {
         return;
     }
-    if !prev.text.ends_with(' ') {
+    // `gfp_mask=0x240c2c0` + `(GFP_KERNEL|...)`: the names belong to the mask.
+    let names_of_mask = part.starts_with('(')
+        && prev
+            .text
+            .rsplit(['=', ':'])
+            .next()
+            .is_some_and(|v| v.starts_with("0x") && v.len() > 2 && !v.contains(' '));
+    if !prev.text.ends_with(' ') && !names_of_mask {
         prev.text.push(' ');
     }
     prev.text.push_str(part);
@@ -426,6 +433,10 @@ fn is_continuation(s: &str) -> bool {
         return !t.is_empty() && !looks_like_frame(t) && !looks_like_hex_words(t);
     }
     let first = s.split_whitespace().next().unwrap_or("");
+    // Wrapped flag names (`(GFP_KERNEL|__GFP_NOWARN), nodemask=0, order=3,`).
+    if first.starts_with("(GFP_") || first.starts_with("(__GFP_") {
+        return true;
+    }
     // The rest of a wrapped free list: `2*128kB (M) ...`, `(UME) 3*16kB`, `= 1816kB`.
     let free_list_tail = first.split_once('*').is_some_and(|(n, size)| {
         !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && size.ends_with("kB")
@@ -484,6 +495,8 @@ pub fn looks_like_frame(t: &str) -> bool {
             .next()
             .is_some_and(|w| w.contains("+0x") && w.contains('/'))
         || (t.starts_with('[') && t.contains("] [") && t.contains("+0x"))
+        // 32-bit ARM: `(show_stack) from (dump_stack+0x94/0xa8)`.
+        || (t.starts_with('(') && t.contains(") from ("))
 }
 
 /// The raw stack words some kernels print before the trace (`ffff8803f7f8b928 ffffffff81685fac`).

@@ -668,14 +668,22 @@ fn cma_note(zones: &[LogZone], verdict: &Verdict) -> Option<String> {
 /// Where the zone figures come from: the report's Mem-Info, another report's, or a dump.
 fn zone_source(inc: &Incident) -> ZoneSource {
     if !inc.zones.is_empty() {
+        // Free lists whose zone lines were cut out of the paste: judged from the lists alone.
+        let cut = inc.zones.iter().all(|z| z.min_kb.is_none())
+            && inc.zones.iter().any(|z| !z.free_blocks.is_empty());
         return ZoneSource {
             zones: inc.zones.clone(),
             state: None,
             label: Some("mem_info".into()),
             line: Some(inc.line),
-            note: String::new(),
-            likely: false,
-            no_watermarks: false,
+            note: if cut {
+                "the report's zone lines (free, min) are not in the log, only its free lists: "
+                    .to_string()
+            } else {
+                String::new()
+            },
+            likely: cut,
+            no_watermarks: cut,
         };
     }
     if let Some(b) = &inc.evidence.borrowed {
