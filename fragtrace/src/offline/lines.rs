@@ -218,7 +218,14 @@ impl Joiner {
                     .pending
                     .as_ref()
                     .is_some_and(|p| !p.prefixed && p.text.trim_end().ends_with([':', ',']));
+                // A fence or a report header never joins another line.
+                let fenced = self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.text.starts_with("```") || p.text.starts_with("~~~"));
                 let joinable = self.pending.is_some()
+                    && !fenced
+                    && !names_a_report(text)
                     && ((is_continuation(text) && text.trim().len() > 1)
                         || ((self.last_was_prefixed || cut_after_separator)
                             && is_wrapped_tail(text)));
@@ -474,6 +481,11 @@ fn is_wrapped_tail(raw: &str) -> bool {
         && !t.contains(": page allocation failure")
         && !t.contains(" invoked oom-killer:")
         && !starts_known_kernel_text(t)
+}
+
+/// A line that holds a report header.
+fn names_a_report(t: &str) -> bool {
+    t.contains(": page allocation failure") || t.contains(" invoked oom-killer:")
 }
 
 /// Lines that begin a kernel report section, never the tail of another line.
