@@ -437,7 +437,11 @@ fn join(prev: &mut KernelLine, part: &str) {
 fn is_continuation(s: &str) -> bool {
     if s.starts_with([' ', '\t']) {
         let t = s.trim();
-        return !t.is_empty() && !looks_like_frame(t) && !looks_like_hex_words(t);
+        return !t.is_empty()
+            && !looks_like_frame(t)
+            && !looks_like_hex_words(t)
+            && !starts_known_kernel_text(t)
+            && !t.starts_with("Workqueue:");
     }
     let first = s.split_whitespace().next().unwrap_or("");
     // Wrapped flag names (`(GFP_KERNEL|__GFP_NOWARN), nodemask=0, order=3,`).

@@ -360,7 +360,10 @@ impl Parser {
     /// End of input: a report cut short is marked truncated.
     pub fn finish(&mut self, out: &mut Vec<Event>) {
         self.dumps.finish(out);
-        if let Some(last) = self.current.as_mut() {
+        // Cut short only when the input ends on the report itself (no other lines after it).
+        if let Some(last) = self.current.as_mut()
+            && self.foreign == 0
+        {
             last.truncated = (last.mem_info_started && !last.has_mem_info())
                 || (last.in_call_trace && last.call_trace.is_empty());
         }
