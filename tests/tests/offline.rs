@@ -175,7 +175,8 @@ const PRINTK_DEVKMSG: &str = "/proc/sys/kernel/printk_devkmsg";
 impl PrintkDevkmsg {
     fn set(value: &str) -> Option<Self> {
         let old = std::fs::read_to_string(PRINTK_DEVKMSG).ok()?;
-        std::fs::write(PRINTK_DEVKMSG, value).ok()?;
+        // The sysctl takes a whole line: without its newline the write is EINVAL.
+        std::fs::write(PRINTK_DEVKMSG, format!("{value}\n")).ok()?;
         Some(Self {
             old: old.trim().to_string(),
         })
@@ -184,7 +185,12 @@ impl PrintkDevkmsg {
 
 impl Drop for PrintkDevkmsg {
     fn drop(&mut self) {
-        let _ = std::fs::write(PRINTK_DEVKMSG, &self.old);
+        if let Err(e) = std::fs::write(PRINTK_DEVKMSG, format!("{}\n", self.old)) {
+            eprintln!(
+                "warning: could not restore {PRINTK_DEVKMSG} to {}: {e}",
+                self.old
+            );
+        }
     }
 }
 
@@ -198,7 +204,7 @@ fn follow_dev_kmsg_prints_the_report() {
         eprintln!("SKIPPED {TEST}: needs root to write to /dev/kmsg");
         return;
     }
-    let Some(_devkmsg) = PrintkDevkmsg::set("on") else {
+    let Some(devkmsg) = PrintkDevkmsg::set("on") else {
         eprintln!("SKIPPED {TEST}: cannot set {PRINTK_DEVKMSG}");
         return;
     };
@@ -228,6 +234,13 @@ fn follow_dev_kmsg_prints_the_report() {
     assert_eq!(got["largest_free_order"], 5);
     assert!(got["timestamp"].is_string(), "{got}");
     follow.stop();
+    let before = devkmsg.old.clone();
+    drop(devkmsg);
+    assert_eq!(
+        std::fs::read_to_string(PRINTK_DEVKMSG).unwrap().trim(),
+        before,
+        "printk_devkmsg restored"
+    );
 }
 
 /// Real reports with Mem-Info, cycled through a generated log.

@@ -120,8 +120,11 @@ impl Joiner {
 
     /// `special`: the [`scan`] of `text`.
     fn process(&mut self, line_no: usize, text: &str, special: u8, out: &mut Vec<Piece>) {
-        // Two records glued into one line by a lost newline (`7802[30104.278944] Node 0 ...`).
-        if let Some(at) = glued_record(text) {
+        // Two records glued into one line by a lost newline (`7802[30104.278944] Node 0 ...`),
+        // looked for inside reports only (the lines between them need no look).
+        if self.skip_idle.is_none()
+            && let Some(at) = glued_record(text)
+        {
             let (head, tail) = text.split_at(at);
             self.process(line_no, head, scan(head.as_bytes()), out);
             self.process(line_no, tail, scan(tail.as_bytes()), out);
