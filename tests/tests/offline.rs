@@ -294,6 +294,10 @@ struct Run {
 }
 
 /// `analyze-log --json FILE`, counting its output lines, with the child's CPU time and peak RSS.
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped with wait4 for its rusage, not Child::wait"
+)]
 fn run_measured(path: &std::path::Path) -> Run {
     let start = Instant::now();
     let mut child = Command::new(fragtrace_bin())
