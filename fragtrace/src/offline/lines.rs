@@ -581,8 +581,10 @@ fn strip_prefix(line: &str) -> Prefix<'_> {
     {
         rest = after;
     }
-    // syslog `Nov 12 15:15:41[.123456] ` or ISO `2024-02-09T08:09:39[.123][+0000] `.
+    // syslog `Nov 12 15:15:41[.123456] `, ISO `2024-02-09T08:09:39[.123][+0000] `, or a bare
+    // `19:18:21 ` some exports keep.
     let dated = syslog_time(rest)
+        .or_else(|| clock_only_time(rest))
         .map(|(ts, wall, after)| (ts, wall, after, false))
         .or_else(|| iso_time(rest));
     if let Some((ts, wall, after, dmesg_iso)) = dated {
@@ -824,6 +826,20 @@ fn clock_seconds(t: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
+/// `19:18:21 kernel: ...`: a time of day with no date, counted only before a program tag.
+fn clock_only_time(s: &str) -> Option<(&str, f64, &str)> {
+    let (time, after) = s.split_once(' ')?;
+    if time.len() > 15 || !time.as_bytes().first()?.is_ascii_digit() {
+        return None;
+    }
+    let secs = clock_seconds(time)?;
+    program_tag(after).or_else(|| {
+        let (_, after_host) = after.split_once(' ')?;
+        program_tag(after_host)
+    })?;
+    Some((time, secs, after))
+}
+
 /// `Nov 12 15:15:41 ` / `Feb  9 08:09:39.123456 ` (short, short-precise).
 fn syslog_time(s: &str) -> Option<(&str, f64, &str)> {
     let month = s.get(..3)?;
@@ -904,6 +920,7 @@ mod tests {
             format!("[Tue Jun 13 04:36:30 2017] {msg}"),
             format!("[四 4月 17 18:48:52 2025] {msg}"),
             format!("[   17.470894][    T1] {msg}"),
+            format!("19:18:21 kernel: {msg}"),
             format!("[   17.470894] [  C3] {msg}"),
             format!("[  123.456] [pid:2156,cpu5,kworker/u16:3]{msg}"),
             format!("<6>[  123.456] (3)[1234:exe]{msg}"),
