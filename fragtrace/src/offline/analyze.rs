@@ -163,14 +163,12 @@ impl Analyzer {
         out.push(inc);
     }
 
-    /// The log has reached raw line `line` (logged at `stamp`): reports whose window has passed
-    /// are done.
-    pub fn advance(&mut self, line: usize, stamp: Stamp, out: &mut Vec<Incident>) {
+    /// The log has reached raw line `line`: reports whose window has passed are done.
+    pub fn advance(&mut self, line: usize, out: &mut Vec<Incident>) {
         while let Some(front) = self.pending.front() {
-            let done = match front.inc.stamp.seconds_until(&stamp) {
-                Some(s) => s > WINDOW_SECONDS,
-                None => line > front.inc.last_line + WINDOW_LINES,
-            } || line > front.inc.last_line + 4 * WINDOW_LINES;
+            // By lines only: exports put kernel and runtime logs in sections of their own, so
+            // a runtime error near in time can come after later kernel lines.
+            let done = line > front.inc.last_line + WINDOW_LINES;
             if !done {
                 break;
             }
@@ -249,4 +247,27 @@ fn offer_dump(inc: &mut Incident, dump: &Dump) {
         seconds: inc.stamp.seconds_until(&dump.stamp),
         dump: dump.clone(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::offline::analyze_text;
+
+    /// With timestamps on both sides, a runtime error goes to the failure nearest in time, not
+    /// the one nearest in the file.
+    #[test]
+    fn runtime_errors_link_by_time_when_both_have_timestamps() {
+        let text = "Jan 23 14:15:31 n1 kernel: runc:[1:CHILD]: page allocation failure: order:6, mode:0x10c0d0\n\
+                    Jan 23 14:15:31 n1 kernel: CPU: 1 PID: 9 Comm: runc:[1:CHILD] Not tainted 3.10.0-514.el7.x86_64 #1\n\
+                    Jan 23 14:20:00 n1 kernel: java: page allocation failure: order:3, mode:0x10c0d0\n\
+                    Jan 23 14:20:00 n1 kernel: CPU: 2 PID: 7 Comm: java Not tainted 3.10.0-514.el7.x86_64 #1\n\
+                    Jan 23 14:15:32 n1 kubelet: E0123 RunPodSandbox from runtime service failed: rpc error: failed to start sandbox container for pod \"web-1\": exit status 6\n";
+        let incidents = analyze_text(text);
+        let by_comm = |c: &str| incidents.iter().find(|i| i.comm == c).unwrap();
+        let runc = &by_comm("runc:[1:CHILD]").evidence.runtime;
+        assert_eq!(runc.len(), 1, "{runc:?}");
+        assert_eq!(runc[0].by, "time");
+        assert_eq!(runc[0].hit.pod.as_deref(), Some("web-1"));
+        assert!(by_comm("java").evidence.runtime.is_empty());
+    }
 }

@@ -120,8 +120,7 @@ impl Pipeline {
         if self.pieces.is_empty() {
             // Lines only counted still move the evidence window on.
             if self.joiner.raw_lines.is_multiple_of(1024) {
-                self.analyzer
-                    .advance(self.joiner.raw_lines, lines::Stamp::default(), out);
+                self.analyzer.advance(self.joiner.raw_lines, out);
             }
             return;
         }
@@ -132,14 +131,14 @@ impl Pipeline {
         let mut latest = None;
         for p in self.pieces.drain(..) {
             latest = Some(match &p {
-                lines::Piece::Kernel(k) => (k.line, k.stamp),
-                lines::Piece::Program(p) => (p.line, p.stamp),
+                lines::Piece::Kernel(k) => k.line,
+                lines::Piece::Program(p) => p.line,
             });
             self.parser.push(p, &mut self.events);
         }
         self.drain_events(out);
-        if let Some((line, stamp)) = latest {
-            self.analyzer.advance(line, stamp, out);
+        if let Some(line) = latest {
+            self.analyzer.advance(line, out);
         }
     }
 
