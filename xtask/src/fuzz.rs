@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use crate::util::{self, root_dir};
 
 /// The targets in fuzz/Cargo.toml.
-const TARGETS: [&str; 3] = ["log_parser", "proc_parsers", "recording"];
+const TARGETS: [&str; 4] = ["log_parser", "proc_parsers", "recording", "log_stream"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
