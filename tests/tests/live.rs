@@ -6,7 +6,8 @@ use fragtrace_tests::*;
 
 #[test]
 fn probes_reports_page_alloc_attached() {
-    if !is_root_or_skip("probes_reports_page_alloc_attached") {
+    const TEST: &str = "probes_reports_page_alloc_attached";
+    if !is_root_or_skip(TEST) {
         return;
     }
     let v = probes_json();
@@ -17,9 +18,15 @@ fn probes_reports_page_alloc_attached() {
         .find(|h| h["hook"] == "kmem:mm_page_alloc")
         .expect("page alloc hook listed");
     assert_eq!(hook["attached"], true, "{v}");
-    // This kernel has BTF and supports tp_btf: the preferred method must be the one chosen.
+    // Tracing uses the first method that works, in the catalog's order of preference.
+    assert_eq!(hook["method"], hook["available"][0], "{v}");
+    if let Err(why) = tp_btf_supported() {
+        skip(TEST, &format!("{why}: the choice of tp_btf is not checked"));
+        return;
+    }
+    // With BTF the preferred method is the one chosen, and probes tries every method: raw_tp and
+    // the classic tracepoint work wherever tp_btf does.
     assert_eq!(hook["method"], "tp_btf", "{v}");
-    // raw_tp and the classic tracepoint work here too; probes tries every method.
     assert_eq!(
         hook["available"],
         serde_json::json!(["tp_btf", "raw_tp", "tracepoint"]),
@@ -29,7 +36,7 @@ fn probes_reports_page_alloc_attached() {
 
 #[test]
 fn allocation_counts_move_under_page_faults_and_netns_creation() {
-    if !is_root_or_skip("allocation_counts_move") {
+    if !is_root_or_skip("allocation_counts_move_under_page_faults_and_netns_creation") {
         return;
     }
     let tracer = Tracer::start(&[]);
@@ -66,28 +73,33 @@ fn allocation_counts_move_under_page_faults_and_netns_creation() {
 
 #[test]
 fn memcg_pipe_failures_are_all_caught() {
-    if !is_root_or_skip("memcg_pipe_failures_are_all_caught") {
+    const TEST: &str = "memcg_pipe_failures_are_all_caught";
+    if !is_root_or_skip(TEST) {
         return;
     }
-    memcg_pipe_failures_caught_with(&[]);
+    memcg_pipe_failures_caught_with(TEST, &[]);
 }
 
 /// The fallbacks must see the same failures: raw_tp (no BTF needed) and the classic tracepoint
 /// (fields at the offsets read from tracefs).
 #[test]
 fn memcg_pipe_failures_are_caught_by_every_attach_method() {
-    if !is_root_or_skip("memcg_pipe_failures_are_caught_by_every_attach_method") {
+    const TEST: &str = "memcg_pipe_failures_are_caught_by_every_attach_method";
+    if !is_root_or_skip(TEST) {
         return;
     }
     for method in ["raw_tp", "tracepoint"] {
-        memcg_pipe_failures_caught_with(&["--force-method", method]);
+        if !memcg_pipe_failures_caught_with(TEST, &["--force-method", method]) {
+            return;
+        }
     }
 }
 
-fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) {
+/// False when skipped (no usable memory controller).
+fn memcg_pipe_failures_caught_with(test: &str, tracer_args: &[&str]) -> bool {
     // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
-    let Some(pressure) = PipePressure::prepare("test") else {
-        return;
+    let Some(pressure) = PipePressure::prepare(test, "test") else {
+        return false;
     };
     let tracer = Tracer::start(tracer_args);
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
@@ -156,6 +168,7 @@ fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) {
     let s = summary(&events);
     assert!(s["fail_by_order"][6].as_u64().unwrap() >= enomem, "{s}");
     assert_eq!(s["dropped"], 0, "{s}");
+    true
 }
 
 #[test]
@@ -180,13 +193,39 @@ fn sigterm_and_duration_end_with_a_summary() {
     assert!((0.9..5.0).contains(&d), "duration {d}");
 }
 
+/// `fragtrace --json | head -1`: once the reader is gone the tracer keeps counting until the
+/// end and writes its summary to stderr instead; status 0.
+#[test]
+fn tracer_with_the_reader_gone_exits_0_with_the_summary_on_stderr() {
+    if !is_root_or_skip("tracer_with_the_reader_gone_exits_0_with_the_summary_on_stderr") {
+        return;
+    }
+    let mut child = Command::new(fragtrace_bin())
+        .args(["--json", "--duration", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_else(|| panic!("no JSON summary on stderr:\n{stderr}"));
+    assert_eq!(summary["type"], "summary", "{summary}");
+    assert!(summary["duration_s"].as_f64().unwrap() >= 0.9, "{summary}");
+}
+
 #[test]
 fn filters_hide_other_tasks() {
-    if !is_root_or_skip("filters_hide_other_tasks") {
+    const TEST: &str = "filters_hide_other_tasks";
+    if !is_root_or_skip(TEST) {
         return;
     }
     // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
-    let Some(pressure) = PipePressure::prepare("filter") else {
+    let Some(pressure) = PipePressure::prepare(TEST, "filter") else {
         return;
     };
     // Filters that exclude the workload: no event may get through, but counters still count.
@@ -206,7 +245,8 @@ fn filters_hide_other_tasks() {
 
 #[test]
 fn netns_creations_are_timed_and_failures_carry_their_errno() {
-    if !is_root_or_skip("netns_creations_are_timed_and_failures_carry_their_errno") {
+    const TEST: &str = "netns_creations_are_timed_and_failures_carry_their_errno";
+    if !is_root_or_skip(TEST) || !has_setpriv(TEST) {
         return;
     }
     // The syscall windows are opt-in; copy_net_ns cannot be hooked on every kernel.
@@ -297,11 +337,14 @@ fn unavailable_hooks_are_named_once_with_a_reason() {
             assert!(!hook["unavailable"].as_array().unwrap().is_empty());
         }
     }
-    // Everything a tracepoint can give attaches on this kernel.
+    // Every hook on a tracepoint this kernel has attaches (by tp_btf, raw_tp or the tracepoint
+    // itself); one the kernel lacks cannot.
+    let tracefs = tracefs_dir();
     for hook in v["hooks"].as_array().unwrap() {
         let name = hook["hook"].as_str().unwrap();
-        if name.contains(':') {
-            assert_eq!(hook["attached"], true, "{hook}");
+        if let Some((category, event)) = name.split_once(':') {
+            let exists = tracefs.join("events").join(category).join(event).is_dir();
+            assert_eq!(hook["attached"], exists, "{name} exists: {exists}; {hook}");
         }
     }
 }
@@ -310,11 +353,12 @@ fn unavailable_hooks_are_named_once_with_a_reason() {
 /// of the first release are never renamed.
 #[test]
 fn json_output_has_every_documented_field() {
-    if !is_root_or_skip("json_output_has_every_documented_field") {
+    const TEST: &str = "json_output_has_every_documented_field";
+    if !is_root_or_skip(TEST) {
         return;
     }
     // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
-    let Some(pressure) = PipePressure::prepare("contract") else {
+    let Some(pressure) = PipePressure::prepare(TEST, "contract") else {
         return;
     };
     // The netns record needs a window hook: copy_net_ns, or the opt-in syscall tracepoints.
@@ -388,12 +432,12 @@ fn json_output_has_every_documented_field() {
 /// (the victim is gone by the time user space looks).
 #[test]
 fn memcg_oom_kill_is_reported_as_a_cgroup_oom() {
-    if !is_root_or_skip("memcg_oom_kill_is_reported_as_a_cgroup_oom") {
+    const TEST: &str = "memcg_oom_kill_is_reported_as_a_cgroup_oom";
+    if !is_root_or_skip(TEST) {
         return;
     }
-    let Some(cgroup) =
-        MemCgroupV1::create(&format!("fragtrace-oom-{}", std::process::id()), 32 << 20)
-    else {
+    let name = format!("fragtrace-oom-{}", std::process::id());
+    let Some(cgroup) = MemCgroup::create(TEST, &name, 32 << 20) else {
         return;
     };
     let tracer = Tracer::start(&[]);
