@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing: nightly rust-src, LLVM 22, bpf-linker, qemu, busybox, test kernels.
+    /// Install what is missing: nightly rust-src, cargo-fuzz, cargo-deny, LLVM 22, bpf-linker,
+    /// qemu, busybox, test kernels.
     Setup,
     /// Build fragtrace (release) with its embedded eBPF object.
     Build,
@@ -45,7 +46,8 @@ enum Task {
     Fuzz(fuzz::Options),
     /// Measure fragtrace's overhead on the page-fault path against no tracer (root).
     Bench(bench::Options),
-    /// cargo fmt --check and clippy for user space and, on its own, the eBPF crate.
+    /// cargo fmt --check, clippy for user space and, on its own, the eBPF crate, and
+    /// cargo deny (licenses, bans, sources).
     Lint,
 }
 
@@ -128,19 +130,24 @@ fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
     Ok(())
 }
 
+/// Formatting, clippy (user space, then the eBPF crate on its own), and cargo deny.
 fn lint() -> Result<()> {
+    setup::ensure_cargo_deny()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     // User space; the eBPF crate builds only for the BPF target and is linted on its own below.
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "fragtrace-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    // Clippy needs no eBPF object.
+    run(cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "fragtrace-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env("AYA_BUILD_SKIP", "1"))?;
     let ebpf = root_dir().join("fragtrace-ebpf");
     run(std::process::Command::new("cargo").current_dir(ebpf).args([
         "+nightly",
@@ -153,5 +160,15 @@ fn lint() -> Result<()> {
         "--",
         "-D",
         "warnings",
+    ]))?;
+    // deny.toml: licenses, banned crates and sources. Not advisories: their database cannot be
+    // fetched from these machines.
+    run(cargo().args([
+        "deny",
+        "check",
+        "--hide-inclusion-graph",
+        "licenses",
+        "bans",
+        "sources",
     ]))
 }

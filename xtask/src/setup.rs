@@ -27,6 +27,7 @@ pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_cargo_fuzz()?;
+    ensure_cargo_deny()?;
     ensure_apt_packages()?;
     ensure_bpf_linker()?;
     ensure_inferno()?;
@@ -73,6 +74,16 @@ fn ensure_cargo_fuzz() -> Result<()> {
     eprintln!("xtask setup: installing cargo-fuzz");
     run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
         .context("cannot install cargo-fuzz")
+}
+
+/// `cargo deny`, for `cargo xtask lint` (licenses, bans, sources).
+pub fn ensure_cargo_deny() -> Result<()> {
+    if succeeds(Command::new("cargo").args(["deny", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-deny");
+    run_cmd(Command::new("cargo").args(["install", "cargo-deny", "--locked"]))
+        .context("cannot install cargo-deny")
 }
 
 fn ensure_apt_packages() -> Result<()> {
