@@ -40,7 +40,9 @@ pub fn run(opts: &Options) -> Result<()> {
         let mut cmd = nightly_cargo();
         cmd.current_dir(&fuzz_dir)
             .env("AYA_BUILD_SKIP", "1")
-            .args(["fuzz", "run", target])
+            // Optimized, with debug assertions and so overflow checks: cargo-fuzz's default
+            // unless -O is given; stated so that a change of default cannot turn them off.
+            .args(["fuzz", "run", "--debug-assertions", target])
             .arg(&corpus)
             .arg(&seeds)
             .arg("--")

@@ -5,12 +5,12 @@ mod setup;
 mod util;
 mod vmtest;
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::util::{cargo, root_dir, run};
+use crate::util::{cargo, root_dir, run, run_tests};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fragtrace project tasks")]
@@ -31,7 +31,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run the whole suite: unit, root integration, VM matrix, short fuzz.
+    /// Set up, then run the whole suite: lint, unit, root integration, short fuzz, VM matrix.
+    /// Ends with every skipped test and its reason, and the pass and skip counts.
     Test {
         /// Skip the VM kernel matrix.
         #[arg(long)]
@@ -99,34 +100,72 @@ fn build() -> Result<()> {
 
 fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
     let started = std::time::Instant::now();
+    // Tests that skip append `test: reason` here (fragtrace_tests::skip); cargo would count them
+    // as passed and hide why.
+    let skip_log = root_dir().join("target/xtask-test-skips.log");
+    let _ = std::fs::remove_file(&skip_log);
+    let mut ran = 0;
+    let result = test_stages(no_vm, no_fuzz, &skip_log, &mut ran);
+    let skips: Vec<String> = std::fs::read_to_string(&skip_log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for skip in &skips {
+        eprintln!("xtask test: SKIPPED {skip}");
+    }
+    let skipped = skips.len() as u64;
+    eprintln!(
+        "xtask test: {} tests passed, {skipped} skipped",
+        ran.saturating_sub(skipped)
+    );
+    result?;
+    eprintln!("xtask test: all stages passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Every stage in order; `ran` sums the tests cargo reported passed (skipped ones included).
+fn test_stages(no_vm: bool, no_fuzz: bool, skip_log: &Path, ran: &mut u64) -> Result<()> {
     setup::run()?;
+    lint()?;
     build()?;
-    // Unit tests of every crate (the root integration tests are in fragtrace-tests, below).
-    run(cargo().args([
-        "test",
-        "--release",
-        "--workspace",
-        "--exclude",
-        "fragtrace-tests",
-    ]))?;
+    // Unit tests of every crate, with overflow checks on (profile `checked` in Cargo.toml); they
+    // do not need the eBPF object.
+    *ran += run_tests(
+        cargo()
+            .args([
+                "test",
+                "--profile",
+                "checked",
+                "--workspace",
+                "--exclude",
+                "fragtrace-tests",
+                "--exclude",
+                "fragtrace-ebpf",
+            ])
+            .env("AYA_BUILD_SKIP", "1")
+            .env("FRAGTRACE_SKIP_LOG", skip_log),
+    )?;
     // Root integration tests: real programs on this kernel, one at a time.
-    run(cargo()
-        .args([
-            "test",
-            "--release",
-            "--package",
-            "fragtrace-tests",
-            "--",
-            "--test-threads=1",
-        ])
-        .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace")))?;
+    *ran += run_tests(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "--package",
+                "fragtrace-tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace"))
+            .env("FRAGTRACE_SKIP_LOG", skip_log),
+    )?;
     if !no_fuzz {
         fuzz::run(&fuzz::Options::short())?;
     }
     if !no_vm {
         vmtest::run(&vmtest::Options::all())?;
     }
-    eprintln!("xtask test: all stages passed in {:.0?}", started.elapsed());
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Small process helpers shared by the tasks.
 use std::{
+    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Command, Stdio},
 };
@@ -30,6 +31,34 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         bail!("{} failed ({status})", describe(cmd));
     }
     Ok(())
+}
+
+/// Runs `cargo test` (or a test binary), echoing its stdout, and returns how many tests libtest
+/// reported passed (`test result: ok. N passed; ...`, summed over the test binaries).
+pub fn run_tests(cmd: &mut Command) -> Result<u64> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    let mut passed = 0;
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
+    for line in stdout.lines() {
+        let line = line.context("reading test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += rest
+                .split(". ")
+                .nth(1)
+                .and_then(|r| r.split(" passed").next())
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(cmd));
+    }
+    Ok(passed)
 }
 
 /// Runs a command and returns its stdout; a non-zero exit is an error.
