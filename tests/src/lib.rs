@@ -52,6 +52,15 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
+/// The running test's name: libtest names each test's thread after it. For the guards below,
+/// which skip on behalf of the test that made them.
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -271,12 +280,12 @@ pub enum CgroupVersion {
 }
 
 impl MemCgroup {
-    /// None (skipped, with the reason) when no usable memory controller is mounted.
-    pub fn create(test: &str, name: &str, limit_bytes: u64) -> Option<Self> {
+    /// None (the test skipped, with the reason) when no usable memory controller is mounted.
+    pub fn create(name: &str, limit_bytes: u64) -> Option<Self> {
         let (version, root) = match memory_hierarchy() {
             Ok(found) => found,
             Err(why) => {
-                skip(test, &why);
+                skip(&current_test(), &why);
                 return None;
             }
         };
@@ -389,10 +398,10 @@ pub struct PipePressure {
 }
 
 impl PipePressure {
-    /// None (skipped, with the reason) without a usable memory controller.
-    pub fn prepare(test: &str, tag: &str) -> Option<Self> {
+    /// None (the test skipped, with the reason) without a usable memory controller.
+    pub fn prepare(tag: &str) -> Option<Self> {
         let name = format!("fragtrace-{tag}-{}", std::process::id());
-        let cgroup = MemCgroup::create(test, &name, 64 << 20)?;
+        let cgroup = MemCgroup::create(&name, 64 << 20)?;
         let pipe_max_size = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
         Some(Self {
             cgroup,
@@ -409,8 +418,9 @@ pub struct Debugfs {
 impl Debugfs {
     pub const DIR: &str = "/sys/kernel/debug";
 
-    /// None (skipped, with the reason) when debugfs is not mounted and cannot be.
-    pub fn ensure(test: &str) -> Option<Self> {
+    /// None (the test skipped, with the reason) when debugfs is not mounted and cannot be.
+    pub fn ensure() -> Option<Self> {
+        let test = current_test();
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let mounted = mounts.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -422,7 +432,7 @@ impl Debugfs {
             });
         }
         if !is_root() {
-            skip(test, "debugfs is not mounted, and mounting it needs root");
+            skip(&test, "debugfs is not mounted, and mounting it needs root");
             return None;
         }
         let c = |s: &str| std::ffi::CString::new(s).unwrap();
@@ -440,7 +450,7 @@ impl Debugfs {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             skip(
-                test,
+                &test,
                 &format!("cannot mount debugfs at {}: {err}", Self::DIR),
             );
             return None;

@@ -73,32 +73,30 @@ fn allocation_counts_move_under_page_faults_and_netns_creation() {
 
 #[test]
 fn memcg_pipe_failures_are_all_caught() {
-    const TEST: &str = "memcg_pipe_failures_are_all_caught";
-    if !is_root_or_skip(TEST) {
+    if !is_root_or_skip("memcg_pipe_failures_are_all_caught") {
         return;
     }
-    memcg_pipe_failures_caught_with(TEST, &[]);
+    memcg_pipe_failures_caught_with(&[]);
 }
 
 /// The fallbacks must see the same failures: raw_tp (no BTF needed) and the classic tracepoint
 /// (fields at the offsets read from tracefs).
 #[test]
 fn memcg_pipe_failures_are_caught_by_every_attach_method() {
-    const TEST: &str = "memcg_pipe_failures_are_caught_by_every_attach_method";
-    if !is_root_or_skip(TEST) {
+    if !is_root_or_skip("memcg_pipe_failures_are_caught_by_every_attach_method") {
         return;
     }
     for method in ["raw_tp", "tracepoint"] {
-        if !memcg_pipe_failures_caught_with(TEST, &["--force-method", method]) {
+        if !memcg_pipe_failures_caught_with(&["--force-method", method]) {
             return;
         }
     }
 }
 
 /// False when skipped (no usable memory controller).
-fn memcg_pipe_failures_caught_with(test: &str, tracer_args: &[&str]) -> bool {
+fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) -> bool {
     // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
-    let Some(pressure) = PipePressure::prepare(test, "test") else {
+    let Some(pressure) = PipePressure::prepare("test") else {
         return false;
     };
     let tracer = Tracer::start(tracer_args);
@@ -227,12 +225,11 @@ fn tracer_with_the_reader_gone_exits_0_with_the_summary_on_stderr() {
 
 #[test]
 fn filters_hide_other_tasks() {
-    const TEST: &str = "filters_hide_other_tasks";
-    if !is_root_or_skip(TEST) {
+    if !is_root_or_skip("filters_hide_other_tasks") {
         return;
     }
     // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
-    let Some(pressure) = PipePressure::prepare(TEST, "filter") else {
+    let Some(pressure) = PipePressure::prepare("filter") else {
         return;
     };
     // Filters that exclude the workload: no event may get through, but counters still count.
@@ -360,12 +357,11 @@ fn unavailable_hooks_are_named_once_with_a_reason() {
 /// of the first release are never renamed.
 #[test]
 fn json_output_has_every_documented_field() {
-    const TEST: &str = "json_output_has_every_documented_field";
-    if !is_root_or_skip(TEST) {
+    if !is_root_or_skip("json_output_has_every_documented_field") {
         return;
     }
     // Kept whole until the end of the test: dropping it restores the sysctl and the cgroup.
-    let Some(pressure) = PipePressure::prepare(TEST, "contract") else {
+    let Some(pressure) = PipePressure::prepare("contract") else {
         return;
     };
     // The netns record needs a window hook: copy_net_ns, or the opt-in syscall tracepoints.
@@ -439,12 +435,11 @@ fn json_output_has_every_documented_field() {
 /// (the victim is gone by the time user space looks).
 #[test]
 fn memcg_oom_kill_is_reported_as_a_cgroup_oom() {
-    const TEST: &str = "memcg_oom_kill_is_reported_as_a_cgroup_oom";
-    if !is_root_or_skip(TEST) {
+    if !is_root_or_skip("memcg_oom_kill_is_reported_as_a_cgroup_oom") {
         return;
     }
     let name = format!("fragtrace-oom-{}", std::process::id());
-    let Some(cgroup) = MemCgroup::create(TEST, &name, 32 << 20) else {
+    let Some(cgroup) = MemCgroup::create(&name, 32 << 20) else {
         return;
     };
     let tracer = Tracer::start(&[]);

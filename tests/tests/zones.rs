@@ -32,7 +32,7 @@ fn indices_equal_the_kernels_debugfs() {
     if !is_root_or_skip(TEST) {
         return;
     }
-    let Some(_debugfs) = Debugfs::ensure(TEST) else {
+    let Some(_debugfs) = Debugfs::ensure() else {
         return;
     };
     let dir = std::path::Path::new(Debugfs::DIR).join("extfrag");
