@@ -198,8 +198,8 @@ fn sigterm_and_duration_end_with_a_summary() {
     assert!((0.9..5.0).contains(&d), "duration {d}");
 }
 
-/// `fragtrace --json | head -1`: once the reader is gone the tracer keeps counting until the
-/// end and writes its summary to stderr instead; status 0.
+/// `fragtrace --json | head -1`: once the reader is gone the tracer stops and writes its summary
+/// to stderr instead; status 0.
 #[test]
 fn tracer_with_the_reader_gone_exits_0_with_the_summary_on_stderr() {
     if !is_root_or_skip("tracer_with_the_reader_gone_exits_0_with_the_summary_on_stderr") {
@@ -220,7 +220,6 @@ fn tracer_with_the_reader_gone_exits_0_with_the_summary_on_stderr() {
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .unwrap_or_else(|| panic!("no JSON summary on stderr:\n{stderr}"));
     assert_eq!(summary["type"], "summary", "{summary}");
-    assert!(summary["duration_s"].as_f64().unwrap() >= 0.9, "{summary}");
 }
 
 #[test]

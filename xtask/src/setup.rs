@@ -146,7 +146,8 @@ fn ensure_bpf_linker() -> Result<()> {
 
 /// inferno's `inferno-flamegraph`, the real consumer the flamegraph tests feed.
 fn ensure_inferno() -> Result<()> {
-    if succeeds(Command::new("inferno-flamegraph").arg("--version")) {
+    // It has no --version: --help is the cheap probe.
+    if succeeds(Command::new("inferno-flamegraph").arg("--help")) {
         return Ok(());
     }
     eprintln!("xtask setup: installing inferno (flamegraph tools)");
