@@ -120,11 +120,16 @@ fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) -> bool {
         .into_iter()
         .filter(|e| e["pid"] == pid)
         .collect();
+    let s = summary(&events);
     assert_eq!(
         fails.len() as u64,
         enomem,
         "{tracer_args:?}: alloc_fail events for pid {pid} != ENOMEM results; workload {result}; \
-         stderr {stderr}"
+         summary: dropped {}, storm_aggregated {}, tracer {}, fail_by_order {}; stderr {stderr}",
+        s["dropped"],
+        s["storm_aggregated"],
+        s["tracer"],
+        s["fail_by_order"]
     );
     for f in &fails {
         // The memory cgroup was at its limit: that, not fragmentation, is the verdict.
@@ -170,7 +175,6 @@ fn memcg_pipe_failures_caught_with(tracer_args: &[&str]) -> bool {
         assert!(f["cgroup_id"].as_u64().unwrap() > 0);
         assert!(f["time"].as_str().unwrap().ends_with('Z'));
     }
-    let s = summary(&events);
     assert!(s["fail_by_order"][6].as_u64().unwrap() >= enomem, "{s}");
     assert_eq!(s["dropped"], 0, "{s}");
     true
