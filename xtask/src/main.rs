@@ -10,7 +10,7 @@ use std::{path::Path, process::ExitCode};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::util::{cargo, root_dir, run, run_tests};
+use crate::util::{TestCounts, cargo, root_dir, run, run_tests};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fragtrace project tasks")]
@@ -104,8 +104,8 @@ fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
     // as passed and hide why.
     let skip_log = root_dir().join("target/xtask-test-skips.log");
     let _ = std::fs::remove_file(&skip_log);
-    let mut ran = 0;
-    let result = test_stages(no_vm, no_fuzz, &skip_log, &mut ran);
+    let mut counts = TestCounts::default();
+    let result = test_stages(no_vm, no_fuzz, &skip_log, &mut counts);
     let skips: Vec<String> = std::fs::read_to_string(&skip_log)
         .unwrap_or_default()
         .lines()
@@ -116,22 +116,23 @@ fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
     }
     let skipped = skips.len() as u64;
     eprintln!(
-        "xtask test: {} tests passed, {skipped} skipped",
-        ran.saturating_sub(skipped)
+        "xtask test: {} tests passed, {skipped} skipped, {} ignored (#[ignore]: run by hand)",
+        counts.passed.saturating_sub(skipped),
+        counts.ignored
     );
     result?;
     eprintln!("xtask test: all stages passed in {:.0?}", started.elapsed());
     Ok(())
 }
 
-/// Every stage in order; `ran` sums the tests cargo reported passed (skipped ones included).
-fn test_stages(no_vm: bool, no_fuzz: bool, skip_log: &Path, ran: &mut u64) -> Result<()> {
+/// Every stage in order; `counts` sums what libtest reported (skipped tests count as passed).
+fn test_stages(no_vm: bool, no_fuzz: bool, skip_log: &Path, counts: &mut TestCounts) -> Result<()> {
     setup::run()?;
     lint()?;
     build()?;
     // Unit tests of every crate, with overflow checks on (profile `checked` in Cargo.toml); they
     // do not need the eBPF object.
-    *ran += run_tests(
+    run_tests(
         cargo()
             .args([
                 "test",
@@ -145,9 +146,10 @@ fn test_stages(no_vm: bool, no_fuzz: bool, skip_log: &Path, ran: &mut u64) -> Re
             ])
             .env("AYA_BUILD_SKIP", "1")
             .env("FRAGTRACE_SKIP_LOG", skip_log),
+        counts,
     )?;
     // Root integration tests: real programs on this kernel, one at a time.
-    *ran += run_tests(
+    run_tests(
         cargo()
             .args([
                 "test",
@@ -159,6 +161,7 @@ fn test_stages(no_vm: bool, no_fuzz: bool, skip_log: &Path, ran: &mut u64) -> Re
             ])
             .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace"))
             .env("FRAGTRACE_SKIP_LOG", skip_log),
+        counts,
     )?;
     if !no_fuzz {
         fuzz::run(&fuzz::Options::short())?;
