@@ -20,6 +20,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// The crates' MIT side plus GPL, which the kernel requires for the GPL-only helpers used here
+/// (`bpf_probe_read_kernel`, `bpf_get_stack`); it accepts "Dual MIT/GPL" as GPL-compatible.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,7 +1,7 @@
 //! Helpers for fragtrace's root integration tests: run the real binary, provoke real kernel
 //! behaviour, and always clean up (guards restore on drop, also when a test panics).
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader, Read, Write},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -36,14 +36,86 @@ pub fn probes_json() -> Value {
     serde_json::from_slice(&out.stdout).expect("probes --json is JSON")
 }
 
-/// True when running as root; otherwise prints why the test is skipped.
-pub fn is_root_or_skip(test: &str) -> bool {
+/// Records that `test` is skipped and why: `SKIPPED <test>: <reason>` on stderr, and one line in
+/// the file named by `FRAGTRACE_SKIP_LOG` when set. `cargo xtask test` sets it, then lists and
+/// counts the skips, since cargo shows a skipped test as passed and hides its output. Call it
+/// at most once per test, then return.
+pub fn skip(test: &str, reason: &str) {
+    let reason = reason.replace('\n', " ");
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os("FRAGTRACE_SKIP_LOG") {
+        let line = format!("{test}: {reason}\n");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .unwrap_or_else(|e| panic!("FRAGTRACE_SKIP_LOG {}: {e}", log.to_string_lossy()));
+    }
+}
+
+/// The running test's name: libtest names each test's thread after it. For the guards below,
+/// which skip on behalf of the test that made them.
+pub fn current_test() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed test")
+        .to_string()
+}
+
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when running as root; otherwise skips `test`.
+pub fn is_root_or_skip(test: &str) -> bool {
+    let root = is_root();
     if !root {
-        eprintln!("SKIPPED {test}: needs root (eBPF loading)");
+        skip(test, "needs root");
     }
     root
+}
+
+/// True when util-linux `setpriv` (to run as nobody) is installed; otherwise skips `test`.
+pub fn has_setpriv(test: &str) -> bool {
+    let found = Command::new("setpriv").arg("--version").output().is_ok();
+    if !found {
+        skip(test, "setpriv (util-linux) is not installed");
+    }
+    found
+}
+
+/// The running kernel's (major, minor).
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut it = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Whether tp_btf programs can exist here, judged from the kernel alone (BTF-typed raw
+/// tracepoints came in 5.5 and need the kernel's BTF), or why not.
+pub fn tp_btf_supported() -> Result<(), String> {
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err("the kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+    }
+    let (major, minor) = kernel_version();
+    if (major, minor) < (5, 5) {
+        return Err(format!("kernel {major}.{minor} predates tp_btf (5.5)"));
+    }
+    Ok(())
+}
+
+/// The mounted tracefs (fragtrace mounts one if needed, so call this after running it).
+pub fn tracefs_dir() -> PathBuf {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|d| d.join("events").is_dir())
+        .expect("no tracefs mounted")
 }
 
 /// A running `fragtrace --json` whose stdout is collected line by line.
@@ -193,36 +265,71 @@ impl Drop for FileRestore {
     }
 }
 
-/// A cgroup v1 memory cgroup, removed on drop (its tasks are killed first).
-pub struct MemCgroupV1 {
+/// A memory cgroup limited to `limit_bytes`, on the v1 memory controller where one is mounted,
+/// else on cgroup v2 (`memory.max`). Swap is limited too where the kernel offers it, so the limit
+/// holds. Its tasks are killed and the cgroup removed on drop, also when a test panics.
+///
+/// `FRAGTRACE_TEST_CGROUP=v1` or `=v2` forces one hierarchy (a test skips if it is unusable).
+pub struct MemCgroup {
     pub dir: PathBuf,
+    pub version: CgroupVersion,
 }
 
-impl MemCgroupV1 {
-    /// None (with a printed reason) when the v1 memory controller is not mounted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl MemCgroup {
+    /// None (the test skipped, with the reason) when no usable memory controller is mounted.
     pub fn create(name: &str, limit_bytes: u64) -> Option<Self> {
-        let root = PathBuf::from("/sys/fs/cgroup/memory");
-        if !root.join("memory.limit_in_bytes").exists() {
-            eprintln!(
-                "SKIPPED: no cgroup v1 memory controller at {}",
-                root.display()
-            );
-            return None;
+        let (version, root) = match memory_hierarchy() {
+            Ok(found) => found,
+            Err(why) => {
+                skip(&current_test(), &why);
+                return None;
+            }
+        };
+        if version == CgroupVersion::V2 {
+            // Left enabled after the test, as systemd has it: disabling it again would take
+            // memory accounting from cgroups others made meanwhile.
+            let control = root.join("cgroup.subtree_control");
+            let enabled = std::fs::read_to_string(&control)
+                .unwrap_or_else(|e| panic!("{}: {e}", control.display()));
+            if !enabled.split_whitespace().any(|c| c == "memory") {
+                std::fs::write(&control, "+memory")
+                    .unwrap_or_else(|e| panic!("enable memory in {}: {e}", control.display()));
+            }
         }
         let dir = root.join(name);
         let _ = std::fs::remove_dir(&dir);
-        std::fs::create_dir(&dir).expect("create memcg");
-        let cg = Self { dir };
-        std::fs::write(
-            cg.dir.join("memory.limit_in_bytes"),
-            limit_bytes.to_string(),
-        )
-        .expect("set memcg limit");
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let cg = Self { dir, version };
+        let (limit, swap, swap_value) = match version {
+            CgroupVersion::V1 => (
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                limit_bytes,
+            ),
+            CgroupVersion::V2 => ("memory.max", "memory.swap.max", 0),
+        };
+        cg.write(limit, limit_bytes);
+        // Absent without swap accounting; then there is no swap to escape to either.
+        if cg.dir.join(swap).exists() {
+            cg.write(swap, swap_value);
+        }
         Some(cg)
+    }
+
+    fn write(&self, file: &str, value: u64) {
+        let path = self.dir.join(file);
+        std::fs::write(&path, value.to_string())
+            .unwrap_or_else(|e| panic!("write {value} to {}: {e}", path.display()));
     }
 }
 
-impl Drop for MemCgroupV1 {
+impl Drop for MemCgroup {
     fn drop(&mut self) {
         if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
             for pid in procs.lines().filter_map(|p| p.parse::<i32>().ok()) {
@@ -240,23 +347,134 @@ impl Drop for MemCgroupV1 {
     }
 }
 
-/// What the memcg pipe workload (`pipe-pressure`) needs: pipes may grow to 16 MiB, and a v1
-/// memory cgroup limited to 64 MiB to run in. Both are undone on drop.
+/// The hierarchy to make memory cgroups in, and its mount point; or why there is none.
+fn memory_hierarchy() -> Result<(CgroupVersion, PathBuf), String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(|e| e.to_string())?;
+    let mut v1 = None;
+    let mut v2 = None;
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [_, target, fstype, options, ..] = f[..] else {
+            continue;
+        };
+        match fstype {
+            "cgroup" if options.split(',').any(|o| o == "memory") => {
+                v1.get_or_insert(PathBuf::from(target));
+            }
+            "cgroup2" => {
+                v2.get_or_insert(PathBuf::from(target));
+            }
+            _ => {}
+        }
+    }
+    let forced = std::env::var("FRAGTRACE_TEST_CGROUP").unwrap_or_default();
+    let use_v1 = match forced.as_str() {
+        "v1" => true,
+        "v2" => false,
+        "" => v1.is_some(),
+        other => panic!("FRAGTRACE_TEST_CGROUP={other}: use v1 or v2"),
+    };
+    if use_v1 {
+        return v1
+            .map(|dir| (CgroupVersion::V1, dir))
+            .ok_or_else(|| "no cgroup v1 memory controller is mounted".into());
+    }
+    let dir = v2.ok_or("no cgroup v2 hierarchy is mounted")?;
+    let controllers = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        return Err(format!(
+            "the cgroup v2 hierarchy at {} has no memory controller (cgroup.controllers: {:?}); \
+             a v1 hierarchy holds it",
+            dir.display(),
+            controllers.trim()
+        ));
+    }
+    Ok((CgroupVersion::V2, dir))
+}
+
+/// What the memcg pipe workload (`pipe-pressure`) needs: pipes may grow to 16 MiB, and a memory
+/// cgroup limited to 64 MiB to run in. Both are undone on drop.
 pub struct PipePressure {
-    pub cgroup: MemCgroupV1,
+    pub cgroup: MemCgroup,
     pub pipe_max_size: FileRestore,
 }
 
 impl PipePressure {
-    /// None (with a printed reason) without a v1 memory controller.
+    /// None (the test skipped, with the reason) without a usable memory controller.
     pub fn prepare(tag: &str) -> Option<Self> {
-        let pipe_max_size = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
         let name = format!("fragtrace-{tag}-{}", std::process::id());
-        let cgroup = MemCgroupV1::create(&name, 64 << 20)?;
+        let cgroup = MemCgroup::create(&name, 64 << 20)?;
+        let pipe_max_size = FileRestore::set("/proc/sys/fs/pipe-max-size", &(16 << 20).to_string());
         Some(Self {
             cgroup,
             pipe_max_size,
         })
+    }
+}
+
+/// `/sys/kernel/debug`, mounted for the test if it was not, and then unmounted on drop.
+pub struct Debugfs {
+    mounted_here: bool,
+}
+
+impl Debugfs {
+    pub const DIR: &str = "/sys/kernel/debug";
+
+    /// None (the test skipped, with the reason) when debugfs is not mounted and cannot be.
+    pub fn ensure() -> Option<Self> {
+        let test = current_test();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mounted = mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&Self::DIR) && f.get(2) == Some(&"debugfs")
+        });
+        if mounted {
+            return Some(Self {
+                mounted_here: false,
+            });
+        }
+        if !is_root() {
+            skip(&test, "debugfs is not mounted, and mounting it needs root");
+            return None;
+        }
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let (src, dir, fstype) = (c("debugfs"), c(Self::DIR), c("debugfs"));
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dir.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            skip(
+                &test,
+                &format!("cannot mount debugfs at {}: {err}", Self::DIR),
+            );
+            return None;
+        }
+        Some(Self { mounted_here: true })
+    }
+}
+
+impl Drop for Debugfs {
+    fn drop(&mut self) {
+        if !self.mounted_here {
+            return;
+        }
+        let dir = std::ffi::CString::new(Self::DIR).unwrap();
+        // SAFETY: a valid path; MNT_DETACH also takes tracefs, automounted below it if used.
+        if unsafe { libc::umount2(dir.as_ptr(), libc::MNT_DETACH) } != 0 {
+            eprintln!(
+                "warning: could not unmount {}: {}",
+                Self::DIR,
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use crate::util::{self, root_dir};
 
 /// The targets in fuzz/Cargo.toml.
-const TARGETS: [&str; 3] = ["log_parser", "proc_parsers", "recording"];
+const TARGETS: [&str; 4] = ["log_parser", "proc_parsers", "recording", "log_stream"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
@@ -35,23 +35,38 @@ pub fn run(opts: &Options) -> Result<()> {
         let corpus = fuzz_dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("cannot create {}", corpus.display()))?;
-        let seeds = fuzz_dir.join("seeds").join(target);
+        let artifacts = fuzz_dir.join("artifacts").join(target);
+        let crashes_before = files_in(&artifacts);
         eprintln!("xtask: fuzzing {target} for {} s", opts.seconds);
         let mut cmd = nightly_cargo();
         cmd.current_dir(&fuzz_dir)
             .env("AYA_BUILD_SKIP", "1")
-            .args(["fuzz", "run", target])
-            .arg(&corpus)
-            .arg(&seeds)
-            .arg("--")
+            // Optimized, with debug assertions and so overflow checks: cargo-fuzz's default
+            // unless -O is given; stated so that a change of default cannot turn them off.
+            .args(["fuzz", "run", "--debug-assertions", target])
+            .arg(&corpus);
+        // Checked-in seeds, where the target has some; libFuzzer refuses a missing directory.
+        let seeds = fuzz_dir.join("seeds").join(target);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.arg("--")
             .arg(format!("-max_total_time={}", opts.seconds))
             .arg("-max_len=1048576");
-        if util::run(&mut cmd).is_err() {
-            bail!(
-                "fuzz target {target} failed; the crashing input is under fuzz/artifacts/{target}/ \
-                 (reproduce: cd fuzz && cargo +nightly fuzz run {target} <file>)"
-            );
+        if let Err(err) = util::run(&mut cmd) {
+            if files_in(&artifacts) > crashes_before {
+                bail!(
+                    "fuzz target {target} failed; the crashing input is under \
+                     fuzz/artifacts/{target}/ (reproduce: cd fuzz && cargo +nightly fuzz run \
+                     {target} <file>)"
+                );
+            }
+            return Err(err.context(format!("fuzz target {target} did not run")));
         }
     }
     Ok(())
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }

@@ -7,12 +7,12 @@ mod setup;
 mod util;
 mod vmtest;
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::util::{cargo, root_dir, run};
+use crate::util::{TestCounts, cargo, root_dir, run, run_tests};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "fragtrace project tasks")]
@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing: nightly rust-src, LLVM 22, bpf-linker, qemu, busybox, test kernels.
+    /// Install what is missing: nightly rust-src, cargo-fuzz, cargo-deny, LLVM 22, bpf-linker,
+    /// qemu, busybox, test kernels.
     Setup,
     /// Build fragtrace (release) with its embedded eBPF object.
     Build,
@@ -32,7 +33,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run the whole suite: unit, root integration, VM matrix, short fuzz.
+    /// Set up, then run the whole suite: lint, unit, root integration, short fuzz, VM matrix.
+    /// Ends with every skipped test and its reason, and the pass and skip counts.
     Test {
         /// Skip the VM kernel matrix.
         #[arg(long)]
@@ -47,7 +49,8 @@ enum Task {
     Fuzz(fuzz::Options),
     /// Measure fragtrace's overhead on the page-fault path against no tracer (root).
     Bench(bench::Options),
-    /// cargo fmt --check and clippy for user space and, on its own, the eBPF crate.
+    /// cargo fmt --check, clippy for user space and, on its own, the eBPF crate, and
+    /// cargo deny (licenses, bans, sources).
     Lint,
     /// Build the daemon's OCI image FROM scratch with buildah (the binary and its libraries).
     Image(image::Options),
@@ -105,37 +108,78 @@ fn build() -> Result<()> {
 
 fn test(no_vm: bool, no_fuzz: bool) -> Result<()> {
     let started = std::time::Instant::now();
+    // Tests that skip append `test: reason` here (fragtrace_tests::skip); cargo would count them
+    // as passed and hide why.
+    let skip_log = root_dir().join("target/xtask-test-skips.log");
+    let _ = std::fs::remove_file(&skip_log);
+    let mut counts = TestCounts::default();
+    let result = test_stages(no_vm, no_fuzz, &skip_log, &mut counts);
+    let skips: Vec<String> = std::fs::read_to_string(&skip_log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for skip in &skips {
+        eprintln!("xtask test: SKIPPED {skip}");
+    }
+    let skipped = skips.len() as u64;
+    eprintln!(
+        "xtask test: {} tests passed, {skipped} skipped, {} ignored (#[ignore]: run by hand)",
+        counts.passed.saturating_sub(skipped),
+        counts.ignored
+    );
+    result?;
+    eprintln!("xtask test: all stages passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Every stage in order; `counts` sums what libtest reported (skipped tests count as passed).
+fn test_stages(no_vm: bool, no_fuzz: bool, skip_log: &Path, counts: &mut TestCounts) -> Result<()> {
     setup::run()?;
+    lint()?;
     build()?;
-    // Unit tests of every crate (the root integration tests are in fragtrace-tests, below).
-    run(cargo().args([
-        "test",
-        "--release",
-        "--workspace",
-        "--exclude",
-        "fragtrace-tests",
-    ]))?;
+    // Unit tests of every crate, with overflow checks on (profile `checked` in Cargo.toml); they
+    // do not need the eBPF object.
+    run_tests(
+        cargo()
+            .args([
+                "test",
+                "--profile",
+                "checked",
+                "--workspace",
+                "--exclude",
+                "fragtrace-tests",
+                "--exclude",
+                "fragtrace-ebpf",
+            ])
+            .env("AYA_BUILD_SKIP", "1")
+            .env("FRAGTRACE_SKIP_LOG", skip_log),
+        counts,
+    )?;
     // Root integration tests: real programs on this kernel, one at a time. The container
     // tests run the images built here.
     let images = test_images()?;
-    run(cargo()
-        .args([
-            "test",
-            "--release",
-            "--package",
-            "fragtrace-tests",
-            "--",
-            "--test-threads=1",
-        ])
-        .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace"))
-        .envs(images))?;
+    run_tests(
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "--package",
+                "fragtrace-tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace"))
+            .env("FRAGTRACE_SKIP_LOG", skip_log)
+            .envs(images),
+        counts,
+    )?;
     if !no_fuzz {
         fuzz::run(&fuzz::Options::short())?;
     }
     if !no_vm {
         vmtest::run(&vmtest::Options::all())?;
     }
-    eprintln!("xtask test: all stages passed in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -160,19 +204,24 @@ fn test_images() -> Result<Vec<(&'static str, String)>> {
     ])
 }
 
+/// Formatting, clippy (user space, then the eBPF crate on its own), and cargo deny.
 fn lint() -> Result<()> {
+    setup::ensure_cargo_deny()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     // User space; the eBPF crate builds only for the BPF target and is linted on its own below.
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "fragtrace-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    // Clippy needs no eBPF object.
+    run(cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "fragtrace-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .env("AYA_BUILD_SKIP", "1"))?;
     let ebpf = root_dir().join("fragtrace-ebpf");
     run(std::process::Command::new("cargo").current_dir(ebpf).args([
         "+nightly",
@@ -185,5 +234,15 @@ fn lint() -> Result<()> {
         "--",
         "-D",
         "warnings",
+    ]))?;
+    // deny.toml: licenses, banned crates and sources. Not advisories: their database cannot be
+    // fetched from these machines.
+    run(cargo().args([
+        "deny",
+        "check",
+        "--hide-inclusion-graph",
+        "licenses",
+        "bans",
+        "sources",
     ]))
 }

@@ -34,6 +34,7 @@ pub fn run() -> Result<()> {
     ensure_nightly()?;
     ensure_rust_src()?;
     ensure_cargo_fuzz()?;
+    ensure_cargo_deny()?;
     ensure_apt_packages()?;
     ensure_pip_packages()?;
     ensure_bpf_linker()?;
@@ -81,6 +82,16 @@ fn ensure_cargo_fuzz() -> Result<()> {
     eprintln!("xtask setup: installing cargo-fuzz");
     run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
         .context("cannot install cargo-fuzz")
+}
+
+/// `cargo deny`, for `cargo xtask lint` (licenses, bans, sources).
+pub fn ensure_cargo_deny() -> Result<()> {
+    if succeeds(Command::new("cargo").args(["deny", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-deny");
+    run_cmd(Command::new("cargo").args(["install", "cargo-deny", "--locked"]))
+        .context("cannot install cargo-deny")
 }
 
 fn ensure_apt_packages() -> Result<()> {
@@ -161,7 +172,8 @@ fn ensure_pip_packages() -> Result<()> {
 
 /// inferno's `inferno-flamegraph`, the real consumer the flamegraph tests feed.
 fn ensure_inferno() -> Result<()> {
-    if succeeds(Command::new("inferno-flamegraph").arg("--version")) {
+    // It has no --version: --help is the cheap probe.
+    if succeeds(Command::new("inferno-flamegraph").arg("--help")) {
         return Ok(());
     }
     eprintln!("xtask setup: installing inferno (flamegraph tools)");

@@ -1,5 +1,6 @@
 //! Small process helpers shared by the tasks.
 use std::{
+    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Command, Stdio},
 };
@@ -26,6 +27,53 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+/// What libtest reported, summed over the test binaries of one `cargo test`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds one `test result: ok. 12 passed; 0 failed; 1 ignored; ...` line's counts.
+    fn add(&mut self, result: &str) {
+        for part in result.split("; ") {
+            let part = part.rsplit(". ").next().unwrap_or(part);
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, echoing its stdout, and adds libtest's counts to `counts`.
+pub fn run_tests(cmd: &mut Command, counts: &mut TestCounts) -> Result<()> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
+    for line in stdout.lines() {
+        let line = line.context("reading test output")?;
+        println!("{line}");
+        if let Some(result) = line.strip_prefix("test result: ") {
+            counts.add(result);
+        }
+    }
+    let status = child.wait()?;
     if !status.success() {
         bail!("{} failed ({status})", describe(cmd));
     }
@@ -59,4 +107,23 @@ fn describe(cmd: &Command) -> String {
         s.push_str(&a.to_string_lossy());
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_result_lines_are_summed() {
+        let mut c = TestCounts::default();
+        c.add("ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 2.5s");
+        c.add("FAILED. 9 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 21,
+                ignored: 1
+            }
+        );
+    }
 }

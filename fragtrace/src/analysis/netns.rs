@@ -15,7 +15,8 @@ pub fn stack_evidence<'a, S: AsRef<str> + 'a>(
     })
 }
 
-/// The function part of a frame: without a `[<address>]` prefix, `? ` or leading blanks.
+/// The function part of a frame: without a `[<address>]` prefix, `? `, ARM's `(`, or
+/// leading blanks.
 fn function_of(frame: &str) -> &str {
     let mut f = frame.trim_start();
     if f.starts_with("[<")
@@ -23,7 +24,9 @@ fn function_of(frame: &str) -> &str {
     {
         f = f[end + 2..].trim_start();
     }
-    f.trim_start_matches("? ").trim_start()
+    f.trim_start_matches("? ")
+        .trim_start_matches('(')
+        .trim_start()
 }
 
 /// `EPERM` style names for the errnos netns creation returns; the number otherwise.
@@ -79,6 +82,9 @@ mod tests {
             " [<ffffffff8150d6d3>] ? setup_net+0xa3/0x1f0",
         ];
         assert_eq!(stack_evidence(&logged), Some(logged[1]));
+        let arm =
+            ["[<c0a3f0b8>] (setup_net+0x4c/0x1a0) from [<c0a3f3e4>] (copy_net_ns+0x9c/0x1d8)"];
+        assert_eq!(stack_evidence(&arm), Some(arm[0]));
         assert_eq!(stack_evidence(&["not_setup_net+0x1"]), None);
     }
 }

@@ -1,7 +1,7 @@
 //! `fragtrace probes`: tries every attach method of every hook on this kernel and reports.
-use std::process::ExitCode;
+use std::{fmt::Write as _, io::Write as _, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::{
@@ -37,11 +37,15 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
         kernel_reads,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        return print(&(serde_json::to_string(&report)? + "\n"));
     }
-    println!("kernel {}", report.kernel);
-    println!("{:<24} {:<10} {:<28} NOTES", "HOOK", "METHOD", "WORKS HERE");
+    let mut out = String::new();
+    let _ = writeln!(out, "kernel {}", report.kernel);
+    let _ = writeln!(
+        out,
+        "{:<24} {:<10} {:<28} NOTES",
+        "HOOK", "METHOD", "WORKS HERE"
+    );
     for h in &report.hooks {
         let mut notes: Vec<String> = h
             .unavailable
@@ -51,7 +55,8 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
         if let (Some(option), Some(cost)) = (&h.opt_in, &h.cost) {
             notes.insert(0, format!("only with {option}: {cost}"));
         }
-        println!(
+        let _ = writeln!(
+            out,
             "{:<24} {:<10} {:<28} {}",
             h.hook,
             h.method.as_deref().unwrap_or("-"),
@@ -65,10 +70,22 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     }
     let reads = report.kernel_reads.inactive();
     if reads.is_empty() {
-        println!("memory-cgroup counters and zones are read in the kernel at each failure");
+        let _ = writeln!(
+            out,
+            "memory-cgroup counters and zones are read in the kernel at each failure"
+        );
     }
     for line in reads {
-        println!("{line}");
+        let _ = writeln!(out, "{line}");
+    }
+    print(&out)
+}
+
+/// Writes the report to stdout. A reader that went away (`probes | head -1`) is a normal end.
+fn print(out: &str) -> Result<ExitCode> {
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.context("cannot write to standard output")?,
     }
     Ok(ExitCode::SUCCESS)
 }

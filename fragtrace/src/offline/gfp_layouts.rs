@@ -6,8 +6,17 @@
 //! - 4.4 to 4.9 (Mel Gorman's rework): `___GFP_RECLAIMABLE` 0x10, `___GFP_ATOMIC` 0x80000,
 //!   `___GFP_DIRECT_RECLAIM` 0x400000, `___GFP_KSWAPD_RECLAIM` 0x2000000; 0x100000 is
 //!   `___GFP_NOACCOUNT` in 4.4 and `___GFP_ACCOUNT` from 4.5;
-//! - 4.10 on: reshuffled again, but those kernels print the names (`mode:0x..(GFP_KERNEL)`),
-//!   which are used as printed.
+//! - 4.10 to 4.14: `___GFP_OTHER_NODE` gone, `___GFP_WRITE` 0x800000, `___GFP_KSWAPD_RECLAIM`
+//!   0x1000000 (`___GFP_NOLOCKDEP` 0x2000000 with CONFIG_LOCKDEP from 4.12);
+//! - 4.15 to 4.17: `___GFP_COLD` (0x100) and `___GFP_NOTRACK` (0x200000) removed, nothing moved;
+//! - 4.18 to 5.0: `___GFP_WRITE` 0x100, `___GFP_DIRECT_RECLAIM` 0x200000,
+//!   `___GFP_KSWAPD_RECLAIM` 0x400000 (GFP_KERNEL is 0x6000c0);
+//! - 5.1 on: reordered (`___GFP_ZERO` 0x100 ... `___GFP_ACCOUNT` 0x400000; GFP_KERNEL is 0xcc0);
+//!   6.3 removed `___GFP_ATOMIC` (0x200). The bits above `___GFP_ACCOUNT` (ZEROTAGS, SKIP_KASAN,
+//!   NOLOCKDEP, NO_OBJ_EXT) depend on the kernel's config and version, so they print as `bitN`.
+//!
+//! Since 4.6 the kernel prints the names itself (`mode:0x..(GFP_KERNEL)`) and those are used as
+//! printed; these tables serve the hex-only masks people quote.
 //!
 //! Composite names come first, as in the kernel's tables, so `decode` prints what ftrace of that
 //! era printed. Single bits the era's table did not list (e.g. `__GFP_FS` before 4.4) are named
@@ -68,19 +77,227 @@ pub fn decode(mask: u64, version: Option<Version>) -> Decoded {
             if v < (4, 5) { "4.4" } else { "4.5-4.9" }.to_string(),
         ),
         v => {
+            let (layout, range) = modern(v);
             return Decoded {
-                flags: None,
-                layout: format!(
-                    "unknown: {}.{} prints flag names itself, and the log has none",
-                    v.0, v.1
-                ),
+                flags: Some(layout.decode(mask)),
+                layout: format!("{range}{assumed}"),
             };
         }
     };
     Decoded {
-        flags: Some(table.decode(mask)),
+        flags: Some(name_unknown_bits(table.decode(mask))),
         layout: format!("{range}{assumed}"),
     }
+}
+
+/// A bit no name covers prints as `bitN`, never as a guessed name.
+fn name_unknown_bits(decoded: String) -> String {
+    decoded
+        .split('|')
+        .map(
+            |part| match part.strip_prefix("0x").map(|h| u64::from_str_radix(h, 16)) {
+                Some(Ok(bits)) => bit_names(bits),
+                _ => part.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+fn bit_names(bits: u64) -> String {
+    (0..64)
+        .filter(|b| bits & (1u64 << b) != 0)
+        .map(|b| format!("bit{b}"))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// A 4.10+ layout: its table and the bits whose meaning does not depend on the config.
+struct Modern {
+    table: GfpTable,
+    stable: u64,
+}
+
+impl Modern {
+    fn decode(&self, mask: u64) -> String {
+        let known = mask & self.stable;
+        let mut parts = Vec::new();
+        if known != 0 || mask == 0 {
+            parts.push(name_unknown_bits(self.table.decode(known)));
+        }
+        let rest = mask & !self.stable;
+        if rest != 0 {
+            parts.push(bit_names(rest));
+        }
+        parts.join("|")
+    }
+}
+
+/// The 4.10+ layouts, from include/linux/gfp.h (gfp_types.h since 6.0) and the names of
+/// include/trace/events/mmflags.h of each era.
+fn modern(v: Version) -> (Modern, &'static str) {
+    // (name, bit) of the single flags that exist in this era.
+    let mut singles: Vec<(&'static str, u64)> = vec![
+        ("__GFP_DMA", 0x01),
+        ("__GFP_HIGHMEM", 0x02),
+        ("__GFP_DMA32", 0x04),
+        ("__GFP_MOVABLE", 0x08),
+        ("__GFP_RECLAIMABLE", 0x10),
+        ("__GFP_HIGH", 0x20),
+        ("__GFP_IO", 0x40),
+        ("__GFP_FS", 0x80),
+    ];
+    let range;
+    if v < (5, 1) {
+        let repeat = if v < (4, 13) {
+            "__GFP_REPEAT"
+        } else {
+            "__GFP_RETRY_MAYFAIL"
+        };
+        singles.extend([
+            ("__GFP_NOWARN", 0x200),
+            (repeat, 0x400),
+            ("__GFP_NOFAIL", 0x800),
+            ("__GFP_NORETRY", 0x1000),
+            ("__GFP_MEMALLOC", 0x2000),
+            ("__GFP_COMP", 0x4000),
+            ("__GFP_ZERO", 0x8000),
+            ("__GFP_NOMEMALLOC", 0x10000),
+            ("__GFP_HARDWALL", 0x20000),
+            ("__GFP_THISNODE", 0x40000),
+            ("__GFP_ATOMIC", 0x80000),
+            ("__GFP_ACCOUNT", 0x100000),
+        ]);
+        if v < (4, 15) {
+            range = "4.10-4.14";
+            singles.extend([
+                ("__GFP_COLD", 0x100),
+                ("__GFP_NOTRACK", 0x200000),
+                ("__GFP_DIRECT_RECLAIM", 0x400000),
+                ("__GFP_WRITE", 0x800000),
+                ("__GFP_KSWAPD_RECLAIM", 0x1000000),
+            ]);
+        } else if v < (4, 18) {
+            range = "4.15-4.17";
+            singles.extend([
+                ("__GFP_DIRECT_RECLAIM", 0x400000),
+                ("__GFP_WRITE", 0x800000),
+                ("__GFP_KSWAPD_RECLAIM", 0x1000000),
+            ]);
+        } else {
+            range = "4.18-5.0";
+            singles.extend([
+                ("__GFP_WRITE", 0x100),
+                ("__GFP_DIRECT_RECLAIM", 0x200000),
+                ("__GFP_KSWAPD_RECLAIM", 0x400000),
+            ]);
+        }
+    } else {
+        singles.extend([
+            ("__GFP_ZERO", 0x100),
+            ("__GFP_DIRECT_RECLAIM", 0x400),
+            ("__GFP_KSWAPD_RECLAIM", 0x800),
+            ("__GFP_WRITE", 0x1000),
+            ("__GFP_NOWARN", 0x2000),
+            ("__GFP_RETRY_MAYFAIL", 0x4000),
+            ("__GFP_NOFAIL", 0x8000),
+            ("__GFP_NORETRY", 0x10000),
+            ("__GFP_MEMALLOC", 0x20000),
+            ("__GFP_COMP", 0x40000),
+            ("__GFP_NOMEMALLOC", 0x80000),
+            ("__GFP_HARDWALL", 0x100000),
+            ("__GFP_THISNODE", 0x200000),
+            ("__GFP_ACCOUNT", 0x400000),
+        ]);
+        if v < (6, 3) {
+            range = "5.1-6.2";
+            singles.push(("__GFP_ATOMIC", 0x200));
+        } else {
+            range = "6.3+";
+        }
+    }
+    let bit = |name: &str| {
+        singles
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, b)| *b)
+    };
+    let reclaim = bit("__GFP_DIRECT_RECLAIM") | bit("__GFP_KSWAPD_RECLAIM");
+    let kernel = reclaim | bit("__GFP_IO") | bit("__GFP_FS");
+    let user = kernel | bit("__GFP_HARDWALL");
+    let highuser_movable = user | GFP_HIGHMEM | bit("__GFP_MOVABLE");
+    let transhuge_light =
+        (highuser_movable | bit("__GFP_COMP") | bit("__GFP_NOMEMALLOC") | bit("__GFP_NOWARN"))
+            & !reclaim;
+    let mut entries: Vec<(u64, &str)> = vec![
+        (
+            transhuge_light | bit("__GFP_DIRECT_RECLAIM"),
+            "GFP_TRANSHUGE",
+        ),
+        (transhuge_light, "GFP_TRANSHUGE_LIGHT"),
+        (highuser_movable, "GFP_HIGHUSER_MOVABLE"),
+        (user | GFP_HIGHMEM, "GFP_HIGHUSER"),
+        (user, "GFP_USER"),
+    ];
+    if v < (4, 14) {
+        entries.push((kernel | bit("__GFP_RECLAIMABLE"), "GFP_TEMPORARY"));
+    }
+    entries.extend([
+        (kernel | bit("__GFP_ACCOUNT"), "GFP_KERNEL_ACCOUNT"),
+        (kernel, "GFP_KERNEL"),
+        (reclaim | bit("__GFP_IO"), "GFP_NOFS"),
+        (
+            bit("__GFP_HIGH") | bit("__GFP_ATOMIC") | bit("__GFP_KSWAPD_RECLAIM"),
+            "GFP_ATOMIC",
+        ),
+        (reclaim, "GFP_NOIO"),
+        (bit("__GFP_KSWAPD_RECLAIM"), "GFP_NOWAIT"),
+        (GFP_DMA, "GFP_DMA"),
+        (GFP_HIGHMEM, "__GFP_HIGHMEM"),
+        (GFP_DMA32, "GFP_DMA32"),
+    ]);
+    // The single flags in mmflags.h's order.
+    const ORDER: [&str; 22] = [
+        "__GFP_HIGH",
+        "__GFP_ATOMIC",
+        "__GFP_IO",
+        "__GFP_FS",
+        "__GFP_COLD",
+        "__GFP_NOWARN",
+        "__GFP_REPEAT",
+        "__GFP_RETRY_MAYFAIL",
+        "__GFP_NOFAIL",
+        "__GFP_NORETRY",
+        "__GFP_COMP",
+        "__GFP_ZERO",
+        "__GFP_NOMEMALLOC",
+        "__GFP_MEMALLOC",
+        "__GFP_HARDWALL",
+        "__GFP_THISNODE",
+        "__GFP_RECLAIMABLE",
+        "__GFP_MOVABLE",
+        "__GFP_ACCOUNT",
+        "__GFP_NOTRACK",
+        "__GFP_WRITE",
+        "__GFP_DIRECT_RECLAIM",
+    ];
+    for name in ORDER {
+        if let Some((n, b)) = singles.iter().find(|(n, _)| *n == name) {
+            if *n == "__GFP_DIRECT_RECLAIM" {
+                entries.push((reclaim, "__GFP_RECLAIM"));
+            }
+            entries.push((*b, n));
+        }
+    }
+    entries.push((bit("__GFP_KSWAPD_RECLAIM"), "__GFP_KSWAPD_RECLAIM"));
+    let stable = singles.iter().fold(0, |acc, (_, b)| acc | b);
+    (
+        Modern {
+            table: table(&entries),
+            stable,
+        },
+        range,
+    )
 }
 
 fn classic_range(v: Version) -> String {
@@ -262,9 +479,76 @@ mod tests {
         // Before 3.8 bit 0x100000 meant nothing.
         assert_eq!(
             decode(0x10c0d0, Some((3, 2))).flags.as_deref(),
-            Some("GFP_KERNEL|GFP_COMP|GFP_ZERO|0x100000")
+            Some("GFP_KERNEL|GFP_COMP|GFP_ZERO|bit20")
         );
-        assert!(decode(0x10c0d0, Some((5, 4))).flags.is_none());
+        // On 5.4 the same bits are other flags.
+        assert_eq!(
+            decode(0x10c0d0, Some((5, 4))).flags.as_deref(),
+            Some(
+                "__GFP_IO|__GFP_FS|__GFP_RETRY_MAYFAIL|__GFP_NOFAIL|__GFP_HARDWALL|__GFP_RECLAIMABLE"
+            )
+        );
+    }
+
+    /// Masks with the names 4.10+ kernels printed themselves, in published logs.
+    #[test]
+    fn modern_layouts_match_printed_names() {
+        for (version, mask, printed) in [
+            ((4, 12), 0x14201ca, "GFP_HIGHUSER_MOVABLE|__GFP_COLD"),
+            (
+                (4, 13),
+                0x14310ca,
+                "GFP_HIGHUSER_MOVABLE|__GFP_NORETRY|__GFP_NOMEMALLOC",
+            ),
+            ((4, 14), 0x140c0c0, "GFP_KERNEL|__GFP_COMP|__GFP_ZERO"),
+            ((4, 19), 0x6000c0, "GFP_KERNEL"),
+            ((5, 0), 0x7080c0, "GFP_KERNEL_ACCOUNT|__GFP_ZERO"),
+            ((4, 19), 0x6200ca, "GFP_HIGHUSER_MOVABLE"),
+            ((5, 4), 0x40dc0, "GFP_KERNEL|__GFP_COMP|__GFP_ZERO"),
+            ((5, 2), 0x40800, "GFP_NOWAIT|__GFP_COMP"),
+            ((5, 10), 0xa20, "GFP_ATOMIC"),
+            ((6, 8), 0x820, "GFP_ATOMIC"),
+            ((6, 8), 0x40c00, "GFP_NOIO|__GFP_COMP"),
+            ((5, 13), 0xcc1, "GFP_KERNEL|GFP_DMA"),
+            ((6, 11), 0xcc4, "GFP_KERNEL|GFP_DMA32"),
+        ] {
+            let d = decode(mask, Some(version));
+            assert_eq!(
+                d.flags.as_deref(),
+                Some(printed),
+                "{mask:#x} on {version:?}"
+            );
+            assert!(!d.layout.starts_with("unknown"));
+        }
+        // 0x200 was __GFP_ATOMIC until 6.2; config-dependent high bits stay numbered.
+        assert_eq!(
+            decode(0x1000a20, Some((6, 8))).flags.as_deref(),
+            Some("GFP_ATOMIC|bit9|bit24")
+        );
+        assert_eq!(decode(0xcc0, Some((6, 18))).layout, "6.3+");
+    }
+
+    /// The 5.1+ single flags equal the 5.10 kernel's own tracefs table.
+    #[test]
+    fn modern_singles_match_the_5_10_tracefs_table() {
+        let t = crate::decode::gfp::GfpTable::from_print_fmt(include_str!(
+            "../../tests/fixtures/tracefs/mm_page_alloc-5.10.format"
+        ))
+        .unwrap();
+        let (m, _) = modern((5, 10));
+        for name in [
+            "__GFP_ZERO",
+            "__GFP_ATOMIC",
+            "__GFP_NOWARN",
+            "__GFP_COMP",
+            "__GFP_HARDWALL",
+            "__GFP_ACCOUNT",
+            "__GFP_WRITE",
+            "__GFP_THISNODE",
+        ] {
+            let bit = t.bit(name).unwrap();
+            assert_eq!(m.decode(bit), name);
+        }
     }
 
     /// Masks with the names the kernels printed themselves (4.6-4.9 logs).

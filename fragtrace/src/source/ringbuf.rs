@@ -7,7 +7,7 @@ use std::{
     os::fd::{AsRawFd, RawFd},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
     thread,
@@ -89,12 +89,14 @@ pub struct DrainStats {
 pub struct Batches {
     pub rx: tokio::sync::mpsc::Receiver<RawBatch>,
     recycle: mpsc::Sender<RawBatch>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Batches {
     /// Hands a read batch back for reuse.
     pub fn recycle(&self, mut batch: RawBatch) {
         batch.clear();
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         let _ = self.recycle.send(batch);
     }
 }
@@ -117,6 +119,7 @@ impl Drain {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(DrainStats::default());
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             ring,
             out: Handoff {
@@ -124,8 +127,10 @@ impl Drain {
                 free,
                 recycle: recycle.clone(),
                 stats: stats.clone(),
+                in_flight: in_flight.clone(),
             },
             stop: stop.clone(),
+            pending: None,
         };
         let thread = thread::Builder::new()
             .name("fragtrace-drain".into())
@@ -139,7 +144,11 @@ impl Drain {
                 thread: Some(thread),
                 stats,
             },
-            Batches { rx, recycle },
+            Batches {
+                rx,
+                recycle,
+                in_flight,
+            },
         ))
     }
 
@@ -164,6 +173,10 @@ struct Worker {
     ring: RingBuf<MapData>,
     out: Handoff,
     stop: Arc<AtomicBool>,
+    /// The batch being filled. It goes to the consumer at once when the consumer is idle, and
+    /// when full; while the consumer is busy records keep joining it, so a consumer busy for a
+    /// while costs batches, not records.
+    pending: Option<RawBatch>,
 }
 
 /// The drain thread's side of the channel and of the batch pool.
@@ -172,10 +185,14 @@ struct Handoff {
     free: mpsc::Receiver<RawBatch>,
     recycle: mpsc::Sender<RawBatch>,
     stats: Arc<DrainStats>,
+    /// Batches handed on and not yet recycled by the consumer.
+    in_flight: Arc<AtomicUsize>,
 }
 
-/// How long a wait for records lasts before the stop flag is looked at again.
+/// How long a wait for records lasts before the stop flag is looked at again, and, while a
+/// filled batch waits for the consumer, before it is offered again.
 const POLL_MS: i32 = 50;
+const RETRY_MS: i32 = 5;
 
 impl Worker {
     fn run(mut self) {
@@ -185,53 +202,70 @@ impl Worker {
                 crate::decode::event::MonotonicClock::monotonic_now_ns(),
                 Ordering::Relaxed,
             );
-            wait_readable(fd, POLL_MS);
-            drain_once(&mut self.ring, &self.out, false);
+            let waiting = self.pending.as_ref().is_some_and(|b| !b.is_empty());
+            wait_readable(fd, if waiting { RETRY_MS } else { POLL_MS });
+            self.drain_once(false);
         }
         // The final pass: nothing may be shed now, the consumer reads until the channel closes.
-        drain_once(&mut self.ring, &self.out, true);
+        self.drain_once(true);
+        if let Some(b) = self.pending.take().filter(|b| !b.is_empty()) {
+            self.out
+                .stats
+                .shed
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
     }
-}
 
-/// Copies every pending record into batches and sends them on.
-fn drain_once(ring: &mut RingBuf<MapData>, out: &Handoff, last: bool) {
-    let mut batch: Option<RawBatch> = None;
-    let mut shed = 0u64;
-    let mut copied = 0u64;
-    while let Some(item) = ring.next() {
-        copied += 1;
-        loop {
-            if batch.is_none() {
-                batch = out.free_batch(last);
+    /// Copies every pending record into the batch being filled, handing full batches on.
+    fn drain_once(&mut self, last: bool) {
+        let (out, pending) = (&self.out, &mut self.pending);
+        let mut shed = 0u64;
+        let mut copied = 0u64;
+        while let Some(item) = self.ring.next() {
+            copied += 1;
+            loop {
+                if pending.is_none() {
+                    *pending = out.free_batch(last);
+                }
+                let Some(b) = pending.as_mut() else {
+                    shed += 1;
+                    break;
+                };
+                if b.push(&item) {
+                    break;
+                }
+                if b.is_empty() {
+                    // Larger than a batch: no record of fragtrace-common is.
+                    shed += 1;
+                    break;
+                }
+                // Full: on to the consumer if it has room; else this record is shed and the
+                // batch keeps waiting.
+                match out.offer(pending.take().expect("checked above"), last) {
+                    Ok(()) => {}
+                    Err(full) => {
+                        *pending = Some(full);
+                        shed += 1;
+                        break;
+                    }
+                }
             }
-            let Some(b) = batch.as_mut() else {
-                shed += 1;
-                break;
-            };
-            if b.push(&item) {
-                break;
-            }
-            if b.is_empty() {
-                // Larger than a batch: no record of fragtrace-common is.
-                shed += 1;
-                break;
-            }
-            shed += out.send(batch.take().expect("checked above"), last);
         }
-    }
-    if let Some(b) = batch {
-        if b.is_empty() {
-            out.put_back(b);
-        } else {
-            shed += out.send(b, last);
+        let idle = out.in_flight.load(Ordering::Acquire) == 0;
+        if let Some(b) = pending.take() {
+            if b.is_empty() || !(idle || last) {
+                *pending = Some(b);
+            } else if let Err(waiting) = out.offer(b, last) {
+                *pending = Some(waiting);
+            }
         }
-    }
-    if copied > 0 {
-        out.stats.records.fetch_add(copied, Ordering::Relaxed);
-        out.stats.wakeups.fetch_add(1, Ordering::Relaxed);
-    }
-    if shed > 0 {
-        out.stats.shed.fetch_add(shed, Ordering::Relaxed);
+        if copied > 0 {
+            out.stats.records.fetch_add(copied, Ordering::Relaxed);
+            out.stats.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        if shed > 0 {
+            out.stats.shed.fetch_add(shed, Ordering::Relaxed);
+        }
     }
 }
 
@@ -245,29 +279,32 @@ impl Handoff {
         }
     }
 
-    fn put_back(&self, mut batch: RawBatch) {
-        batch.clear();
-        let _ = self.recycle.send(batch);
-    }
-
-    /// Hands a batch on; returns the records shed when the consumer cannot take it.
-    fn send(&self, batch: RawBatch, wait: bool) -> u64 {
+    /// Hands a batch on; gives it back when the consumer has no room (at the end, after
+    /// waiting for room a while: a consumer that stopped reading must not hang the exit).
+    fn offer(&self, batch: RawBatch, wait: bool) -> Result<(), RawBatch> {
         use tokio::sync::mpsc::error::TrySendError;
-        let n = batch.len() as u64;
-        // At the end the consumer is reading until the channel closes: wait for room, but
-        // not for ever (a consumer that stopped reading must not hang the exit).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut batch = batch;
+        // Counted before it can arrive: the consumer may recycle it before try_send returns.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         loop {
             match self.tx.try_send(batch) {
-                Ok(()) => return 0,
+                Ok(()) => return Ok(()),
                 Err(TrySendError::Full(b)) if wait && std::time::Instant::now() < deadline => {
                     batch = b;
                     thread::sleep(Duration::from_millis(1));
                 }
-                Err(TrySendError::Full(b) | TrySendError::Closed(b)) => {
-                    self.put_back(b);
-                    return n;
+                Err(TrySendError::Full(b)) => {
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    return Err(b);
+                }
+                // The consumer is gone: nobody will read these.
+                Err(TrySendError::Closed(mut b)) => {
+                    self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    self.stats.shed.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    b.clear();
+                    let _ = self.recycle.send(b);
+                    return Ok(());
                 }
             }
         }

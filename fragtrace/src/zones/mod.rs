@@ -18,6 +18,9 @@ use serde::Serialize;
 /// The default of `vm.extfrag_threshold` (mm/compaction.c), used when it cannot be read.
 pub const DEFAULT_EXTFRAG_THRESHOLD: u32 = 500;
 
+/// Zone types in index order (include/linux/mmzone.h): the one list of them.
+pub const ZONE_TYPES: [&str; 6] = ["DMA", "DMA32", "Normal", "HighMem", "Movable", "Device"];
+
 /// The zone modifier bits of a gfp mask: the same in every kernel's layout.
 const GFP_DMA: u64 = 0x01;
 const GFP_HIGHMEM: u64 = 0x02;
@@ -73,8 +76,8 @@ impl Zone {
             .iter()
             .filter(|(mt, _)| mt == migratetype)
             .flat_map(|(_, counts)| counts.iter().enumerate())
-            .map(|(order, n)| n << order.min(40))
-            .sum()
+            .map(|(order, n)| n.saturating_mul(1u64 << order.min(40)))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// "Node 0 Normal", as the kernel's Mem-Info names zones.
@@ -301,14 +304,21 @@ pub(crate) mod tests {
         );
     }
 
+    /// buddyinfo and zoneinfo are readable by everyone; pagetypeinfo (root only since 5.x) is
+    /// used when readable and left out otherwise.
     #[test]
     fn reads_this_machine() {
-        match ZoneState::read() {
-            Ok(state) => {
-                assert!(!state.zones.is_empty());
-                assert!(state.zones.iter().all(|z| z.min_pages.is_some()));
-            }
-            Err(err) => eprintln!("skipped: /proc is not readable here: {err:#}"),
-        }
+        let state = ZoneState::read().expect("/proc/buddyinfo and /proc/zoneinfo");
+        let buddy = std::fs::read_to_string("/proc/buddyinfo").unwrap();
+        assert_eq!(state.zones.len(), buddy.lines().count());
+        assert!(state.zones.iter().all(|z| z.min_pages.is_some()));
+        let pagetype = std::fs::read_to_string("/proc/pagetypeinfo").is_ok();
+        assert_eq!(state.pageblock_order.is_some(), pagetype);
+        assert!(
+            state
+                .zones
+                .iter()
+                .all(|z| z.free_by_migratetype.is_empty() != pagetype)
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! order and migratetype, the kernel's indices) and a one-line verdict per zone.
 use std::{fmt::Write as _, io::Write as _, process::ExitCode};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::{Zone, ZoneState, index};
@@ -24,7 +24,11 @@ pub fn run(args: SnapshotArgs) -> Result<ExitCode> {
     } else {
         render_text(&state)
     };
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        // The reader went away (`| head`): a normal end.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.context("cannot write to standard output")?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

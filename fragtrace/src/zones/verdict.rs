@@ -5,7 +5,9 @@
 //! order-N request when its free pages minus (2^N - 1) and minus the free pages it may not use
 //! (CMA for non-movable requests, the highatomic reserve for requests without reserve rights)
 //! stay above `min + lowmem_reserve` for the request's preferred zone, and one of the free lists
-//! it may use holds a block of order N or larger. See [`Access`].
+//! it may use holds a block of order N or larger. See [`Access`]. Kernels before 4.4 checked
+//! differently ([`WatermarkCheck::PerOrder`]). Numbers come from logs too, so every sum
+//! saturates instead of overflowing.
 use serde::Serialize;
 
 use super::{Zone, ZoneState, index, memcg::MemcgUsage};
@@ -51,6 +53,19 @@ pub struct Verdict {
     pub kind: VerdictKind,
     pub reason: String,
     pub zone: Option<ZoneFigures>,
+}
+
+/// How the kernel that failed judged a zone in `__zone_watermark_ok`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WatermarkCheck {
+    /// 4.4 and later (commit 97a16fc82a7c): free pages above min + lowmem reserve, and a free
+    /// block of the order in a list the request may use.
+    #[default]
+    FreeLists,
+    /// Before 4.4: for each order below the request's, the free pages of that order are taken
+    /// away and min is halved; what is left must stay above it. Blocks of the order can exist
+    /// and the check still fail.
+    PerOrder,
 }
 
 /// What the allocator lets one request use, from its gfp flags and migratetype
@@ -125,12 +140,14 @@ impl Access {
             cma: if self.cma {
                 0
             } else {
-                zone.free_pages_of("CMA")
+                zone.free_cma_pages
+                    .unwrap_or_else(|| zone.free_pages_of("CMA"))
             },
             highatomic: if self.has_reserve_rights() {
                 0
             } else {
-                zone.free_pages_of("HighAtomic")
+                zone.highatomic_pages
+                    .unwrap_or_else(|| zone.free_pages_of("HighAtomic"))
             },
         }
     }
@@ -168,7 +185,7 @@ struct Unusable {
 
 impl Unusable {
     fn total(self) -> u64 {
-        self.cma + self.highatomic
+        self.cma.saturating_add(self.highatomic)
     }
 }
 
@@ -187,6 +204,25 @@ pub fn judge_in(
     access: Access,
     zone_state: &ZoneState,
     memcg: Option<&MemcgUsage>,
+) -> Verdict {
+    judge_with(
+        order,
+        preferred,
+        access,
+        zone_state,
+        memcg,
+        WatermarkCheck::FreeLists,
+    )
+}
+
+/// As [`judge_in`], the zones checked the way the failing kernel's generation checked them.
+pub fn judge_with(
+    order: u32,
+    preferred: Option<&str>,
+    access: Access,
+    zone_state: &ZoneState,
+    memcg: Option<&MemcgUsage>,
+    model: WatermarkCheck,
 ) -> Verdict {
     let request_bytes = zone_state.page_size.saturating_mul(1u64 << order.min(40));
     if let Some(m) = memcg
@@ -237,7 +273,7 @@ pub fn judge_in(
     let candidates = fallback_zones(zone_state, &targets);
     let checks: Vec<(&Zone, ZoneCheck)> = candidates
         .iter()
-        .map(|z| (*z, check(z, order, access, &targets)))
+        .map(|z| (*z, check(z, order, access, &targets, model)))
         .collect();
     // A zone that could serve it by a few pages only is within the noise of a /proc read
     // taken after the failure (DMA, held back by its lowmem reserve, sits right there).
@@ -274,10 +310,36 @@ pub fn judge_in(
     let min = access.min_watermark(min);
     let rights = rights_note(access);
     let largest = access.largest_usable_order(main, order);
+    // Above the watermark with a usable block, but only by the noise of a read: the zone sat on
+    // its watermark, which is exhaustion, not fragmentation.
+    if !checks
+        .iter()
+        .any(|(_, c)| c.above_watermark && !c.has_block)
+        && let Some((zone, c)) = checks.iter().find(|(_, c)| serving(c))
+    {
+        return Verdict {
+            kind: VerdictKind::Exhaustion,
+            reason: format!(
+                "{}: {} kB free, only {} page{} over {} kB min{rights} + lowmem reserve: the zone \
+                 was at its watermark{}",
+                zone.label(),
+                kb(zone.free_pages.unwrap_or(0)),
+                c.margin_pages,
+                if c.margin_pages == 1 { "" } else { "s" },
+                kb(access.min_watermark(zone.min_pages.unwrap_or(0))),
+                lower_zones_note(&checks, main, zone_state),
+            ),
+            zone: Some(figures),
+        };
+    }
     if checks.iter().any(|(_, c)| c.above_watermark) {
         let frag = figures.fragmentation_index.unwrap_or(0);
         let threshold = zone_state.threshold();
-        let index_note = if frag > i64::from(threshold) {
+        let index_note = if frag == -1000 {
+            "fragmentation index -1.000 (a free block of the order exists, so compaction is \
+             not ruled out)"
+                .to_string()
+        } else if frag > i64::from(threshold) {
             format!(
                 "fragmentation index {} > extfrag_threshold {threshold}",
                 index::format_thousandths(frag, 1)
@@ -294,11 +356,48 @@ pub fn judge_in(
         } else {
             "largest free block it may use"
         };
+        let main_check = checks
+            .iter()
+            .find(|(z, _)| std::ptr::eq(*z, main))
+            .map(|(_, c)| c);
+        if let Some(fail) = main_check.and_then(|c| c.per_order_failure)
+            && largest.is_some_and(|l| l >= order)
+        {
+            return Verdict {
+                kind: VerdictKind::Fragmentation,
+                reason: format!(
+                    "{}: {} kB free > {} kB min{rights} and free blocks of order {} exist, but \
+                     this kernel's watermark check (before 4.4) fails at order {}: {} kB are \
+                     left in blocks of that order or larger <= {} kB (min halved {} times); \
+                     {index_note}{}",
+                    main.label(),
+                    kb(free),
+                    kb(min),
+                    fmt_order(largest),
+                    fail.order,
+                    kb(fail.left),
+                    kb(fail.min),
+                    fail.order,
+                    marginal.concat(),
+                ),
+                zone: Some(figures),
+            };
+        }
+        let per_order_note = match main_check.and_then(|c| c.per_order_failure) {
+            Some(fail) => format!(
+                " (this kernel's pre-4.4 watermark check fails at order {}: {} kB left in \
+                 blocks of that order or larger <= {} kB)",
+                fail.order,
+                kb(fail.left),
+                kb(fail.min)
+            ),
+            None => String::new(),
+        };
         return Verdict {
             kind: VerdictKind::Fragmentation,
             reason: format!(
                 "{}: {} kB free > {} kB min{rights}, but the {usable} is order {} ({}) < \
-                 order {order} ({block_kb} kB){}; {index_note}{}",
+                 order {order} ({block_kb} kB){}{per_order_note}; {index_note}{}",
                 main.label(),
                 kb(free),
                 kb(min),
@@ -413,9 +512,6 @@ fn default_preferred(state: &ZoneState) -> Option<String> {
         .map(|z| z.zone.clone())
 }
 
-/// Zone types in index order (include/linux/mmzone.h).
-const ZONE_ORDER: [&str; 6] = ["DMA", "DMA32", "Normal", "HighMem", "Movable", "Device"];
-
 /// The zone a request with this preferred zone type really starts from: the type itself when
 /// populated, else the highest populated type below it. A machine with 2 GB or less has no
 /// Normal zone on x86-64, so a GFP_KERNEL request is served from DMA32 (the zonelist holds
@@ -424,10 +520,10 @@ fn highest_present_zone(state: &ZoneState, preferred: String) -> String {
     if state.zones.iter().any(|z| z.zone == preferred) {
         return preferred;
     }
-    let Some(rank) = ZONE_ORDER.iter().position(|z| *z == preferred) else {
+    let Some(rank) = super::ZONE_TYPES.iter().position(|z| *z == preferred) else {
         return preferred;
     };
-    ZONE_ORDER[..rank]
+    super::ZONE_TYPES[..rank]
         .iter()
         .rev()
         .find(|name| state.zones.iter().any(|z| z.zone == **name))
@@ -449,7 +545,17 @@ fn fallback_zones<'a>(state: &'a ZoneState, targets: &[&Zone]) -> Vec<&'a Zone> 
     out
 }
 
+/// Where the pre-4.4 per-order check stopped: at `order`, `left` pages in blocks of that order or
+/// larger were not above `min` (halved `order` times).
+#[derive(Clone, Copy)]
+struct PerOrderFailure {
+    order: u32,
+    left: u64,
+    min: u64,
+}
+
 struct ZoneCheck {
+    per_order_failure: Option<PerOrderFailure>,
     above_watermark: bool,
     has_block: bool,
     /// Free pages left over min + lowmem reserve after the request.
@@ -459,7 +565,13 @@ struct ZoneCheck {
 }
 
 /// `__zone_watermark_ok` for a request with `access` (ALLOC_OOM and cpusets aside).
-fn check(zone: &Zone, order: u32, access: Access, targets: &[&Zone]) -> ZoneCheck {
+fn check(
+    zone: &Zone,
+    order: u32,
+    access: Access,
+    targets: &[&Zone],
+    model: WatermarkCheck,
+) -> ZoneCheck {
     let free = zone.free_pages.unwrap_or(0);
     let min = access.min_watermark(zone.min_pages.unwrap_or(0));
     let reserve = targets
@@ -467,16 +579,53 @@ fn check(zone: &Zone, order: u32, access: Access, targets: &[&Zone]) -> ZoneChec
         .find(|t| t.node == zone.node)
         .map(|t| lowmem_reserve(zone, t))
         .unwrap_or(0);
-    let needed = (1u64 << order.min(40)) - 1 + access.unusable(zone).total();
-    let margin_pages = free.saturating_sub(needed).saturating_sub(min + reserve);
-    ZoneCheck {
-        above_watermark: zone.free_pages.is_some() && free.saturating_sub(needed) > min + reserve,
-        margin_pages,
-        within_noise: margin_pages <= ((min + reserve) / 100).max(1u64 << order.min(40)),
-        has_block: access
+    let floor = min.saturating_add(reserve);
+    let needed = ((1u64 << order.min(40)) - 1).saturating_add(access.unusable(zone).total());
+    let margin_pages = free.saturating_sub(needed).saturating_sub(floor);
+    let above_watermark = zone.free_pages.is_some() && free.saturating_sub(needed) > floor;
+    let per_order_failure = match model {
+        WatermarkCheck::PerOrder if above_watermark => per_order_check(zone, order, min),
+        _ => None,
+    };
+    let has_block = match model {
+        WatermarkCheck::FreeLists => access
             .largest_usable_order(zone, order)
             .is_some_and(|o| o >= order),
+        WatermarkCheck::PerOrder => {
+            per_order_failure.is_none()
+                && access
+                    .largest_usable_order(zone, order)
+                    .is_some_and(|o| o >= order)
+        }
+    };
+    ZoneCheck {
+        per_order_failure,
+        above_watermark,
+        margin_pages,
+        within_noise: margin_pages <= (floor / 100).max(1u64 << order.min(40)),
+        has_block,
     }
+}
+
+/// The loop of `__zone_watermark_ok` before 4.4: `free_pages -= nr_free[o] << o; min >>= 1;
+/// if (free_pages <= min) return false;` for each order below the request's. Free pages may go
+/// negative there (a `long`).
+fn per_order_check(zone: &Zone, order: u32, min: u64) -> Option<PerOrderFailure> {
+    let mut free = i128::from(zone.free_pages.unwrap_or(0)) - ((1i128 << order.min(40)) - 1);
+    let mut min = i128::from(min);
+    for o in 0..order.min(63) {
+        let blocks = i128::from(zone.free_blocks.get(o as usize).copied().unwrap_or(0));
+        free = free.saturating_sub(blocks.saturating_mul(1i128 << o));
+        min >>= 1;
+        if free <= min {
+            return Some(PerOrderFailure {
+                order: o + 1,
+                left: u64::try_from(free.max(0)).unwrap_or(u64::MAX),
+                min: u64::try_from(min).unwrap_or(u64::MAX),
+            });
+        }
+    }
+    None
 }
 
 /// `zone->lowmem_reserve[zone_idx(preferred)]`. Without a known index (a log whose reserve
@@ -794,6 +943,86 @@ mod tests {
         roomy.zones[0].free_pages = Some(600);
         let v = judge_in(1, Some("Normal"), Access::default(), &roomy, None);
         assert_eq!(v.kind, VerdictKind::Unknown, "{}", v.reason);
+    }
+
+    /// Before 4.4 the kernel took the free pages of each lower order away and halved min at each
+    /// step: blocks of the order can exist and the request still fail. That is fragmentation on
+    /// that kernel; the 4.4+ check would have passed.
+    #[test]
+    fn pre_4_4_per_order_check_fails_with_blocks_of_the_order() {
+        let mut blocks = vec![0; 11];
+        blocks[0] = 60_000; // 234 MB in single pages
+        blocks[3] = 10; // and ten order-3 blocks
+        let state = ZoneState {
+            page_size: 4096,
+            pageblock_order: None,
+            extfrag_threshold: None,
+            zones: vec![Zone {
+                node: 0,
+                zone: "Normal".into(),
+                index: Some(2),
+                free_pages: Some(60_080),
+                min_pages: Some(10_000),
+                free_blocks: blocks,
+                ..Default::default()
+            }],
+        };
+        let modern = judge_with(
+            3,
+            Some("Normal"),
+            Access::default(),
+            &state,
+            None,
+            WatermarkCheck::FreeLists,
+        );
+        assert_eq!(modern.kind, VerdictKind::Unknown, "{}", modern.reason);
+        let old = judge_with(
+            3,
+            Some("Normal"),
+            Access::default(),
+            &state,
+            None,
+            WatermarkCheck::PerOrder,
+        );
+        assert_eq!(old.kind, VerdictKind::Fragmentation, "{}", old.reason);
+        // 60080 - 7 - 60000 = 73 pages left in order >= 1 after order 0, <= 10000/2.
+        assert!(
+            old.reason.contains(
+                "fails at order 1: 292 kB are left in blocks of that order or larger <= 20000 kB"
+            ),
+            "{}",
+            old.reason
+        );
+    }
+
+    /// Figures from a crafted log can be as large as u64 allows: no overflow, no panic.
+    #[test]
+    fn huge_numbers_saturate() {
+        for model in [WatermarkCheck::FreeLists, WatermarkCheck::PerOrder] {
+            let zone = |name: &str| Zone {
+                node: 0,
+                zone: name.into(),
+                free_pages: Some(u64::MAX),
+                min_pages: Some(u64::MAX),
+                protection: vec![u64::MAX; 4],
+                free_blocks: vec![u64::MAX; 64],
+                free_by_migratetype: vec![("CMA".into(), vec![u64::MAX; 64])],
+                free_cma_pages: None,
+                highatomic_pages: Some(u64::MAX),
+                ..Default::default()
+            };
+            let state = ZoneState {
+                page_size: u64::MAX,
+                pageblock_order: None,
+                extfrag_threshold: None,
+                zones: vec![zone("DMA32"), zone("Normal")],
+            };
+            for order in [0, 1, 10, 40, 63, u32::MAX] {
+                let v = judge_with(order, None, Access::default(), &state, None, model);
+                assert!(!v.reason.is_empty());
+            }
+            assert_eq!(state.zones[0].free_pages_of("CMA"), u64::MAX);
+        }
     }
 
     /// No Normal zone (x86-64 with 2 GB or less): a Normal request starts from DMA32.

@@ -1,5 +1,5 @@
-//! Workload for the memcg test: joins a v1 memory cgroup, fills it with anonymous memory up to
-//! a margin below its limit, then asks for 16 MiB pipe buffers (`F_SETPIPE_SZ`) until they fail.
+//! Workload for the memcg test: joins a memory cgroup (v1 or v2), fills it with anonymous memory
+//! up to a margin below its limit, then asks for 16 MiB pipe buffers (`F_SETPIPE_SZ`) until they fail.
 //! Each call needs an order-6 `GFP_KERNEL_ACCOUNT|__GFP_COMP` allocation that the memcg charge
 //! refuses once the limit is reached. Prints `{"pid":P,"enomem":N,"ok":M}` on stdout.
 //!
@@ -17,14 +17,19 @@ fn main() {
         std::process::id().to_string(),
     )
     .expect("join the cgroup");
-    let limit: u64 = read_u64(&format!("{cgroup}/memory.limit_in_bytes"));
+    // v2 names the files memory.max and memory.current.
+    let v2 = fs::exists(format!("{cgroup}/memory.max")).unwrap_or(false);
+    let (limit_file, usage_file) = if v2 {
+        ("memory.max", "memory.current")
+    } else {
+        ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    };
+    let limit: u64 = read_u64(&format!("{cgroup}/{limit_file}"));
 
     // Fill to 2 MiB below the limit, 256 KiB at a time, touching every page.
     let chunk = 256 * 1024;
     let mut held: Vec<Vec<u8>> = Vec::new();
-    while read_u64(&format!("{cgroup}/memory.usage_in_bytes")) + 2 * 1024 * 1024 + chunk as u64
-        <= limit
-    {
+    while read_u64(&format!("{cgroup}/{usage_file}")) + 2 * 1024 * 1024 + chunk as u64 <= limit {
         held.push(vec![1u8; chunk]);
     }
 
