@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fragtrace_tests::{PipePressure, Tracer, fragtrace_bin, is_root_or_skip, of_type, summary};
+use fragtrace_tests::{
+    PipePressure, Tracer, fragtrace_bin, is_root_or_skip, of_type, skip, summary,
+};
 use serde_json::Value;
 
 /// A scratch directory, removed on drop.
@@ -170,8 +172,9 @@ fn sigkill_leaves_nothing_behind() {
         return;
     }
     let Some(before) = fragtrace_programs() else {
-        eprintln!(
-            "SKIPPED sigkill_leaves_nothing_behind: bpftool not installed (cargo xtask setup installs it)"
+        skip(
+            "sigkill_leaves_nothing_behind",
+            "bpftool not installed (cargo xtask setup installs it)",
         );
         return;
     };
@@ -344,9 +347,9 @@ fn other_tracers_on_the_same_hooks_do_not_disturb_the_count() {
         .ok();
     let mut bpftrace_out = None;
     match &mut bpftrace {
-        None => eprintln!(
-            "SKIPPED bpftrace part of other_tracers_on_the_same_hooks_do_not_disturb_the_count: \
-             bpftrace not installed"
+        None => skip(
+            "other_tracers_on_the_same_hooks_do_not_disturb_the_count (its bpftrace part)",
+            "bpftrace not installed (cargo xtask setup installs it)",
         ),
         Some(child) => {
             let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());

@@ -5,7 +5,9 @@ use std::{
     process::Command,
 };
 
-use fragtrace_tests::{PipePressure, Tracer, fragtrace_bin, is_root_or_skip, of_type, summary};
+use fragtrace_tests::{
+    PipePressure, Tracer, current_test, fragtrace_bin, is_root_or_skip, of_type, skip, summary,
+};
 use serde_json::Value;
 
 /// A scratch directory, removed on drop.
@@ -61,8 +63,9 @@ fn folded(path: &str) -> Vec<(String, u64)> {
 /// inferno's own tool must accept the folded file and draw it.
 fn inferno_accepts(folded: &str) -> Option<String> {
     let Ok(out) = Command::new("inferno-flamegraph").arg(folded).output() else {
-        eprintln!(
-            "SKIPPED inferno check: inferno-flamegraph not installed (cargo xtask setup installs it)"
+        skip(
+            &format!("{} (its inferno-flamegraph part)", current_test()),
+            "inferno-flamegraph not installed (cargo xtask setup installs it)",
         );
         return None;
     };

@@ -1,6 +1,6 @@
 //! `fragtrace report FILE`: a recording through the same decode and analysis as the live run,
 //! on any machine, without root or eBPF. A recording cut short is reported up to the cut.
-use std::{io, process::ExitCode, str::FromStr};
+use std::{process::ExitCode, str::FromStr};
 
 use anyhow::Result;
 
@@ -129,9 +129,5 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
             args.file.display()
         );
     }
-    match lines.finish(&summary) {
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    crate::sink::ended_by(lines.finish(&summary))
 }
