@@ -2,37 +2,14 @@
 //! disk, a ring buffer overflowing while fragtrace cannot run, and other tracers on the same
 //! hooks. Nothing recorded may be lost silently, and nothing may be left behind.
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use fragtrace_tests::{
-    PipePressure, Tracer, fragtrace_bin, is_root_or_skip, of_type, skip, summary,
+    PipePressure, Scratch, Tracer, fragtrace_bin, is_root_or_skip, of_type, skip, summary,
 };
 use serde_json::Value;
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("fragtrace-faults-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A tmpfs of `size` mounted on a scratch directory, unmounted on drop.
 struct SmallDisk(Scratch);
