@@ -18,4 +18,6 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod survival;
+#[cfg(test)]
+mod test_support;
 pub mod zones;

@@ -410,6 +410,49 @@ impl PipePressure {
             pipe_max_size,
         })
     }
+
+    /// Runs the workload `pipe-pressure` (`exe`: the test's `env!("CARGO_BIN_EXE_pipe-pressure")`)
+    /// in the cgroup for `calls` calls; its result, `{"pid","enomem","ok"}`.
+    pub fn run(&self, exe: &str, calls: u32) -> Value {
+        let out = Command::new(exe)
+            .arg(&self.cgroup.dir)
+            .arg(calls.to_string())
+            .output()
+            .expect("run pipe-pressure");
+        assert!(
+            out.status.success(),
+            "pipe-pressure failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("pipe-pressure prints JSON")
+    }
+}
+
+/// A directory of the test's own under the temp dir, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("fragtrace-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Self(dir)
+    }
+
+    /// The path of `name` in it, as a string for command lines.
+    pub fn file(&self, name: &str) -> String {
+        self.0
+            .join(name)
+            .to_str()
+            .expect("a UTF-8 temp dir")
+            .to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `/sys/kernel/debug`, mounted for the test if it was not, and then unmounted on drop.

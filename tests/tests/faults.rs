@@ -2,35 +2,14 @@
 //! disk, a ring buffer overflowing while fragtrace cannot run, and other tracers on the same
 //! hooks. Nothing recorded may be lost silently, and nothing may be left behind.
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use fragtrace_tests::{PipePressure, Tracer, fragtrace_bin, is_root_or_skip, of_type, summary};
+use fragtrace_tests::{
+    PipePressure, Scratch, Tracer, fragtrace_bin, is_root_or_skip, of_type, skip, summary,
+};
 use serde_json::Value;
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("fragtrace-faults-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A tmpfs of `size` mounted on a scratch directory, unmounted on drop.
 struct SmallDisk(Scratch);
@@ -170,8 +149,9 @@ fn sigkill_leaves_nothing_behind() {
         return;
     }
     let Some(before) = fragtrace_programs() else {
-        eprintln!(
-            "SKIPPED sigkill_leaves_nothing_behind: bpftool not installed (cargo xtask setup installs it)"
+        skip(
+            "sigkill_leaves_nothing_behind",
+            "bpftool not installed (cargo xtask setup installs it)",
         );
         return;
     };
@@ -344,9 +324,9 @@ fn other_tracers_on_the_same_hooks_do_not_disturb_the_count() {
         .ok();
     let mut bpftrace_out = None;
     match &mut bpftrace {
-        None => eprintln!(
-            "SKIPPED bpftrace part of other_tracers_on_the_same_hooks_do_not_disturb_the_count: \
-             bpftrace not installed"
+        None => skip(
+            "other_tracers_on_the_same_hooks_do_not_disturb_the_count (its bpftrace part)",
+            "bpftrace not installed (cargo xtask setup installs it)",
         ),
         Some(child) => {
             let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());

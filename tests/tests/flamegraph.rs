@@ -1,42 +1,14 @@
 //! Folded stacks and flamegraphs from real failures and real high-order allocations, fed to the
 //! real consumers: inferno's `inferno-flamegraph`, and an XML parser for the SVG.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
+use std::{path::Path, process::Command};
+
+use fragtrace_tests::{
+    PipePressure, Scratch, Tracer, current_test, fragtrace_bin, is_root_or_skip, of_type, skip,
+    summary,
 };
 
-use fragtrace_tests::{PipePressure, Tracer, fragtrace_bin, is_root_or_skip, of_type, summary};
-use serde_json::Value;
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("fragtrace-fg-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn pipe_pressure(pressure: &PipePressure) -> u64 {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
-        .arg(&pressure.cgroup.dir)
-        .arg("16")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice::<Value>(&out.stdout).unwrap()["enomem"]
+    pressure.run(env!("CARGO_BIN_EXE_pipe-pressure"), 16)["enomem"]
         .as_u64()
         .unwrap()
 }
@@ -61,8 +33,9 @@ fn folded(path: &str) -> Vec<(String, u64)> {
 /// inferno's own tool must accept the folded file and draw it.
 fn inferno_accepts(folded: &str) -> Option<String> {
     let Ok(out) = Command::new("inferno-flamegraph").arg(folded).output() else {
-        eprintln!(
-            "SKIPPED inferno check: inferno-flamegraph not installed (cargo xtask setup installs it)"
+        skip(
+            &format!("{} (its inferno-flamegraph part)", current_test()),
+            "inferno-flamegraph not installed (cargo xtask setup installs it)",
         );
         return None;
     };

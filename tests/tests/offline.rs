@@ -201,17 +201,17 @@ fn follow_dev_kmsg_prints_the_report() {
     const TEST: &str = "follow_dev_kmsg_prints_the_report";
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED {TEST}: needs root to write to /dev/kmsg");
+        fragtrace_tests::skip(TEST, "needs root to write to /dev/kmsg");
         return;
     }
     let Some(devkmsg) = PrintkDevkmsg::set("on") else {
-        eprintln!("SKIPPED {TEST}: cannot set {PRINTK_DEVKMSG}");
+        fragtrace_tests::skip(TEST, &format!("cannot set {PRINTK_DEVKMSG}"));
         return;
     };
     let mut kmsg = match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("SKIPPED {TEST}: cannot open /dev/kmsg for writing: {e}");
+            fragtrace_tests::skip(TEST, &format!("cannot open /dev/kmsg for writing: {e}"));
             return;
         }
     };

@@ -6,7 +6,9 @@ use std::{
     process::{Command, Output},
 };
 
-use fragtrace_tests::{PipePressure, Tracer, fragtrace_bin, is_root_or_skip, of_type, summary};
+use fragtrace_tests::{
+    PipePressure, Scratch, Tracer, fragtrace_bin, is_root_or_skip, of_type, summary,
+};
 use serde_json::Value;
 
 fn report(file: &Path, args: &[&str]) -> Output {
@@ -30,12 +32,12 @@ struct Recorded {
     file: PathBuf,
     live: Vec<Value>,
     enomem: u64,
-    _dir: TempDir,
+    _dir: Scratch,
 }
 
 fn record_memcg_failures(tag: &str) -> Option<Recorded> {
     let pressure = PipePressure::prepare(tag)?;
-    let dir = TempDir::new(tag);
+    let dir = Scratch::new(tag);
     let file = dir.0.join("run.ftrec");
     let tracer = Tracer::start_command(&["record", "-o", file.to_str().unwrap()], &[]);
     let out = Command::new(env!("CARGO_BIN_EXE_pipe-pressure"))
@@ -185,7 +187,7 @@ fn a_cut_or_damaged_recording_is_reported_up_to_the_damage() {
 /// Not a recording, a newer format, a header cut short, no such file: one line, status 5.
 #[test]
 fn what_is_not_a_readable_recording_is_refused_with_one_line() {
-    let dir = TempDir::new("refuse");
+    let dir = Scratch::new("refuse");
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.0.join(name);
         std::fs::write(&p, bytes).unwrap();
@@ -216,24 +218,6 @@ fn what_is_not_a_readable_recording_is_refused_with_one_line() {
     }
 }
 
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("fragtrace-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `--cgroup`, `--container` and `--pod` select by the task's cgroup, live and in `report`.
 #[test]
 fn cgroup_filters_select_the_failing_tasks() {
@@ -249,7 +233,7 @@ fn cgroup_filters_select_the_failing_tasks() {
         "/{}",
         pressure.cgroup.dir.strip_prefix(mount).unwrap().display()
     );
-    let dir = TempDir::new("cgfilter");
+    let dir = Scratch::new("cgfilter");
     let file = dir.0.join("run.ftrec");
     let matching = Tracer::start(&["--cgroup", &path]);
     let elsewhere = Tracer::start(&["--cgroup", "/no-such-cgroup"]);

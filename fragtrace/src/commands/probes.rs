@@ -1,7 +1,7 @@
 //! `fragtrace probes`: tries every attach method of every hook on this kernel and reports.
-use std::{fmt::Write as _, io::Write as _, process::ExitCode};
+use std::{fmt::Write as _, process::ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
@@ -37,7 +37,7 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
         kernel_reads,
     };
     if args.json {
-        return print(&(serde_json::to_string(&report)? + "\n"));
+        return crate::sink::print_whole(&(serde_json::to_string(&report)? + "\n"));
     }
     let mut out = String::new();
     let _ = writeln!(out, "kernel {}", report.kernel);
@@ -78,16 +78,7 @@ pub fn run(args: ProbesArgs) -> Result<ExitCode> {
     for line in reads {
         let _ = writeln!(out, "{line}");
     }
-    print(&out)
-}
-
-/// Writes the report to stdout. A reader that went away (`probes | head -1`) is a normal end.
-fn print(out: &str) -> Result<ExitCode> {
-    match std::io::stdout().lock().write_all(out.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r.context("cannot write to standard output")?,
-    }
-    Ok(ExitCode::SUCCESS)
+    crate::sink::print_whole(&out)
 }
 
 fn kernel_release() -> String {

@@ -2,7 +2,7 @@
 //! run, on any machine, without root or eBPF. A recording cut short is reported up to the cut.
 //! A directory is a daemon's flight recorder: its segments are replayed oldest first, through
 //! one analysis, as if they were one recording.
-use std::{io, path::PathBuf, process::ExitCode, str::FromStr};
+use std::{path::PathBuf, process::ExitCode, str::FromStr};
 
 use anyhow::Result;
 
@@ -118,11 +118,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
             files.last().expect("one at least").display()
         );
     }
-    match lines.finish(&summary) {
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    crate::sink::ended_by(lines.finish(&summary))
 }
 
 /// The file, or a flight recorder directory's segments oldest first.

@@ -1,6 +1,6 @@
 //! `fragtrace [trace]` and `fragtrace record`: a live session printing each finding as it
 //! happens, until Ctrl-C, SIGTERM, SIGHUP or `--duration`, then the summary.
-use std::{io, path::Path, process::ExitCode, time::Duration};
+use std::{path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -140,12 +140,7 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
             ),
         ));
     }
-    match output_error {
-        // The reader went away (`| head`): a normal end.
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    crate::sink::ended_by(output_error)
 }
 
 fn status_text(attached: &str, c: &CounterValues, shown: u64, elapsed: Duration) -> String {

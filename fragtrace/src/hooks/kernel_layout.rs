@@ -207,7 +207,10 @@ mod tests {
     #[test]
     fn this_kernel_has_the_zone_layout() {
         let Ok(btf) = Btf::from_file(VMLINUX_BTF) else {
-            eprintln!("skipped: no {VMLINUX_BTF}");
+            crate::test_support::skip(
+                "this_kernel_has_the_zone_layout",
+                &format!("no {VMLINUX_BTF}"),
+            );
             return;
         };
         let globals: std::collections::HashMap<_, _> =
@@ -222,7 +225,10 @@ mod tests {
     #[test]
     fn this_kernel_has_the_memcg_layout() {
         let Ok(btf) = Btf::from_file(VMLINUX_BTF) else {
-            eprintln!("skipped: no {VMLINUX_BTF}");
+            crate::test_support::skip(
+                "this_kernel_has_the_memcg_layout",
+                &format!("no {VMLINUX_BTF}"),
+            );
             return;
         };
         let globals: std::collections::HashMap<_, _> =

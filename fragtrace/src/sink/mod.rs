@@ -23,6 +23,30 @@ use writer::{Chunk, Flush, Output, Writer};
 
 use crate::analysis::analyzer::Finding;
 
+/// Writes a command's whole output to standard output. A reader that went away (`| head`) is
+/// a normal end; another write error is one line and exit status 1.
+pub fn print_whole(text: &str) -> anyhow::Result<std::process::ExitCode> {
+    let written = io::stdout().lock().write_all(text.as_bytes());
+    ended_by(written.err())
+}
+
+/// How a command ends after writing its output: a reader that went away is a normal end.
+pub fn ended_by(error: Option<io::Error>) -> anyhow::Result<std::process::ExitCode> {
+    match error {
+        None => Ok(std::process::ExitCode::SUCCESS),
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(std::process::ExitCode::SUCCESS),
+        Some(e) => Err(anyhow::Error::new(e).context("cannot write to standard output")),
+    }
+}
+
+/// Whether an error comes from the reader of standard output going away (`| head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Creates (or truncates) an output file the user named, readable by its owner only (mode
 /// 0600, also when it existed), and never through a symbolic link.
 pub fn create_private(path: &Path) -> io::Result<File> {
@@ -157,5 +181,20 @@ impl EventLines {
             eprint!("{summary}");
         }
         err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_gone_is_a_normal_end() {
+        let e = anyhow::Error::from(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+        assert!(ended_by(Some(io::Error::from(io::ErrorKind::BrokenPipe))).is_ok());
+        let full = ended_by(Some(io::Error::from_raw_os_error(libc::ENOSPC))).unwrap_err();
+        assert!(format!("{full:#}").starts_with("cannot write to standard output"));
     }
 }

@@ -728,12 +728,15 @@ mod tests {
     fn real_cgroup_on_this_machine() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            println!("skipped: needs root to create a cgroup");
+            crate::test_support::skip(
+                "real_cgroup_on_this_machine",
+                "needs root to create a cgroup",
+            );
             return;
         }
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
         let Some(mount) = cgroup2_mount_from_mountinfo(&mountinfo) else {
-            println!("skipped: no cgroup2 mount");
+            crate::test_support::skip("real_cgroup_on_this_machine", "no cgroup2 mount here");
             return;
         };
         let mut resolver = ContainerResolver::new();

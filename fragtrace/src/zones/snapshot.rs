@@ -1,8 +1,8 @@
 //! `fragtrace snapshot`: one table per node and zone (free memory, watermarks, free blocks per
 //! order and migratetype, the kernel's indices) and a one-line verdict per zone.
-use std::{fmt::Write as _, io::Write as _, process::ExitCode};
+use std::{fmt::Write as _, process::ExitCode};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{Zone, ZoneState, index};
@@ -24,12 +24,7 @@ pub fn run(args: SnapshotArgs) -> Result<ExitCode> {
     } else {
         render_text(&state)
     };
-    match std::io::stdout().lock().write_all(out.as_bytes()) {
-        // The reader went away (`| head`): a normal end.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r.context("cannot write to standard output")?,
-    }
-    Ok(ExitCode::SUCCESS)
+    crate::sink::print_whole(&out)
 }
 
 /// A zone's state in one line: `ok`, `fragmentation` or `exhaustion`, with the numbers.
