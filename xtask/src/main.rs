@@ -54,6 +54,12 @@ enum Task {
     Lint,
     /// Build the daemon's OCI image FROM scratch with buildah (the binary and its libraries).
     Image(image::Options),
+    /// The daemon under mixed load for MINUTES (30): memory and file descriptors must stay
+    /// flat and every failure be accounted for (root). `cargo xtask test` runs 2 minutes of it.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,6 +104,25 @@ fn try_main() -> Result<()> {
         Task::Image(opts) => {
             setup::run()?;
             image::run_image(&opts)
+        }
+        Task::Soak { minutes } => {
+            setup::run()?;
+            build()?;
+            run(cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "--package",
+                    "fragtrace-tests",
+                    "--test",
+                    "soak",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                    "soak_long",
+                ])
+                .env("FRAGTRACE_SOAK_MINUTES", minutes.to_string())
+                .env("FRAGTRACE_BIN", root_dir().join("target/release/fragtrace")))
         }
     }
 }
