@@ -38,16 +38,42 @@ pub fn lock_memory() -> Result<(), String> {
     })
 }
 
+/// Whether reading the maps fragtrace holds open still needs a capability: kernels before 6.5
+/// with `kernel.unprivileged_bpf_disabled` set refuse every bpf() command, map lookups too,
+/// without CAP_BPF or CAP_SYS_ADMIN. Tried for real with `read_maps` on a thread of its own
+/// whose effective capabilities are cleared (capabilities belong to each thread).
+pub fn maps_need_capability(read_maps: impl FnOnce() -> bool + Send) -> bool {
+    use caps::CapSet;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| caps::clear(None, CapSet::Effective).is_ok() && !read_maps())
+            .join()
+            .unwrap_or(false)
+    })
+}
+
 /// Drops every capability once the programs are attached and the files fragtrace needs are
 /// open: what stays open (maps, the ring buffer, output files) needs none, and /proc and
 /// cgroupfs are readable without them. Memory locked on a finite memlock limit keeps
 /// CAP_IPC_LOCK, without which the locked pages of later allocations would count against
-/// that limit and could fail. Returns what was kept.
-pub fn drop_capabilities(memory_locked: bool) -> Result<Vec<String>, String> {
+/// that limit and could fail; `keep_bpf` (see `maps_need_capability`) keeps CAP_BPF, or
+/// CAP_SYS_ADMIN on kernels older than CAP_BPF (5.8). Returns what was kept.
+pub fn drop_capabilities(memory_locked: bool, keep_bpf: bool) -> Result<Vec<String>, String> {
     use caps::{CapSet, Capability, CapsHashSet};
     let mut keep = CapsHashSet::new();
     if memory_locked && !memlock_unlimited() {
         keep.insert(Capability::CAP_IPC_LOCK);
+    }
+    if keep_bpf {
+        let cap_bpf_known = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|t| t.trim().parse::<u8>().ok())
+            .is_some_and(|last| last >= Capability::CAP_BPF.index());
+        keep.insert(if cap_bpf_known {
+            Capability::CAP_BPF
+        } else {
+            Capability::CAP_SYS_ADMIN
+        });
     }
     let set = |which: CapSet, caps: &CapsHashSet| {
         caps::set(None, which, caps).map_err(|e| format!("cannot drop capabilities: {e}"))

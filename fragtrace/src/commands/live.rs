@@ -18,13 +18,15 @@ use crate::{
         tracefs,
     },
     error::{ExitStatus, fatal},
+    health::{Shed, TracerHealth},
+    hooks::outcome::HookJson,
     hooks::{
         catalog,
         loader::{self, HookStatus, KernelReads, Mode},
         preflight,
     },
-    pipeline::{Pipeline, Shed, TracerHealth},
-    sink::{json::HookJson, recording::Recorder, status},
+    pipeline::Pipeline,
+    sink::{recording::Recorder, status},
     source::{
         counters::{CounterValues, Counters},
         host::{Host, LiveHost, ZoneSample},
@@ -129,7 +131,7 @@ impl Live {
         let stack_maps = StackMaps::new(|name| loaded.take_map(name))?;
         let (drain, batches) = Drain::start(loaded.take_map("EVENTS")?)?;
 
-        let filter = Filter::from_args(&args.filter);
+        let filter = args.filter.filter();
         let mut pipeline = Pipeline {
             decoder,
             analyzer: Analyzer::new(vec![filter.clone()]),
@@ -176,7 +178,8 @@ impl Live {
         }
         // Everything that needed privilege is done: attached, opened, locked, read. (The
         // daemon's flight recorder creates its later segments as the owner of its directory.)
-        match survival::drop_capabilities(live.health.memory_locked) {
+        let keep_bpf = survival::maps_need_capability(|| live.counters.read().is_ok());
+        match survival::drop_capabilities(live.health.memory_locked, keep_bpf) {
             Ok(kept) => live.health.capabilities_kept = kept,
             Err(e) => {
                 warn(&e);

@@ -23,7 +23,7 @@ use std::{
     ffi::CString,
     fs,
     io::{Read, Seek, SeekFrom},
-    os::fd::RawFd,
+    os::{fd::RawFd, unix::process::CommandExt},
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
@@ -115,20 +115,32 @@ impl Scenario {
         let _ = kmsg();
         self.probes(fragtrace);
         tune_sysctls();
-        // The OOM killer must pick the pinner, never this program or fragtrace.
+        // The OOM killer must pick the pinner, never this program; fragtrace protects itself.
         let _ = fs::write("/proc/self/oom_score_adj", "-1000");
 
         // fragtrace runs through everything; ftrace counts the same window.
         let mut tracer = Tracer::start(fragtrace);
         match &tracer {
-            Ok(t) => self.info(
-                "fragtrace_started",
-                format!(
-                    "pid {}, ready in {:.1}s",
-                    t.pid(),
-                    t.ready_after.as_secs_f64()
-                ),
-            ),
+            Ok(t) => {
+                self.info(
+                    "fragtrace_started",
+                    format!(
+                        "pid {}, ready in {:.1}s",
+                        t.pid(),
+                        t.ready_after.as_secs_f64()
+                    ),
+                );
+                let score = fs::read_to_string(format!("/proc/{}/oom_score_adj", t.pid()))
+                    .unwrap_or_default();
+                self.check(
+                    "fragtrace_oom_score_adj",
+                    score.trim() == "-1000",
+                    format!(
+                        "fragtrace started at 0 and set its own oom_score_adj to {}",
+                        score.trim()
+                    ),
+                );
+            }
             Err(e) => self.check("fragtrace_started", false, e.clone()),
         }
         let ftrace = Ftrace::start();
@@ -446,7 +458,12 @@ impl Scenario {
             Err(e) => return self.check("fragtrace_output", false, e),
         };
         let own: BTreeSet<i32> = tr.tids.iter().copied().collect();
-        let counted: Vec<&FtEvent> = ft.events.iter().filter(|e| !own.contains(&e.pid)).collect();
+        let fragtrace_pid = tr.pid;
+        let counted: Vec<&FtEvent> = ft
+            .events
+            .iter()
+            .filter(|e| !own.contains(&e.pid) && e.tgid != Some(fragtrace_pid))
+            .collect();
         // Entries the ring buffer overwrote were failures too (the filter keeps nothing else).
         let ft_total = counted.len() as i64 + ft.overrun as i64;
         let fails = &tr.fails;
@@ -1856,6 +1873,7 @@ struct Ftrace;
 struct FtEvent {
     comm: String,
     pid: i32,
+    tgid: Option<i32>,
     order: u32,
     gfp: String,
 }
@@ -1871,6 +1889,9 @@ impl Ftrace {
         write(&format!("{EVENT}/enable"), "0")?;
         write(&format!("{TRACING}/buffer_size_kb"), "8192")?;
         write(&format!("{TRACING}/trace"), "")?;
+        // Each line names its thread group too, so fragtrace's own allocations (which it does
+        // not trace) are known even from threads that have exited by the end.
+        write(&format!("{TRACING}/options/record-tgid"), "1")?;
         // The tracepoint records pfn = -1UL for a NULL page.
         write(&format!("{EVENT}/filter"), "pfn == 18446744073709551615")?;
         write(&format!("{EVENT}/enable"), "1")?;
@@ -1888,7 +1909,12 @@ impl Ftrace {
             .lines()
             .filter(|l| !l.starts_with('#') && l.contains("mm_page_alloc:"))
         {
-            let task = l.split(" [").next().unwrap_or("").trim();
+            // `comm-tid (tgid) [cpu] ...`; the tgid reads `-------` when the kernel lost it.
+            let head = l.split(" [").next().unwrap_or("").trim();
+            let (task, tgid) = match head.rsplit_once(" (") {
+                Some((task, tgid)) => (task.trim(), tgid.trim_end_matches(')').trim().parse().ok()),
+                None => (head, None),
+            };
             let (comm, pid) = task.rsplit_once('-').unwrap_or((task, "0"));
             let field = |k: &str| {
                 l.split_whitespace()
@@ -1899,6 +1925,7 @@ impl Ftrace {
             events.push(FtEvent {
                 comm: comm.to_string(),
                 pid: pid.parse().unwrap_or(0),
+                tgid,
                 order: field("order=").parse().unwrap_or(u32::MAX),
                 gfp: field("gfp_flags="),
             });
@@ -2006,6 +2033,7 @@ struct TracerOutput {
     summary: Option<Value>,
     summary_by_order: Option<BTreeMap<u32, usize>>,
     dropped: Option<u64>,
+    pid: i32,
     tids: Vec<i32>,
     exit_ok: bool,
     status: String,
@@ -2017,15 +2045,21 @@ impl Tracer {
         let out = fs::File::create("/tmp/fragtrace.jsonl").map_err(|e| e.to_string())?;
         let err = fs::File::create("/tmp/fragtrace.err").map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let mut child = Command::new(bin)
+        // fragtrace starts as any tool would, at OOM score 0 (not this program's -1000), and
+        // must protect itself.
+        let mut command = Command::new(bin);
+        // SAFETY: one write(2) to a procfs file between fork and exec.
+        unsafe {
+            command.pre_exec(|| fs::write("/proc/self/oom_score_adj", "0"));
+        }
+        let mut child = command
             .args(["--json", "--no-status", "--duration", "900"])
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
             .map_err(|e| format!("cannot start {bin}: {e}"))?;
-        // Ready when its BPF links / perf events stop growing in number for 1.5 s.
-        let pid = child.id();
-        let mut last = (0usize, Instant::now());
+        // Ready when it says so: the line it prints once every hook is attached and the drain
+        // runs (the count of its BPF fds can stall for seconds mid-load on slow kernels).
         loop {
             if let Ok(Some(st)) = child.try_wait() {
                 return Err(format!(
@@ -2033,34 +2067,19 @@ impl Tracer {
                     last_line(&fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default())
                 ));
             }
-            let n = fs::read_dir(format!("/proc/{pid}/fd"))
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| {
-                            fs::read_link(e.path())
-                                .map(|l| {
-                                    let l = l.to_string_lossy();
-                                    l.contains("bpf_link")
-                                        || l.contains("perf_event")
-                                        || l.contains("bpf-prog")
-                                })
-                                .unwrap_or(false)
-                        })
-                        .count()
-                })
-                .unwrap_or(0);
-            if n != last.0 {
-                last = (n, Instant::now());
-            } else if n > 0 && last.1.elapsed() > Duration::from_millis(1500) {
+            let err = fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default();
+            if err.contains("fragtrace: tracing;") {
                 break;
             }
             if started.elapsed() > Duration::from_secs(90) {
                 let _ = child.kill();
-                return Err(format!("fragtrace attached nothing in 90 s ({n} bpf fds)"));
+                return Err(format!(
+                    "fragtrace did not report tracing within 90 s: {}",
+                    last_line(&err)
+                ));
             }
-            sleep(Duration::from_millis(200));
+            sleep(Duration::from_millis(50));
         }
-        let _ = fs::write(format!("/proc/{pid}/oom_score_adj"), "-1000");
         Ok(Self {
             ready_after: started.elapsed(),
             child,
@@ -2103,6 +2122,7 @@ impl Tracer {
             summary: None,
             summary_by_order: None,
             dropped: None,
+            pid,
             tids,
             exit_ok: status.is_some_and(|s| s.success()),
             status: status.map_or("killed after 60 s without exiting on SIGINT".into(), |s| {
