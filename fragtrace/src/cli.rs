@@ -152,6 +152,14 @@ pub struct TraceArgs {
     pub tracefs: Option<PathBuf>,
 }
 
+/// Where the daemon's failures come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DaemonSource {
+    Auto,
+    Ebpf,
+    KernelLog,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct RecordArgs {
     /// The recording to write (created with mode 0600; an existing file is replaced).
@@ -185,6 +193,11 @@ pub struct ProbesArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DaemonArgs {
+    /// Where failures come from: `ebpf` (the hooks), `kernel-log` (reports diagnosed from
+    /// /dev/kmsg, as `analyze-log --follow` does: for kernels where no hook can attach), or
+    /// `auto`: the hooks, else the kernel log.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: DaemonSource,
     /// Where to serve /metrics and /healthz over HTTP. Nothing there changes fragtrace, but
     /// anyone who reaches it can read the metrics: keep it on loopback or the pod's own IP.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9464")]
@@ -281,6 +294,20 @@ fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("`{text}` is below the 1MiB minimum"));
     }
     Ok(bytes)
+}
+
+impl FilterArgs {
+    /// The filter these options ask for.
+    pub fn filter(&self) -> crate::analysis::filter::Filter {
+        crate::analysis::filter::Filter {
+            min_order: self.min_order,
+            pid: self.pid,
+            comm: self.comm.clone(),
+            cgroup: self.cgroup.clone(),
+            container: self.container.clone(),
+            pod: self.pod.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -250,18 +250,75 @@ pub struct FileRestore {
 
 impl FileRestore {
     pub fn set(path: &str, value: &str) -> Self {
-        let old = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        std::fs::write(path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
-        Self {
+        Self::try_set(path, value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The same, or why it could not be set.
+    pub fn try_set(path: &str, value: &str) -> Result<Self, String> {
+        let old = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        // Some sysctls (printk_devkmsg) take a whole line: without its newline the write is EINVAL.
+        std::fs::write(path, format!("{}\n", value.trim_end()))
+            .map_err(|e| format!("write {path}: {e}"))?;
+        Ok(Self {
             path: path.into(),
             old: old.trim().into(),
-        }
+        })
+    }
+
+    /// The value it had, restored on drop.
+    pub fn old(&self) -> &str {
+        &self.old
     }
 }
 
 impl Drop for FileRestore {
     fn drop(&mut self) {
-        let _ = std::fs::write(&self.path, &self.old);
+        if let Err(e) = std::fs::write(&self.path, format!("{}\n", self.old)) {
+            eprintln!(
+                "warning: could not restore {} to {}: {e}",
+                self.path, self.old
+            );
+        }
+    }
+}
+
+/// `kernel.printk_devkmsg`, which lets root write records into the kernel log at any rate.
+pub const PRINTK_DEVKMSG: &str = "/proc/sys/kernel/printk_devkmsg";
+
+/// /dev/kmsg opened for writing, with `printk_devkmsg=on` until drop: a test writes real
+/// kernel-log records (as root). Skips the test, with why, where that cannot be done.
+pub fn kmsg_writer(test: &str) -> Option<(std::fs::File, FileRestore)> {
+    if !is_root() {
+        skip(test, "needs root to write to /dev/kmsg");
+        return None;
+    }
+    let devkmsg = match FileRestore::try_set(PRINTK_DEVKMSG, "on") {
+        Ok(r) => r,
+        Err(e) => {
+            skip(test, &format!("cannot set {PRINTK_DEVKMSG}: {e}"));
+            return None;
+        }
+    };
+    match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        Ok(f) => Some((f, devkmsg)),
+        Err(e) => {
+            skip(test, &format!("cannot open /dev/kmsg for writing: {e}"));
+            None
+        }
+    }
+}
+
+/// Writes a kernel log (syslog or dmesg lines) into /dev/kmsg, one record per line at level
+/// warning, with the syslog prefix cut and the task `exe` renamed to `comm`.
+pub fn write_kmsg(kmsg: &mut std::fs::File, log: &str, comm: &str) {
+    use std::io::Write;
+    for line in log.lines() {
+        let msg = line
+            .split_once(" kernel: ")
+            .map_or(line, |(_, m)| m)
+            .replace("exe:", &format!("{comm}:"));
+        kmsg.write_all(format!("<4>{msg}\n").as_bytes())
+            .expect("write a record to /dev/kmsg");
     }
 }
 
@@ -437,6 +494,10 @@ impl Scratch {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create a scratch directory");
         Self(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
     }
 
     /// The path of `name` in it, as a string for command lines.

@@ -165,66 +165,18 @@ fn follow_file_prints_each_report_once_complete() {
     follow.stop();
 }
 
-/// Sets `kernel.printk_devkmsg` and restores the previous value on drop, also on panic.
-struct PrintkDevkmsg {
-    old: String,
-}
-
-const PRINTK_DEVKMSG: &str = "/proc/sys/kernel/printk_devkmsg";
-
-impl PrintkDevkmsg {
-    fn set(value: &str) -> Option<Self> {
-        let old = std::fs::read_to_string(PRINTK_DEVKMSG).ok()?;
-        // The sysctl takes a whole line: without its newline the write is EINVAL.
-        std::fs::write(PRINTK_DEVKMSG, format!("{value}\n")).ok()?;
-        Some(Self {
-            old: old.trim().to_string(),
-        })
-    }
-}
-
-impl Drop for PrintkDevkmsg {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(PRINTK_DEVKMSG, format!("{}\n", self.old)) {
-            eprintln!(
-                "warning: could not restore {PRINTK_DEVKMSG} to {}: {e}",
-                self.old
-            );
-        }
-    }
-}
-
 /// The same on this machine's /dev/kmsg: the report is written into the kernel log record by
 /// record (as root, with the rate limit lifted) and read back in the kmsg record format.
 #[test]
 fn follow_dev_kmsg_prints_the_report() {
     const TEST: &str = "follow_dev_kmsg_prints_the_report";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        fragtrace_tests::skip(TEST, "needs root to write to /dev/kmsg");
+    let Some((mut kmsg, devkmsg)) = fragtrace_tests::kmsg_writer(TEST) else {
         return;
-    }
-    let Some(devkmsg) = PrintkDevkmsg::set("on") else {
-        fragtrace_tests::skip(TEST, &format!("cannot set {PRINTK_DEVKMSG}"));
-        return;
-    };
-    let mut kmsg = match std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        Ok(f) => f,
-        Err(e) => {
-            fragtrace_tests::skip(TEST, &format!("cannot open /dev/kmsg for writing: {e}"));
-            return;
-        }
     };
     let follow = Follow::start("/dev/kmsg");
     // The report's messages without their syslog prefix, one record each, at level warning.
     let tag = format!("fragtrace-test-{}", std::process::id());
-    for line in SEED_002.lines() {
-        let msg = line
-            .split_once(" kernel: ")
-            .map_or(line, |(_, m)| m)
-            .replace("exe:", &format!("{tag}:"));
-        kmsg.write_all(format!("<4>{msg}\n").as_bytes()).unwrap();
-    }
+    fragtrace_tests::write_kmsg(&mut kmsg, SEED_002, &tag);
     let got = follow
         .next(Duration::from_secs(5))
         .expect("no diagnosis within 5 s of writing the report to /dev/kmsg");
@@ -234,10 +186,12 @@ fn follow_dev_kmsg_prints_the_report() {
     assert_eq!(got["largest_free_order"], 5);
     assert!(got["timestamp"].is_string(), "{got}");
     follow.stop();
-    let before = devkmsg.old.clone();
+    let before = devkmsg.old().to_string();
     drop(devkmsg);
     assert_eq!(
-        std::fs::read_to_string(PRINTK_DEVKMSG).unwrap().trim(),
+        std::fs::read_to_string(fragtrace_tests::PRINTK_DEVKMSG)
+            .unwrap()
+            .trim(),
         before,
         "printk_devkmsg restored"
     );

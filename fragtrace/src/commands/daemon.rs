@@ -19,7 +19,7 @@ use tokio::{
 
 use super::live::{self, Live, ZONE_SAMPLE_PERIOD, warn};
 use crate::{
-    cli::DaemonArgs,
+    cli::{DaemonArgs, DaemonSource},
     decode::event::MonotonicClock,
     error::{ExitStatus, fatal},
     sink::{
@@ -28,6 +28,7 @@ use crate::{
         http::{self, Health},
         metrics::{Metrics, Scrape},
     },
+    survival,
 };
 
 /// A flight recorder that failed to write is tried again after this long.
@@ -89,12 +90,39 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
         .map(|dir| FlightRecorder::open(dir, args.flight_recorder_size))
         .transpose()?;
 
-    let mut live = Live::attach(&args.session(), None)?;
+    let attached = match args.source {
+        DaemonSource::KernelLog => Err("--source kernel-log".to_string()),
+        DaemonSource::Ebpf => Ok(Live::attach(&args.session(), None)?),
+        DaemonSource::Auto => match Live::attach(&args.session(), None) {
+            Ok(live) => Ok(live),
+            // No hook attaches here (an old or locked-down kernel), or no privilege for eBPF:
+            // the kernel log still tells of failures and OOM kills.
+            Err(e)
+                if [ExitStatus::Unsupported as u8, ExitStatus::Permission as u8]
+                    .contains(&crate::error::exit_status_of(&e)) =>
+            {
+                Err(crate::error::one_line(&e))
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let mut live = match attached {
+        Ok(live) => live,
+        Err(why) => {
+            let signals = Signals {
+                sigint,
+                sigterm,
+                sighup,
+            };
+            let result = from_kernel_log(why, &args, &health, &mut scrapes, signals).await;
+            server.abort();
+            return result;
+        }
+    };
     live.pipeline.lines = lines;
-    live.pipeline.metrics = Some(Metrics::new(
-        &live.hooks,
-        live.pipeline.decoder.migratetypes.names(),
-    ));
+    let mut metrics = Metrics::new(&live.hooks, live.pipeline.decoder.migratetypes.names());
+    metrics.set_source("ebpf", String::new());
+    live.pipeline.metrics = Some(metrics);
     if let Some(fr) = &mut flight {
         live.begin_recording(&fr.next_segment())?;
     }
@@ -158,6 +186,121 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
         && !outputs.events_failure_told
     {
         warn(&format!("event lines: {e}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+/// The daemon where no hook attaches: page allocation failure and OOM-killer reports read from
+/// /dev/kmsg as the kernel prints them, diagnosed as `analyze-log` does, counted in the same
+/// series; zone gauges from /proc as usual.
+async fn from_kernel_log(
+    why: String,
+    args: &DaemonArgs,
+    health: &Health,
+    scrapes: &mut mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
+    mut signals: Signals,
+) -> Result<ExitCode> {
+    warn(&format!(
+        "eBPF unavailable ({why}): counting failures from the kernel log (/dev/kmsg) instead"
+    ));
+    if args.events.is_some() || args.flight_recorder.is_some() {
+        warn(
+            "--events and --flight-recorder carry hook events: from the kernel log, only the metrics are kept",
+        );
+    }
+    let oom_score_adj = match survival::set_oom_score_adj(args.oom_score_adj) {
+        Ok(()) => Some(args.oom_score_adj),
+        Err(e) => {
+            warn(&format!("{e}: the OOM killer may choose fragtrace"));
+            None
+        }
+    };
+    let mut follower = crate::offline::follow::Follower::start(None)?;
+    let memory_locked = match survival::lock_memory() {
+        Ok(()) => true,
+        Err(e) => {
+            warn(&format!("{e}: memory pressure may stall fragtrace"));
+            false
+        }
+    };
+    // /dev/kmsg is open: no privilege is needed any more.
+    if let Err(e) = survival::drop_capabilities(memory_locked, false) {
+        warn(&e);
+    }
+    let (tx, mut reports) = mpsc::channel(256);
+    let reader_alive = Arc::new(std::sync::atomic::AtomicU64::new(
+        MonotonicClock::monotonic_now_ns(),
+    ));
+    let alive = reader_alive.clone();
+    std::thread::Builder::new()
+        .name("fragtrace-kmsg".into())
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let mut done = Vec::new();
+            loop {
+                let open = follower.poll(&mut done);
+                alive.store(
+                    MonotonicClock::monotonic_now_ns(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                for inc in done.drain(..) {
+                    if tx.blocking_send(crate::offline::counted(&inc)).is_err() {
+                        return;
+                    }
+                }
+                if !open {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the kernel-log reader")?;
+    let mut metrics = Metrics::new(&[], &[]);
+    metrics.set_source("kernel_log", why);
+    health.attached(1, "the kernel log (/dev/kmsg)".into());
+    eprintln!(
+        "fragtrace: daemon serving http://{}/metrics and /healthz",
+        args.listen
+    );
+    let mut zones = crate::source::host::ZoneSample::read();
+    let deadline = tokio::time::sleep(
+        args.duration
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+    );
+    tokio::pin!(deadline);
+    let mut zone_tick = tokio::time::interval(ZONE_SAMPLE_PERIOD);
+    zone_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = signals.sigint.recv() => break,
+            _ = signals.sigterm.recv() => break,
+            _ = signals.sighup.recv() => {}
+            _ = &mut deadline => break,
+            _ = tick.tick() => {}
+            _ = zone_tick.tick() => zones = crate::source::host::ZoneSample::read(),
+            Some(c) = reports.recv() => metrics.kernel_log(&c),
+            Some(reply) = scrapes.recv() => {
+                let _ = reply.send(metrics.render(Scrape {
+                    counters: None,
+                    zones: zones.clone(),
+                    now_ns: MonotonicClock::monotonic_now_ns(),
+                    shed: Default::default(),
+                    undecodable: 0,
+                    memory_locked,
+                    oom_score_adj,
+                    flight_recorder_bytes: None,
+                }));
+            }
+        }
+        health.beat(reader_alive.load(std::sync::atomic::Ordering::Relaxed));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::Result;
 
-use super::{Pipeline, Sink};
+use super::{Pipeline, Sink, logparse::Incident};
 use crate::error::{ExitStatus, fatal};
 
 /// A report is complete once no line has come for this long.
@@ -42,44 +42,80 @@ fn install_signal_handlers() {
 
 pub fn run(file: Option<&PathBuf>, sink: &mut Sink) -> Result<ExitCode> {
     install_signal_handlers();
-    let (tx, rx) = mpsc::sync_channel::<String>(4096);
-    let source = match file.map(|p| p.as_path()) {
-        Some(p) if p.as_os_str() == "-" => Source::Stdin,
-        Some(p) if p == Path::new("/dev/kmsg") => Source::Kmsg(p.to_path_buf()),
-        Some(p) => Source::File(p.to_path_buf()),
-        None => Source::Kmsg(PathBuf::from("/dev/kmsg")),
-    };
-    source.start(tx)?;
-    let mut pipeline = Pipeline::new();
+    let mut follower = Follower::start(file)?;
     let mut done = Vec::new();
-    let mut last_line = Instant::now();
-    loop {
-        if STOP.load(Ordering::SeqCst) {
-            break;
-        }
-        match rx.recv_timeout(POLL) {
-            Ok(line) => {
-                pipeline.push_line(&line, &mut done);
-                last_line = Instant::now();
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if pipeline.has_pending() && last_line.elapsed() >= QUIET {
-                    pipeline.idle(HOLD, &mut done);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
+    while !STOP.load(Ordering::SeqCst) {
+        let open = follower.poll(&mut done);
         for inc in done.drain(..) {
             sink.print(&inc)?;
         }
         sink.flush()?;
+        if !open {
+            break;
+        }
     }
-    pipeline.finish(&mut done);
+    follower.finish(&mut done);
     for inc in done.drain(..) {
         sink.print(&inc)?;
     }
     sink.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A kernel log followed as it grows: raw lines from a reader thread, reports out as soon as
+/// they are complete. `analyze-log --follow` prints them; the daemon counts them when its hooks
+/// cannot attach.
+pub struct Follower {
+    rx: mpsc::Receiver<String>,
+    pipeline: Pipeline,
+    last_line: Instant,
+}
+
+impl Follower {
+    /// Opens `file` (`-`: standard input; none: /dev/kmsg) and starts reading new lines.
+    pub fn start(file: Option<&PathBuf>) -> Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<String>(4096);
+        let source = match file.map(|p| p.as_path()) {
+            Some(p) if p.as_os_str() == "-" => Source::Stdin,
+            Some(p) if p == Path::new("/dev/kmsg") => Source::Kmsg(p.to_path_buf()),
+            Some(p) => Source::File(p.to_path_buf()),
+            None => Source::Kmsg(PathBuf::from("/dev/kmsg")),
+        };
+        source.start(tx)?;
+        Ok(Self {
+            rx,
+            pipeline: Pipeline::new(),
+            last_line: Instant::now(),
+        })
+    }
+
+    /// Waits up to a poll period for lines; appends the reports completed meanwhile. False
+    /// once the source has ended.
+    pub fn poll(&mut self, done: &mut Vec<Incident>) -> bool {
+        match self.rx.recv_timeout(POLL) {
+            Ok(line) => {
+                self.pipeline.push_line(&line, done);
+                self.last_line = Instant::now();
+                // Whatever else is queued, without waiting.
+                while let Ok(line) = self.rx.try_recv() {
+                    self.pipeline.push_line(&line, done);
+                }
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if self.pipeline.has_pending() && self.last_line.elapsed() >= QUIET {
+                    self.pipeline.idle(HOLD, done);
+                }
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    /// The reports still under way, as they stand.
+    pub fn finish(&mut self, done: &mut Vec<Incident>) {
+        self.pipeline.finish(done);
+    }
 }
 
 enum Source {

@@ -3,11 +3,11 @@
 //! or following a live log.
 pub mod analyze;
 pub mod dumps;
-mod follow;
+pub mod follow;
 pub mod gfp_layouts;
 pub mod lines;
 pub mod logparse;
-mod report;
+pub mod report;
 pub mod runtime;
 
 use std::{
@@ -79,6 +79,11 @@ impl Sink {
         self.out.flush()?;
         Ok(())
     }
+}
+
+/// What one incident adds to the daemon's counters.
+pub fn counted(inc: &logparse::Incident) -> report::Counted {
+    report::Report::new(inc).counted()
 }
 
 /// One incident's diagnosis as its JSON line and its text (the fuzz targets drive this).

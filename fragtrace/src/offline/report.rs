@@ -20,6 +20,40 @@ pub struct Report {
     verdict: Verdict,
 }
 
+/// What a diagnosis from the kernel log adds to the daemon's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub comm: String,
+    /// A page allocation failure: its order (when printed), verdict, and whether a netns
+    /// creation was under way.
+    pub failure: Option<(Option<u32>, &'static str, bool)>,
+    /// An OOM kill, by kind: `cgroup`, `fragmentation`, `exhaustion` or `unknown`.
+    pub oom_kill: Option<&'static str>,
+}
+
+impl Report {
+    pub fn counted(&self) -> Counted {
+        let j = &self.json;
+        let oom_kind = |o: &OomJson| {
+            if o.constraint.as_deref() == Some("CONSTRAINT_MEMCG") || o.memcg.is_some() {
+                "cgroup"
+            } else {
+                match j.verdict {
+                    VerdictKind::Fragmentation => "fragmentation",
+                    VerdictKind::Exhaustion => "exhaustion",
+                    _ => "unknown",
+                }
+            }
+        };
+        Counted {
+            comm: j.comm.clone(),
+            failure: (j.trigger == "page_allocation_failure")
+                .then(|| (j.order, j.verdict.as_str(), j.netns)),
+            oom_kill: j.oom_kill.as_ref().map(oom_kind),
+        }
+    }
+}
+
 /// The `log_failure` JSON object.
 #[derive(Serialize)]
 pub struct LogFailure {

@@ -36,9 +36,10 @@ use crate::{
         stalls::Stall,
     },
     decode::event::What,
+    health::Shed,
     hooks::catalog,
-    pipeline::Shed,
-    sink::json::HookJson,
+    hooks::outcome::HookJson,
+    offline::report::Counted,
     source::{counters::CounterValues, host::ZoneSample},
     zones::{index, verdict::VerdictKind},
 };
@@ -84,6 +85,12 @@ struct FailureLabels {
     order: u32,
     verdict: &'static str,
     netns: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -356,6 +363,42 @@ impl Metrics {
             oom_kills,
             slab_failures,
             events,
+        }
+    }
+
+    /// Where the failures counted come from: `ebpf` (the hooks), or `kernel_log` (/dev/kmsg,
+    /// where no hook could attach: `reason` says why).
+    pub fn set_source(&mut self, source: &'static str, reason: String) {
+        let family = Family::<SourceLabels, Gauge>::default();
+        family
+            .get_or_create(&SourceLabels { source, reason })
+            .set(1);
+        self.registry.register(
+            "fragtrace_source",
+            "Where the failures counted come from: the eBPF hooks, or the kernel log where \
+             no hook could attach (and why)",
+            family,
+        );
+    }
+
+    /// A report diagnosed from the kernel log (`--source kernel-log`, or where no hook
+    /// attaches): the same failure and OOM series as from the hooks.
+    pub fn kernel_log(&mut self, c: &Counted) {
+        if let Some((order, verdict, netns)) = c.failure {
+            if let Some(order) = order {
+                self.failures
+                    .get_or_create(&FailureLabels {
+                        order: order.min(ORDER_BUCKETS as u32 - 1),
+                        verdict,
+                        netns: if netns { "yes" } else { "no" },
+                    })
+                    .inc();
+            }
+            let comm = self.comms.value(&c.comm);
+            self.by_comm.get_or_create(&CommLabels { comm }).inc();
+        }
+        if let Some(kind) = c.oom_kill {
+            self.oom_kills.get_or_create(&KindLabels { kind }).inc();
         }
     }
 
@@ -896,7 +939,7 @@ mod tests {
             attached: method.is_some(),
             available: method.iter().map(|m| m.to_string()).collect(),
             unavailable: if method.is_none() {
-                vec![crate::sink::json::MethodError {
+                vec![crate::hooks::outcome::MethodError {
                     method: "fexit(copy_net_ns)".into(),
                     error: "refused: EPERM".into(),
                 }]
