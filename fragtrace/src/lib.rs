@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod decode;
 pub mod error;
+pub mod health;
 pub mod hooks;
 pub mod offline;
 pub mod pipeline;

@@ -12,11 +12,6 @@ use serde_json::Value;
 
 use crate::fragtrace_bin;
 
-/// Marks a test as skipped, with why (the shared helper: `cargo xtask test` counts it).
-pub fn skipped(test: &str, reason: &str) {
-    crate::skip(test, reason);
-}
-
 /// Whether `tool` runs here (`tool --version`).
 pub fn have(tool: &str) -> bool {
     Command::new(tool)
@@ -30,28 +25,6 @@ pub fn have(tool: &str) -> bool {
 /// The workspace root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A fresh directory under the system's temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("fragtrace-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create a temp dir");
-        Self(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -249,13 +222,13 @@ pub fn yaml_documents(path: &Path) -> Option<Vec<Value>> {
 pub struct Prometheus {
     child: Child,
     pub url: String,
-    _dir: TempDir,
+    _dir: crate::Scratch,
 }
 
 impl Prometheus {
     /// Scrapes `targets` every second and evaluates `rule_files` every second.
     pub fn start(tag: &str, targets: &[&str], rule_files: &[PathBuf]) -> Self {
-        let dir = TempDir::new(&format!("prometheus-server-{tag}"));
+        let dir = crate::Scratch::new(&format!("prometheus-server-{tag}"));
         let rules: Vec<String> = rule_files
             .iter()
             .map(|p| format!("  - {}", std::fs::canonicalize(p).unwrap().display()))

@@ -90,21 +90,21 @@ fn ready(test: &str) -> Option<(String, String)> {
         return None;
     }
     if !have("podman") {
-        skipped(test, "podman not installed (cargo xtask setup installs it)");
+        skip(test, "podman not installed (cargo xtask setup installs it)");
         return None;
     }
     let (Ok(image), Ok(workload)) = (
         std::env::var("FRAGTRACE_IMAGE"),
         std::env::var("FRAGTRACE_WORKLOAD_IMAGE"),
     ) else {
-        skipped(
+        skip(
             test,
             "FRAGTRACE_IMAGE/FRAGTRACE_WORKLOAD_IMAGE unset: cargo xtask test builds the images",
         );
         return None;
     };
     if yaml_documents(&repo().join("deploy/kubernetes/service.yaml")).is_none() {
-        skipped(
+        skip(
             test,
             "python3 has no yaml module (cargo xtask setup installs it)",
         );
@@ -267,7 +267,7 @@ fn run_daemon(spec: &Spec, image: &str, drop: Option<&str>, default_seccomp: boo
         std::process::id()
     );
     let _guard = Containers(vec![name.clone()]);
-    let dir = TempDir::new(&name);
+    let dir = Scratch::new(&name);
     let port = free_port();
     let args = spec.run_args(image, &name, port, dir.path(), drop, default_seccomp);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -316,7 +316,7 @@ fn image_attributes_memcg_failures_to_the_container() {
         return;
     };
     if !std::path::Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
-        return skipped(
+        return skip(
             name,
             "no cgroup v1 memory controller (the workload's limit)",
         );
@@ -328,7 +328,7 @@ fn image_attributes_memcg_failures_to_the_container() {
         format!("fragtrace-hog-{pid}"),
     );
     let _guard = Containers(vec![daemon.clone(), hog.clone()]);
-    let dir = TempDir::new("container-flight");
+    let dir = Scratch::new("container-flight");
     let port = free_port();
     let args = spec.run_args(&image, &daemon, port, dir.path(), None, false);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -496,7 +496,7 @@ fn each_daemonset_grant_is_needed() {
                     read_number("/proc/sys/kernel/perf_event_paranoid"),
                 );
                 if !(kptr == 1 || (kptr == 0 && paranoid > 1)) {
-                    skipped(
+                    skip(
                         &test,
                         &format!(
                             "kptr_restrict {kptr}, perf_event_paranoid {paranoid}: CAP_SYSLOG changes nothing here"
@@ -511,7 +511,7 @@ fn each_daemonset_grant_is_needed() {
             }
             "IPC_LOCK" => {
                 if memlock == libc::RLIM_INFINITY {
-                    skipped(
+                    skip(
                         &test,
                         "RLIMIT_MEMLOCK is unlimited here: mlockall needs no capability",
                     );
@@ -530,7 +530,7 @@ fn each_daemonset_grant_is_needed() {
             }
             "SYS_RESOURCE" => {
                 if !in_bounding_set(CAP_SYS_RESOURCE) {
-                    skipped(
+                    skip(
                         &test,
                         "this machine's capability bounding set lacks CAP_SYS_RESOURCE: no container here can hold it, so its effect cannot be shown",
                     );

@@ -4,7 +4,7 @@
 //! generous liveness on /healthz, amd64 only, every node, read-only host mounts.
 use std::process::Command;
 
-use fragtrace_tests::daemon::*;
+use fragtrace_tests::{Scratch, daemon::*, skip};
 use serde_json::Value;
 
 const CORE: [&str; 4] = [
@@ -20,7 +20,7 @@ fn have_validator(test: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        skipped(
+        skip(
             test,
             "kubernetes-validate not installed (cargo xtask setup installs it)",
         );
@@ -57,7 +57,7 @@ fn core_kinds_validate_against_the_api_schemas() {
         );
     }
     // The check can fail: a misspelt field is refused (strict validation).
-    let tmp = TempDir::new("kube-validate");
+    let tmp = Scratch::new("kube-validate");
     let bad = tmp.path().join("daemonset.yaml");
     let text = std::fs::read_to_string(dir.join("daemonset.yaml")).unwrap();
     std::fs::write(&bad, text.replace("hostPID", "hostPid")).unwrap();
@@ -75,7 +75,7 @@ fn daemonset() -> (Value, String) {
 fn daemonset_grants_least_privilege_and_listens_on_the_pod_ip() {
     let name = "daemonset_grants_least_privilege_and_listens_on_the_pod_ip";
     if yaml_documents(&repo().join("deploy/kubernetes/service.yaml")).is_none() {
-        return skipped(
+        return skip(
             name,
             "python3 has no yaml module (cargo xtask setup installs it)",
         );

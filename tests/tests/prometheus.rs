@@ -45,7 +45,7 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
 fn have_prometheus(test: &str) -> bool {
     let ok = have("promtool") && have("prometheus");
     if !ok {
-        skipped(
+        skip(
             test,
             "prometheus and promtool not installed (cargo xtask setup installs them)",
         );
@@ -89,7 +89,7 @@ fn prometheus_rule_matches_the_rules_file() {
         return;
     }
     let Some(kube) = yaml_documents(&repo().join(PROMETHEUS_RULE)) else {
-        return skipped(
+        return skip(
             name,
             "python3 has no yaml module (pip install kubernetes-validate)",
         );
@@ -101,7 +101,7 @@ fn prometheus_rule_matches_the_rules_file() {
         kube[0]["spec"], plain[0],
         "the PrometheusRule's groups differ from {RULES}"
     );
-    let dir = TempDir::new("prometheusrule");
+    let dir = Scratch::new("prometheusrule");
     let extracted = dir.path().join("extracted.yml");
     std::fs::write(&extracted, serde_json::to_string(&kube[0]["spec"]).unwrap()).unwrap();
     let (ok, out) = promtool(&["check", "rules", extracted.to_str().unwrap()], None);
@@ -120,9 +120,9 @@ fn real_prometheus_sees_memcg_failures_and_fires_the_alert() {
         return;
     }
     let Some(pressure) = PipePressure::prepare("prometheus") else {
-        return skipped(name, "no cgroup v1 memory controller");
+        return;
     };
-    let dir = TempDir::new("e2e-workload");
+    let dir = Scratch::new("e2e-workload");
     // The workload under a comm of its own, and the daemon counting only it: failures other
     // tests on this machine may cause are not in these series.
     let (workload, comm) = renamed_workload(dir.path(), env!("CARGO_BIN_EXE_pipe-pressure"), "ftp");

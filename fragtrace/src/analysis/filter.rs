@@ -2,7 +2,7 @@
 //! same live, in `record` (whose recording keeps them) and in `report`.
 use serde::{Deserialize, Serialize};
 
-use crate::{cli::FilterArgs, source::container::ContainerInfo};
+use crate::source::container::ContainerInfo;
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Filter {
@@ -28,17 +28,6 @@ pub trait PodNames {
 }
 
 impl Filter {
-    pub fn from_args(args: &FilterArgs) -> Self {
-        Self {
-            min_order: args.min_order,
-            pid: args.pid,
-            comm: args.comm.clone(),
-            cgroup: args.cgroup.clone(),
-            container: args.container.clone(),
-            pod: args.pod.clone(),
-        }
-    }
-
     /// Whether the filter looks at the task's cgroup (so the caller must find it).
     pub fn needs_cgroup(&self) -> bool {
         self.cgroup.is_some() || self.container.is_some() || self.pod.is_some()
@@ -85,22 +74,6 @@ impl Filter {
                     })
             })
     }
-}
-
-/// The kubelet's pod log directories, `/var/log/pods/NAMESPACE_NAME_UID`: pod names without an
-/// API server.
-pub fn pod_uid_from_log_dirs(root: &std::path::Path, name: &str) -> Option<String> {
-    let (namespace, pod) = match name.split_once('/') {
-        Some((ns, pod)) => (Some(ns), pod),
-        None => (None, name),
-    };
-    std::fs::read_dir(root).ok()?.flatten().find_map(|entry| {
-        let dir = entry.file_name().into_string().ok()?;
-        // Namespaces and pod names cannot hold '_'; the uid is the last part.
-        let mut parts = dir.splitn(3, '_');
-        let (ns, n, uid) = (parts.next()?, parts.next()?, parts.next()?);
-        (n == pod && namespace.is_none_or(|want| want == ns)).then(|| uid.to_string())
-    })
 }
 
 #[cfg(test)]
@@ -174,20 +147,5 @@ mod tests {
             }
             .matches_cgroup(None, &mut NoPods)
         );
-    }
-
-    #[test]
-    fn pod_names_from_the_kubelets_log_directories() {
-        let root = std::env::temp_dir().join(format!("fragtrace-pods-{}", std::process::id()));
-        let uid = "1c6bf0a9-2e4d-4e6f-9f3a-0123456789ab";
-        std::fs::create_dir_all(root.join(format!("default_web-7d4b9_{uid}"))).unwrap();
-        std::fs::create_dir_all(root.join("kube-system_web-7d4b9_other-uid")).unwrap();
-        assert_eq!(
-            pod_uid_from_log_dirs(&root, "default/web-7d4b9").as_deref(),
-            Some(uid)
-        );
-        assert!(pod_uid_from_log_dirs(&root, "web-7d4b9").is_some());
-        assert_eq!(pod_uid_from_log_dirs(&root, "nope"), None);
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

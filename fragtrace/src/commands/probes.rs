@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::{
     cli::ProbesArgs,
     decode::{kallsyms::Kallsyms, tracefs},
+    hooks::outcome::HookJson,
     hooks::{loader, preflight},
-    sink::json::HookJson,
 };
 
 #[derive(Serialize)]

@@ -7,11 +7,12 @@ use std::{path::PathBuf, process::ExitCode, str::FromStr};
 use anyhow::Result;
 
 use crate::{
-    analysis::{analyzer::Analyzer, filter::Filter},
+    analysis::analyzer::Analyzer,
     cli::ReportArgs,
     decode::{event::Decoder, kallsyms::Kallsyms},
     error::{ExitStatus, fatal},
-    pipeline::{Pipeline, TracerHealth},
+    health::TracerHealth,
+    pipeline::Pipeline,
     sink::{
         EventLines, LineFormat,
         flamegraph::{Flamegraphs, Title},
@@ -40,7 +41,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
     };
     let mut pipeline = Pipeline {
         decoder: Decoder::new(&header.tables, Kallsyms::default()).0,
-        analyzer: Analyzer::new(vec![header.filter.clone(), Filter::from_args(&args.filter)]),
+        analyzer: Analyzer::new(vec![header.filter.clone(), args.filter.filter()]),
         host: RecordedHost::default(),
         lines: Some(EventLines::stdout(format)?),
         recorder: None,

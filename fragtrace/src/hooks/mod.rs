@@ -3,4 +3,5 @@
 pub mod catalog;
 pub mod kernel_layout;
 pub mod loader;
+pub mod outcome;
 pub mod preflight;

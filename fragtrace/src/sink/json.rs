@@ -1,7 +1,7 @@
 //! JSON lines. Field names are a contract (docs/json.md): add fields, never rename them.
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{
     analysis::{
@@ -12,6 +12,7 @@ use crate::{
         stalls::Stall,
     },
     decode::event::{AllocFail, Task},
+    hooks::outcome::HookJson,
 };
 
 /// The fields every task event starts with.
@@ -357,7 +358,7 @@ pub struct SummaryJson<'a> {
     pub zones_last: Option<crate::zones::snapshot::SnapshotJson<'a>>,
     pub hints: Vec<&'static str>,
     /// What fragtrace lost or suffered itself.
-    pub tracer: &'a crate::pipeline::TracerHealth,
+    pub tracer: &'a crate::health::TracerHealth,
     /// Set when a replayed recording ends before its trailer: why.
     pub cut: Option<&'a str>,
 }
@@ -392,62 +393,4 @@ pub struct NetnsSummaryJson<'a> {
     pub latency: Option<LatencySummary>,
     /// Failed creations by `op ERRNO`.
     pub failed: &'a BTreeMap<String, u64>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct HookJson {
-    pub hook: String,
-    /// The attach method in use, or null when the hook is unavailable.
-    pub method: Option<String>,
-    /// The kernel function, for kprobe/fexit methods.
-    pub function: Option<String>,
-    pub attached: bool,
-    /// Every method that attached (`probes` tries them all; tracing stops at the first).
-    pub available: Vec<String>,
-    /// Methods tried that did not attach, with the kernel's reason.
-    pub unavailable: Vec<MethodError>,
-    pub purpose: String,
-    /// The option that attaches this hook when tracing, for hooks left out by default.
-    pub opt_in: Option<String>,
-    /// What an opt-in hook costs the node.
-    pub cost: Option<String>,
-    /// False when an opt-in hook was left out (its option not given): nothing was tried.
-    pub requested: bool,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct MethodError {
-    pub method: String,
-    pub error: String,
-}
-
-impl HookJson {
-    pub fn from_status(status: &crate::hooks::loader::HookStatus) -> Self {
-        Self {
-            hook: status.hook.name.into(),
-            method: status.attached().map(|m| m.kind().into()),
-            function: status.attached().and_then(|m| m.function()).map(Into::into),
-            attached: status.attached().is_some(),
-            available: status
-                .attempts
-                .iter()
-                .filter(|a| a.error.is_none())
-                .map(|a| a.method.label())
-                .collect(),
-            unavailable: status
-                .attempts
-                .iter()
-                .filter_map(|a| {
-                    a.error.as_ref().map(|e| MethodError {
-                        method: a.method.label(),
-                        error: e.clone(),
-                    })
-                })
-                .collect(),
-            purpose: status.hook.purpose.into(),
-            opt_in: status.hook.opt_in.map(|o| o.option.into()),
-            cost: status.hook.opt_in.map(|o| o.cost.into()),
-            requested: status.requested,
-        }
-    }
 }

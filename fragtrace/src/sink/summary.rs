@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use fragtrace_common::{MIGRATE_SLOTS, ORDER_BUCKETS};
 
 use super::json::{
-    CompactionSummaryJson, ExtfragJson, HookJson, NetnsSummaryJson, ReclaimSummaryJson, StackJson,
+    CompactionSummaryJson, ExtfragJson, NetnsSummaryJson, ReclaimSummaryJson, StackJson,
     SummaryJson, TaskJson,
 };
 use crate::{
@@ -14,8 +14,9 @@ use crate::{
         histogram::{LatencySummary, human_ns},
     },
     decode::{event::KernelStacks, migratetype::MigrateTypes},
+    health::TracerHealth,
     hooks::loader::KernelReads,
-    pipeline::TracerHealth,
+    hooks::outcome::HookJson,
     source::counters::CounterValues,
     zones::{hints, snapshot::SnapshotJson, verdict::VerdictKind},
 };

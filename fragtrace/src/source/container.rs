@@ -372,6 +372,22 @@ fn is_pod_uid(text: &str) -> bool {
     }
 }
 
+/// The kubelet's pod log directories, `/var/log/pods/NAMESPACE_NAME_UID`: pod names without an
+/// API server.
+pub fn pod_uid_from_log_dirs(root: &std::path::Path, name: &str) -> Option<String> {
+    let (namespace, pod) = match name.split_once('/') {
+        Some((ns, pod)) => (Some(ns), pod),
+        None => (None, name),
+    };
+    std::fs::read_dir(root).ok()?.flatten().find_map(|entry| {
+        let dir = entry.file_name().into_string().ok()?;
+        // Namespaces and pod names cannot hold '_'; the uid is the last part.
+        let mut parts = dir.splitn(3, '_');
+        let (ns, n, uid) = (parts.next()?, parts.next()?, parts.next()?);
+        (n == pod && namespace.is_none_or(|want| want == ns)).then(|| uid.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -802,5 +818,20 @@ mod tests {
             Some(ID),
             "falls back to the pid"
         );
+    }
+
+    #[test]
+    fn pod_names_from_the_kubelets_log_directories() {
+        let root = std::env::temp_dir().join(format!("fragtrace-pods-{}", std::process::id()));
+        let uid = "1c6bf0a9-2e4d-4e6f-9f3a-0123456789ab";
+        std::fs::create_dir_all(root.join(format!("default_web-7d4b9_{uid}"))).unwrap();
+        std::fs::create_dir_all(root.join("kube-system_web-7d4b9_other-uid")).unwrap();
+        assert_eq!(
+            pod_uid_from_log_dirs(&root, "default/web-7d4b9").as_deref(),
+            Some(uid)
+        );
+        assert!(pod_uid_from_log_dirs(&root, "web-7d4b9").is_some());
+        assert_eq!(pod_uid_from_log_dirs(&root, "nope"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

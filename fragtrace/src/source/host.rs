@@ -185,10 +185,8 @@ impl Host for LiveHost {
     }
 
     fn pod_uid(&mut self, name: &str) -> Option<String> {
-        let uid = crate::analysis::filter::pod_uid_from_log_dirs(
-            std::path::Path::new(KUBELET_POD_LOGS),
-            name,
-        );
+        let uid =
+            super::container::pod_uid_from_log_dirs(std::path::Path::new(KUBELET_POD_LOGS), name);
         self.note(Fact::PodUid {
             name: name.to_string(),
             uid: uid.clone(),

@@ -24,9 +24,9 @@ use crate::{
     analysis::filter::Filter,
     decode::event::KernelTables,
     error::{ExitStatus, fatal},
+    health::TracerHealth,
     hooks::loader::KernelReads,
-    pipeline::TracerHealth,
-    sink::json::HookJson,
+    hooks::outcome::HookJson,
     source::counters::CounterValues,
 };
 
