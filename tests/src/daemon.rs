@@ -103,8 +103,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `fragtrace daemon --listen 127.0.0.1:PORT ARGS` and waits until it serves.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(Command::new(fragtrace_bin()), args)
+    }
+
+    /// The same with `command` as fragtrace (a wrapper such as setpriv, ending with the binary).
+    pub fn start_with(mut command: Command, args: &[&str]) -> Self {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = Command::new(fragtrace_bin())
+        let mut child = command
             .args(["daemon", "--listen", &addr])
             .args(args)
             .stdout(Stdio::null())

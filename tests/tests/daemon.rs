@@ -268,6 +268,105 @@ fn daemon_counts_kernel_log_reports_in_the_same_series() {
     );
 }
 
+/// The daemon as a non-root user (nobody) with file capabilities instead of root, the way
+/// SECURITY.md documents: on a copy of the binary with the grants set by setcap. It attaches
+/// its hooks, symbolizes, locks its memory, and keeps no capability it no longer needs.
+#[test]
+fn daemon_runs_as_nobody_with_file_capabilities() {
+    const TEST: &str = "daemon_runs_as_nobody_with_file_capabilities";
+    // Capability numbers (linux/capability.h).
+    const CAP_IPC_LOCK: u32 = 14;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    const CAP_BPF: u32 = 39;
+    if !is_root_or_skip(TEST) || !has_setpriv(TEST) {
+        return;
+    }
+    if Command::new("setcap").arg("-v").output().is_err() {
+        return skip(
+            TEST,
+            "setcap is not installed (cargo xtask setup installs libcap2-bin)",
+        );
+    }
+    let dir = Scratch::new("file-caps");
+    let bin = dir.path().join("fragtrace");
+    std::fs::copy(fragtrace_bin(), &bin).unwrap();
+    for path in [dir.path(), bin.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // CAP_SYS_RESOURCE (for oom_score_adj) only where this machine's bounding set holds it:
+    // exec refuses a file capability the bounding set lacks.
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    let mut grants = vec![
+        "cap_bpf",
+        "cap_perfmon",
+        "cap_syslog",
+        "cap_dac_read_search",
+        "cap_ipc_lock",
+    ];
+    if bounding & (1 << CAP_SYS_RESOURCE) != 0 {
+        grants.push("cap_sys_resource");
+    }
+    let set = Command::new("setcap")
+        .arg(format!("{}+ep", grants.join(",")))
+        .arg(&bin)
+        .output()
+        .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+
+    let mut nobody = Command::new("setpriv");
+    nobody
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin);
+    let daemon = Daemon::start_with(nobody, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+    // Once attached only CAP_IPC_LOCK (locked memory under a finite memlock limit) and, on
+    // kernels that gate every bpf() call, CAP_BPF may stay.
+    let may_stay = (1u64 << CAP_IPC_LOCK) | (1u64 << CAP_BPF);
+    for set in ["CapEff:", "CapPrm:"] {
+        let caps = u64::from_str_radix(&field(set)[0], 16).unwrap();
+        assert_eq!(caps & !may_stay, 0, "{set} {caps:#x}");
+    }
+    let scrape = daemon.scrape();
+    assert_eq!(
+        sample(&scrape, r#"fragtrace_source{source="ebpf",reason=""}"#),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        scrape.lines().any(|l| l
+            .starts_with(r#"fragtrace_probe_attached{probe="kmem:mm_page_alloc","#)
+            && l.ends_with(" 1")),
+        "{scrape}"
+    );
+    assert_eq!(
+        sample(&scrape, "fragtrace_memory_locked"),
+        Some(1.0),
+        "{scrape}"
+    );
+    let (status, _, stderr) = daemon.stop();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("stacks shown as addresses"), "{stderr}");
+}
+
 /// `--events FILE`: one JSON line per failure, mode 0600; after logrotate moves the file,
 /// SIGHUP opens a new one and the old one keeps what it had.
 #[test]

@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     // beside fragtrace on the same tracepoints.
     "bpftool",
     "bpftrace",
+    // setcap: the daemon's test as a non-root user with file capabilities.
+    "libcap2-bin",
 ];
 /// From PyPI: the daemon's Kubernetes manifests are validated against the API's schemas.
 const PIP_PACKAGES: &[&str] = &["kubernetes-validate"];

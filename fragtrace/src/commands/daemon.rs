@@ -91,7 +91,7 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
         .transpose()?;
 
     let attached = match args.source {
-        DaemonSource::KernelLog => Err("--source kernel-log".to_string()),
+        DaemonSource::KernelLog => Err(("--source kernel-log".to_string(), None)),
         DaemonSource::Ebpf => Ok(Live::attach(&args.session(), None)?),
         DaemonSource::Auto => match Live::attach(&args.session(), None) {
             Ok(live) => Ok(live),
@@ -101,20 +101,21 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
                 if [ExitStatus::Unsupported as u8, ExitStatus::Permission as u8]
                     .contains(&crate::error::exit_status_of(&e)) =>
             {
-                Err(crate::error::one_line(&e))
+                Err((crate::error::one_line(&e), Some(e)))
             }
             Err(e) => return Err(e),
         },
     };
     let mut live = match attached {
         Ok(live) => live,
-        Err(why) => {
+        Err((why, attach_error)) => {
             let signals = Signals {
                 sigint,
                 sigterm,
                 sighup,
             };
-            let result = from_kernel_log(why, &args, &health, &mut scrapes, signals).await;
+            let result =
+                from_kernel_log(why, attach_error, &args, &health, &mut scrapes, signals).await;
             server.abort();
             return result;
         }
@@ -201,11 +202,34 @@ struct Signals {
 /// series; zone gauges from /proc as usual.
 async fn from_kernel_log(
     why: String,
+    attach_error: Option<anyhow::Error>,
     args: &DaemonArgs,
     health: &Health,
     scrapes: &mut mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
     mut signals: Signals,
 ) -> Result<ExitCode> {
+    // Where the hooks failed, the kernel log is only a fallback: if it cannot be read either,
+    // the hooks' error (and its exit status) is the one that counts.
+    let mut follower = match (crate::offline::follow::Follower::start(None), attach_error) {
+        (Ok(f), _) => f,
+        (Err(log_error), Some(e)) => {
+            // Only those two fall back (see the caller).
+            let status = if crate::error::exit_status_of(&e) == ExitStatus::Permission as u8 {
+                ExitStatus::Permission
+            } else {
+                ExitStatus::Unsupported
+            };
+            return Err(fatal(
+                status,
+                format!(
+                    "{}; no kernel log to fall back on either ({})",
+                    crate::error::one_line(&e),
+                    crate::error::one_line(&log_error)
+                ),
+            ));
+        }
+        (Err(log_error), None) => return Err(log_error),
+    };
     warn(&format!(
         "eBPF unavailable ({why}): counting failures from the kernel log (/dev/kmsg) instead"
     ));
@@ -221,7 +245,6 @@ async fn from_kernel_log(
             None
         }
     };
-    let mut follower = crate::offline::follow::Follower::start(None)?;
     let memory_locked = match survival::lock_memory() {
         Ok(()) => true,
         Err(e) => {
