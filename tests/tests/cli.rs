@@ -25,7 +25,7 @@ fn unknown_flag_is_a_usage_error() {
 
 #[test]
 fn bad_duration_is_a_usage_error() {
-    for bad in ["-1", "0", "abc", "inf"] {
+    for bad in ["-1", "0", "abc", "inf", "NaN", "1e300"] {
         let out = Command::new(fragtrace_bin())
             .args(["--duration", bad])
             .output()

@@ -161,6 +161,21 @@ mod tests {
         assert!(f.print_fmt.contains("__print_flags"));
     }
 
+    /// A future kernel that adds a field (here `node`, before `migratetype`): the fields are
+    /// found by name wherever they moved, and the new one is simply there.
+    #[test]
+    fn a_new_field_moves_the_others_and_is_found_by_name() {
+        let text = include_str!("../../tests/fixtures/tracefs/mm_page_alloc-6.18.format")
+            .replace(
+                "\tfield:int migratetype;\toffset:32;\tsize:4;\tsigned:1;",
+                "\tfield:int node;\toffset:32;\tsize:4;\tsigned:1;\n\tfield:int migratetype;\toffset:36;\tsize:4;\tsigned:1;",
+            );
+        let f = EventFormat::parse(&text).unwrap();
+        assert_eq!(f.field("node").unwrap().offset, 32);
+        assert_eq!(f.field("migratetype").unwrap().offset, 36);
+        assert_eq!(f.field("order").unwrap().offset, 16);
+    }
+
     #[test]
     fn older_kernels_put_a_4_byte_gfp_t_elsewhere() {
         let f = EventFormat::parse(include_str!(

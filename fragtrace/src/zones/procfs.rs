@@ -307,6 +307,40 @@ mod tests {
         assert_eq!(info.free[0].free_blocks, [100000, 51, 0]);
     }
 
+    /// Text no fixture has: a zone name this build does not know, more orders than 11 (a
+    /// kernel with a larger MAX_ORDER), an unknown migratetype and an extra block-count column.
+    #[test]
+    fn unseen_zones_orders_and_migratetypes_are_kept() {
+        let buddy = "Node 1, zone   DMA64   1 2 3 4 5 6 7 8 9 10 11 12 13\n";
+        let zones = parse_buddyinfo(buddy).unwrap();
+        assert_eq!((zones[0].node, zones[0].zone.as_str()), (1, "DMA64"));
+        assert_eq!(zones[0].free_blocks.len(), 13);
+        let text = "Page block order: 10\n\
+                    Node    0, zone   Normal, type   Quarantine      5      4      0\n\
+                    \n\
+                    Number of blocks type     Unmovable      Movable  Reclaimable   HighAtomic      Isolate   Quarantine\n\
+                    Node 0, zone   Normal            3           40            1            0            0            2\n";
+        let info = parse_pagetypeinfo(text).unwrap();
+        assert_eq!(info.pageblock_order, Some(10));
+        assert_eq!(info.free[0].migratetype, "Quarantine");
+        assert_eq!(info.free[0].free_blocks, [5, 4, 0]);
+        assert_eq!(info.blocks[0].blocks[5], ("Quarantine".to_string(), 2));
+    }
+
+    /// A zoneinfo with a field this build has never seen keeps the fields it knows.
+    #[test]
+    fn zoneinfo_with_a_new_field() {
+        let text = "Node 0, zone   Normal\n  pages free     1000\n        boost    0\n        \
+                    min      10\n        low      20\n        high     30\n        \
+                    promo    40\n        spanned  4096\n        present  4096\n        \
+                    managed  4000\n        brand_new_counter 7\n";
+        let zones = parse_zoneinfo(text).unwrap();
+        assert_eq!(
+            (zones[0].free, zones[0].min, zones[0].high, zones[0].managed),
+            (Some(1000), Some(10), Some(30), Some(4000))
+        );
+    }
+
     #[test]
     fn rejects_garbage() {
         assert!(parse_buddyinfo("").is_err());
