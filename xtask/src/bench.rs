@@ -238,6 +238,16 @@ pub fn run_bench(opts: &Options) -> Result<()> {
         for c in configs.iter_mut() {
             let sample = measure(c.workload, c.tracer_args, opts)
                 .with_context(|| format!("round {round}, {}", c.name))?;
+            eprintln!(
+                "xtask bench: round {}, {}, {}: {:.1}",
+                round + 1,
+                match c.workload {
+                    Workload::Faults => "faults/s",
+                    Workload::Syscalls => "ns per getppid",
+                },
+                c.name,
+                sample.value
+            );
             c.values.push(sample.value);
             if let Some(b) = sample.best {
                 c.best.push(b);
