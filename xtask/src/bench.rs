@@ -36,6 +36,14 @@ pub struct Options {
     /// getppid() calls per round of the syscall benchmark.
     #[arg(long, default_value_t = 5_000_000)]
     pub syscall_calls: u64,
+    /// Milliseconds every configuration (the baseline too) waits between the tracer's attach and
+    /// the workload, so that start-up and the previous tracer's teardown stay out of the timing.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+    /// Rounds with kernel.bpf_stats_enabled=1, after the timed ones, for each program's kernel
+    /// time per run (their timings are not used: the accounting costs every run).
+    #[arg(long, default_value_t = 3)]
+    pub stats_rounds: usize,
     /// Seconds of failing allocations recorded for the replay (`fragtrace report`) benchmark.
     #[arg(long, default_value_t = 5.0)]
     pub record_secs: f64,
@@ -204,7 +212,6 @@ pub fn run_bench(opts: &Options) -> Result<()> {
         "--bin",
         "syscall-bench",
     ]))?;
-    let stats = BpfStats::enable();
     let daemon: &[&str] = &["daemon", "--listen", "127.0.0.1:0"];
     let mut configs = vec![
         config(Workload::Faults, "baseline (no tracer)", None),
@@ -236,7 +243,7 @@ pub fn run_bench(opts: &Options) -> Result<()> {
     eprintln!("xtask bench: {}", placement());
     for round in 0..opts.rounds {
         for c in configs.iter_mut() {
-            let sample = measure(c.workload, c.tracer_args, opts)
+            let sample = measure(c.workload, c.tracer_args, opts, false)
                 .with_context(|| format!("round {round}, {}", c.name))?;
             eprintln!(
                 "xtask bench: round {}, {}, {}: {:.1}",
@@ -258,6 +265,19 @@ pub fn run_bench(opts: &Options) -> Result<()> {
                 c.peak_rss_kib.push(u.peak_rss_kib);
                 c.rss_kib.push(u.rss_kib);
             }
+        }
+        eprintln!("xtask bench: round {} of {} done", round + 1, opts.rounds);
+    }
+    print_machine()?;
+    print_faults(&configs, opts);
+    print_syscalls(&configs, opts);
+    // Per-program figures in rounds of their own: the accounting's clock reads would add to
+    // every run of every program in the timed rounds above.
+    let stats = BpfStats::enable();
+    for round in 0..opts.stats_rounds {
+        for c in configs.iter_mut().filter(|c| c.tracer_args.is_some()) {
+            let sample = measure(c.workload, c.tracer_args, opts, true)
+                .with_context(|| format!("bpf_stats round {round}, {}", c.name))?;
             if let Some(progs) = sample.progs {
                 c.prog_rounds += 1;
                 for (name, s) in progs {
@@ -268,13 +288,15 @@ pub fn run_bench(opts: &Options) -> Result<()> {
                 }
             }
         }
-        eprintln!("xtask bench: round {} of {} done", round + 1, opts.rounds);
+        eprintln!(
+            "xtask bench: bpf_stats round {} of {} done",
+            round + 1,
+            opts.stats_rounds
+        );
     }
-    print_machine()?;
-    print_faults(&configs, opts);
-    print_syscalls(&configs, opts);
-    print_progs(&configs, stats.old.is_some());
+    let stats_on = stats.old.is_some();
     drop(stats);
+    print_progs(&configs, stats_on, opts);
     failure_path(opts)?;
     crate::bench_daemon::run(opts)
 }
@@ -316,12 +338,20 @@ struct Sample {
 }
 
 /// One workload run (on the workload CPU); with a tracer, also what the tracer used.
-fn measure(workload: Workload, tracer_args: Option<&[&str]>, opts: &Options) -> Result<Sample> {
+fn measure(
+    workload: Workload,
+    tracer_args: Option<&[&str]>,
+    opts: &Options,
+    with_progs: bool,
+) -> Result<Sample> {
     let bin = root_dir().join("target/release");
     let mut tracer = match tracer_args {
         None => None,
         Some(args) => Some(start_tracer(args, Stdio::null())?),
     };
+    // Every configuration, the baseline too, waits alike: the tracer's start-up (and the
+    // previous tracer's teardown) out of the timed window.
+    std::thread::sleep(Duration::from_millis(opts.settle_ms));
     let (value, best) = match workload {
         Workload::Faults => {
             let out = output(
@@ -366,7 +396,7 @@ fn measure(workload: Workload, tracer_args: Option<&[&str]>, opts: &Options) -> 
                 }),
                 _ => None,
             };
-            let progs = prog_stats(pid);
+            let progs = if with_progs { prog_stats(pid) } else { None };
             stop_tracer(child)?;
             (usage, progs)
         }
@@ -853,7 +883,7 @@ fn print_syscalls(configs: &[Config], opts: &Options) {
 }
 
 /// Kernel time per run of each of fragtrace's programs that ran, from bpf_stats.
-fn print_progs(configs: &[Config], stats_on: bool) {
+fn print_progs(configs: &[Config], stats_on: bool, opts: &Options) {
     println!();
     if !stats_on {
         println!("per-program kernel cost: skipped, kernel.bpf_stats_enabled could not be set");
@@ -864,7 +894,8 @@ fn print_progs(configs: &[Config], stats_on: bool) {
         return;
     }
     println!(
-        "per-program kernel cost (kernel.bpf_stats_enabled=1; bpftool prog show, the programs the tracer's fds hold; summed over rounds, from load to the end of the workload, all CPUs; includes the stats' own clock reads)"
+        "per-program kernel cost: {} more rounds per tracer configuration with kernel.bpf_stats_enabled=1 (not the timed ones); bpftool prog show, the programs the tracer's fds hold; summed over rounds, from load to the end of the workload, all CPUs; includes the accounting's own clock reads",
+        opts.stats_rounds
     );
     println!();
     println!(
@@ -879,9 +910,9 @@ fn print_progs(configs: &[Config], stats_on: bool) {
         let idle = c.progs.values().filter(|s| s.run_cnt == 0).count();
         for (name, s) in c.progs.iter().filter(|(_, s)| s.run_cnt > 0) {
             println!(
-                "| {workload} | {} | {name} | {} | {:.1} | {} |",
+                "| {workload} | {} | {name} | {:.1} | {:.1} | {} |",
                 c.name,
-                s.run_cnt / c.prog_rounds,
+                s.run_cnt as f64 / c.prog_rounds as f64,
                 s.run_time_ns as f64 / s.run_cnt as f64,
                 s.rounds
             );
