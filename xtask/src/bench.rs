@@ -1,10 +1,15 @@
-//! `cargo xtask bench`: what fragtrace costs on the hottest path it hooks. A page-fault workload
-//! (one order-0 allocation per fault) runs without fragtrace and with it, per attach method,
-//! interleaved round by round so machine noise hits every configuration alike; results are
-//! medians and ratios against the baseline of the same run, plus fragtrace's own CPU time and
-//! peak memory. Needs root.
+//! `cargo xtask bench`: what fragtrace costs on the paths it hooks. Two workloads, a page-fault
+//! loop (one order-0 allocation per fault, the hottest path fragtrace hooks) and a getppid()
+//! loop (what every system call pays), run without fragtrace and with it in several
+//! configurations, interleaved round by round so machine noise hits every configuration alike;
+//! results are medians, spreads and ratios against the baseline of the same run, plus
+//! fragtrace's own CPU time, peak memory and, from `kernel.bpf_stats_enabled`, each of its
+//! programs' kernel time per run. Then the failure path, live and replayed from a recording.
+//! The tracer runs on CPU 0 and the workloads on CPU 1 where the machine has both. Needs root.
 use std::{
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -28,16 +33,166 @@ pub struct Options {
     /// Seconds of failing allocations per round of the failure-path benchmark.
     #[arg(long, default_value_t = 2.0)]
     pub fail_secs: f64,
+    /// getppid() calls per round of the syscall benchmark.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub syscall_calls: u64,
+    /// Milliseconds every configuration (the baseline too) waits between the tracer's attach and
+    /// the workload, so that start-up and the previous tracer's teardown stay out of the timing.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
+    /// Rounds with kernel.bpf_stats_enabled=1, after the timed ones, for each program's kernel
+    /// time per run (their timings are not used: the accounting costs every run).
+    #[arg(long, default_value_t = 3)]
+    pub stats_rounds: usize,
+    /// Seconds of failing allocations recorded for the replay (`fragtrace report`) benchmark.
+    #[arg(long, default_value_t = 5.0)]
+    pub record_secs: f64,
+}
+
+/// Where the tracer and the workloads run, when the machine has both CPUs: apart, so that the
+/// tracer's user space does not take the workload's CPU and the figures are the kernel side's.
+pub(crate) const TRACER_CPU: usize = 0;
+pub(crate) const WORKLOAD_CPU: usize = 1;
+
+/// Whether this process may run on both CPUs (then children are pinned).
+pub(crate) fn pinning() -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0
+            && libc::CPU_ISSET(TRACER_CPU, &set)
+            && libc::CPU_ISSET(WORKLOAD_CPU, &set)
+    }
+}
+
+/// Runs the command on `cpu` alone (its threads inherit it), when [`pinning`] holds.
+pub(crate) fn pin(cmd: &mut Command, cpu: usize) -> &mut Command {
+    if !pinning() {
+        return cmd;
+    }
+    // SAFETY: sched_setaffinity is async-signal-safe; the set lives on the child's stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The CPU placement, as the output states it.
+pub(crate) fn placement() -> String {
+    if pinning() {
+        format!(
+            "fragtrace pinned to CPU {TRACER_CPU}, the workload to CPU {WORKLOAD_CPU} (sched_setaffinity); other tasks on the machine are not pinned"
+        )
+    } else {
+        "not pinned (this process cannot run on both CPU 0 and CPU 1)".into()
+    }
+}
+
+/// `kernel.bpf_stats_enabled` on while the bench runs, its old value back after.
+struct BpfStats {
+    old: Option<String>,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        let old = std::fs::read_to_string(BPF_STATS).ok();
+        if old.is_some() && std::fs::write(BPF_STATS, "1").is_err() {
+            eprintln!("xtask bench: cannot enable {BPF_STATS}: no per-program figures");
+            return BpfStats { old: None };
+        }
+        BpfStats { old }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            let _ = std::fs::write(BPF_STATS, old.trim());
+        }
+    }
+}
+
+/// Kernel time and runs of one program, summed over rounds.
+#[derive(Default, Clone, Copy)]
+struct ProgStat {
+    run_time_ns: u64,
+    run_cnt: u64,
+    /// Rounds in which it was attached.
+    rounds: u64,
+}
+
+/// The BPF programs process `pid` holds (from its fds' fdinfo), by name, with their
+/// `run_time_ns` and `run_cnt` (bpftool), counted since each was loaded. None without bpftool.
+fn prog_stats(pid: u32) -> Option<BTreeMap<String, ProgStat>> {
+    let mut ids = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .ok()?
+        .flatten()
+    {
+        if let Ok(info) = std::fs::read_to_string(fd.path()) {
+            ids.extend(info.lines().filter_map(|l| {
+                l.strip_prefix("prog_id:")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            }));
+        }
+    }
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut stats = BTreeMap::new();
+    for p in progs.as_array()? {
+        if !p["id"].as_u64().is_some_and(|id| ids.contains(&id)) {
+            continue;
+        }
+        let name = format!(
+            "{} ({})",
+            p["name"].as_str().unwrap_or("?"),
+            p["type"].as_str().unwrap_or("?")
+        );
+        let s: &mut ProgStat = stats.entry(name).or_default();
+        s.run_time_ns += p["run_time_ns"].as_u64().unwrap_or(0);
+        s.run_cnt += p["run_cnt"].as_u64().unwrap_or(0);
+        s.rounds = 1;
+    }
+    Some(stats)
+}
+
+/// The two workloads of the interleaved comparison.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// fault-bench: the figure is faults per second (higher is better).
+    Faults,
+    /// syscall-bench: the figure is ns per getppid() call (lower is better).
+    Syscalls,
 }
 
 /// A configuration: no tracer, or fragtrace with these extra arguments.
 struct Config {
+    workload: Workload,
     name: &'static str,
     tracer_args: Option<&'static [&'static str]>,
-    rates: Vec<f64>,
-    cpu_ms: Vec<f64>,
+    /// Per round: faults/s, or ns per call.
+    values: Vec<f64>,
+    /// Per round, syscalls only: the fastest chunk's ns per call.
+    best: Vec<f64>,
+    user_ms: Vec<f64>,
+    sys_ms: Vec<f64>,
     peak_rss_kib: Vec<u64>,
     rss_kib: Vec<u64>,
+    progs: BTreeMap<String, ProgStat>,
+    /// Rounds in which bpftool answered.
+    prog_rounds: u64,
 }
 
 pub fn run_bench(opts: &Options) -> Result<()> {
@@ -54,114 +209,224 @@ pub fn run_bench(opts: &Options) -> Result<()> {
         "fault-bench",
         "--bin",
         "fail-bench",
+        "--bin",
+        "syscall-bench",
     ]))?;
+    let daemon: &[&str] = &["daemon", "--listen", "127.0.0.1:0"];
     let mut configs = vec![
-        config("baseline (no tracer)", None),
-        config("fragtrace (tp_btf, all hooks)", Some(&[])),
+        config(Workload::Faults, "baseline (no tracer)", None),
+        config(Workload::Faults, "fragtrace (tp_btf, all hooks)", Some(&[])),
         config(
+            Workload::Faults,
             "fragtrace --force-method raw_tp",
             Some(&["--force-method", "raw_tp"]),
         ),
         config(
+            Workload::Faults,
             "fragtrace --force-method tracepoint",
             Some(&["--force-method", "tracepoint"]),
         ),
         config(
+            Workload::Faults,
             "fragtrace daemon (tp_btf, all hooks)",
-            Some(&["daemon", "--listen", "127.0.0.1:0"]),
+            Some(daemon),
         ),
+        config(Workload::Syscalls, "baseline (no tracer)", None),
+        config(Workload::Syscalls, "fragtrace (default mode)", Some(&[])),
+        config(
+            Workload::Syscalls,
+            "fragtrace --netns-syscalls",
+            Some(&["--netns-syscalls"]),
+        ),
+        config(Workload::Syscalls, "fragtrace daemon", Some(daemon)),
     ];
+    eprintln!("xtask bench: {}", placement());
     for round in 0..opts.rounds {
         for c in configs.iter_mut() {
-            let (rate, usage) = measure(c.tracer_args, opts)
+            let sample = measure(c.workload, c.tracer_args, opts, false)
                 .with_context(|| format!("round {round}, {}", c.name))?;
-            c.rates.push(rate);
-            if let Some(u) = usage {
-                c.cpu_ms.push(u.cpu_ms);
+            eprintln!(
+                "xtask bench: round {}, {}, {}: {:.1}",
+                round + 1,
+                match c.workload {
+                    Workload::Faults => "faults/s",
+                    Workload::Syscalls => "ns per getppid",
+                },
+                c.name,
+                sample.value
+            );
+            c.values.push(sample.value);
+            if let Some(b) = sample.best {
+                c.best.push(b);
+            }
+            if let Some(u) = sample.usage {
+                c.user_ms.push(u.user_ms);
+                c.sys_ms.push(u.sys_ms);
                 c.peak_rss_kib.push(u.peak_rss_kib);
                 c.rss_kib.push(u.rss_kib);
             }
         }
         eprintln!("xtask bench: round {} of {} done", round + 1, opts.rounds);
     }
-    print_report(&configs, opts)?;
+    print_machine()?;
+    print_faults(&configs, opts);
+    print_syscalls(&configs, opts);
+    // Per-program figures in rounds of their own: the accounting's clock reads would add to
+    // every run of every program in the timed rounds above.
+    let stats = BpfStats::enable();
+    for round in 0..opts.stats_rounds {
+        for c in configs.iter_mut().filter(|c| c.tracer_args.is_some()) {
+            let sample = measure(c.workload, c.tracer_args, opts, true)
+                .with_context(|| format!("bpf_stats round {round}, {}", c.name))?;
+            if let Some(progs) = sample.progs {
+                c.prog_rounds += 1;
+                for (name, s) in progs {
+                    let t = c.progs.entry(name).or_default();
+                    t.run_time_ns += s.run_time_ns;
+                    t.run_cnt += s.run_cnt;
+                    t.rounds += s.rounds;
+                }
+            }
+        }
+        eprintln!(
+            "xtask bench: bpf_stats round {} of {} done",
+            round + 1,
+            opts.stats_rounds
+        );
+    }
+    let stats_on = stats.old.is_some();
+    drop(stats);
+    print_progs(&configs, stats_on, opts);
     failure_path(opts)?;
     crate::bench_daemon::run(opts)
 }
 
-fn config(name: &'static str, tracer_args: Option<&'static [&'static str]>) -> Config {
+fn config(
+    workload: Workload,
+    name: &'static str,
+    tracer_args: Option<&'static [&'static str]>,
+) -> Config {
     Config {
+        workload,
         name,
         tracer_args,
-        rates: Vec::new(),
-        cpu_ms: Vec::new(),
+        values: Vec::new(),
+        best: Vec::new(),
+        user_ms: Vec::new(),
+        sys_ms: Vec::new(),
         peak_rss_kib: Vec::new(),
         rss_kib: Vec::new(),
+        progs: BTreeMap::new(),
+        prog_rounds: 0,
     }
 }
 
 /// fragtrace's own cost during one round.
 struct Usage {
-    cpu_ms: f64,
+    user_ms: f64,
+    sys_ms: f64,
     peak_rss_kib: u64,
     rss_kib: u64,
 }
 
-/// One workload run; with a tracer, also what the tracer used.
-fn measure(tracer_args: Option<&[&str]>, opts: &Options) -> Result<(f64, Option<Usage>)> {
+/// One round of one configuration.
+struct Sample {
+    value: f64,
+    best: Option<f64>,
+    usage: Option<Usage>,
+    progs: Option<BTreeMap<String, ProgStat>>,
+}
+
+/// One workload run (on the workload CPU); with a tracer, also what the tracer used.
+fn measure(
+    workload: Workload,
+    tracer_args: Option<&[&str]>,
+    opts: &Options,
+    with_progs: bool,
+) -> Result<Sample> {
     let bin = root_dir().join("target/release");
     let mut tracer = match tracer_args {
         None => None,
         Some(args) => Some(start_tracer(args, Stdio::null())?),
     };
-    let out = output(
-        Command::new(bin.join("fault-bench"))
-            .arg(opts.mib.to_string())
-            .arg(opts.passes.to_string()),
-    )?;
-    let rate = out
-        .split("\"pages_per_sec\":")
-        .nth(1)
-        .and_then(|r| r.trim().trim_end_matches('}').parse::<f64>().ok())
-        .context("fault-bench output")?;
-    let usage = match tracer.take() {
-        None => None,
+    // Every configuration, the baseline too, waits alike: the tracer's start-up (and the
+    // previous tracer's teardown) out of the timed window.
+    std::thread::sleep(Duration::from_millis(opts.settle_ms));
+    let (value, best) = match workload {
+        Workload::Faults => {
+            let out = output(
+                pin(&mut Command::new(bin.join("fault-bench")), WORKLOAD_CPU)
+                    .arg(opts.mib.to_string())
+                    .arg(opts.passes.to_string()),
+            )?;
+            let v: serde_json::Value =
+                serde_json::from_str(out.trim()).context("fault-bench output")?;
+            (
+                v["pages_per_sec"].as_f64().context("fault-bench output")?,
+                None,
+            )
+        }
+        Workload::Syscalls => {
+            let out = output(
+                pin(&mut Command::new(bin.join("syscall-bench")), WORKLOAD_CPU)
+                    .arg(opts.syscall_calls.to_string()),
+            )?;
+            let v: serde_json::Value =
+                serde_json::from_str(out.trim()).context("syscall-bench output")?;
+            (
+                v["ns_per_call"].as_f64().context("syscall-bench output")?,
+                v["best_chunk_ns_per_call"].as_f64(),
+            )
+        }
+    };
+    let (usage, progs) = match tracer.take() {
+        None => (None, None),
         Some(child) => {
             let pid = child.id();
             let usage = match (
-                cpu_ms(pid),
+                cpu_split_ms(pid),
                 status_kib(pid, "VmHWM:"),
                 status_kib(pid, "VmRSS:"),
             ) {
-                (Some(cpu_ms), Some(peak_rss_kib), Some(rss_kib)) => Some(Usage {
-                    cpu_ms,
+                (Some((user_ms, sys_ms)), Some(peak_rss_kib), Some(rss_kib)) => Some(Usage {
+                    user_ms,
+                    sys_ms,
                     peak_rss_kib,
                     rss_kib,
                 }),
                 _ => None,
             };
+            let progs = if with_progs { prog_stats(pid) } else { None };
             stop_tracer(child)?;
-            usage
+            (usage, progs)
         }
     };
-    Ok((rate, usage))
+    Ok(Sample {
+        value,
+        best,
+        usage,
+        progs,
+    })
 }
 
-/// `fragtrace --json --no-status ARGS` (or `fragtrace daemon ...` as given), returned once its
-/// hooks are attached.
+/// `fragtrace --json --no-status ARGS` (or `fragtrace daemon|record ...` as given), on the
+/// tracer CPU, returned once its hooks are attached.
 pub(crate) fn start_tracer(args: &[&str], stdout: Stdio) -> Result<Child> {
-    let tracer_flags: &[&str] = if args.first() == Some(&"daemon") {
+    let tracer_flags: &[&str] = if matches!(args.first(), Some(&"daemon" | &"record")) {
         &[]
     } else {
         &["--json", "--no-status"]
     };
-    let mut child = Command::new(root_dir().join("target/release/fragtrace"))
-        .args(tracer_flags)
-        .args(args)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start fragtrace")?;
+    let mut child = pin(
+        &mut Command::new(root_dir().join("target/release/fragtrace")),
+        TRACER_CPU,
+    )
+    .args(tracer_flags)
+    .args(args)
+    .stdout(stdout)
+    .stderr(Stdio::piped())
+    .spawn()
+    .context("start fragtrace")?;
     let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -210,7 +475,8 @@ fn failure_path(opts: &Options) -> Result<()> {
     )
     .and_then(|_| std::fs::write(pipe_max, (16u32 << 20).to_string()))
     .context("set up the memory cgroup")
-    .and_then(|_| failure_rounds(&cgroup, opts));
+    .and_then(|_| failure_rounds(&cgroup, opts))
+    .map(|rounds| (rounds, replay(&cgroup, opts)));
     let _ = std::fs::write(pipe_max, old_pipe_max.trim());
     for _ in 0..50 {
         if std::fs::remove_dir(&cgroup).is_ok() {
@@ -218,7 +484,7 @@ fn failure_path(opts: &Options) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let rounds = result?;
+    let (rounds, replay) = result?;
     let base: Vec<f64> = rounds.iter().map(|r| r.baseline).collect();
     let traced: Vec<f64> = rounds.iter().map(|r| r.traced).collect();
     let events: u64 = rounds.iter().map(|r| r.events).sum();
@@ -231,8 +497,10 @@ fn failure_path(opts: &Options) -> Result<()> {
         .collect();
     println!();
     println!(
-        "failure path: fail-bench, {} s of order-6 memcg charge failures per round, {} interleaved rounds",
-        opts.fail_secs, opts.rounds
+        "failure path: fail-bench, {} s of order-6 memcg charge failures per round, {} interleaved rounds; {}",
+        opts.fail_secs,
+        opts.rounds,
+        placement()
     );
     println!();
     println!(
@@ -249,7 +517,133 @@ fn failure_path(opts: &Options) -> Result<()> {
         median(&traced) / median(&base),
         median(&us)
     );
+    print_replay(replay, opts);
     Ok(())
+}
+
+/// A failure storm recorded, then replayed by `fragtrace report`.
+struct Replay {
+    bytes: u64,
+    failures: u64,
+    alloc_fail: u64,
+    lines: u64,
+    /// Per timed `report` run: user and system CPU, wall time, in seconds.
+    runs: Vec<(f64, f64, f64)>,
+}
+
+const REPLAY_RUNS: usize = 5;
+
+/// The user-space failure path alone: `fragtrace record --storm-threshold 0` while fail-bench
+/// runs (every failure a record), then `fragtrace report FILE --json > /dev/null` timed from
+/// wait4's rusage: decoding, analysis, attribution and JSON of each recorded event.
+fn replay(cgroup: &Path, opts: &Options) -> Result<Replay> {
+    let bin = root_dir().join("target/release");
+    let recording = root_dir().join("target/bench-failure-path.rec");
+    let path = recording.to_str().context("path")?;
+    let recorder = start_tracer(
+        &[
+            "record",
+            "-o",
+            path,
+            "--json",
+            "--no-status",
+            "--storm-threshold",
+            "0",
+        ],
+        Stdio::null(),
+    )?;
+    let out = output(
+        pin(&mut Command::new(bin.join("fail-bench")), WORKLOAD_CPU)
+            .arg(cgroup)
+            .arg(opts.record_secs.to_string()),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    stop_tracer(recorder)?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).context("fail-bench output")?;
+    let report = || {
+        let mut cmd = Command::new(bin.join("fragtrace"));
+        cmd.args(["report", path, "--json"]);
+        cmd
+    };
+    let json = output(&mut report())?;
+    let mut replay = Replay {
+        bytes: std::fs::metadata(&recording)?.len(),
+        failures: v["failures"].as_u64().unwrap_or(0) + 1,
+        alloc_fail: json
+            .lines()
+            .filter(|l| l.contains(r#""type":"alloc_fail""#))
+            .count() as u64,
+        lines: json.lines().count() as u64,
+        runs: Vec::new(),
+    };
+    for _ in 0..REPLAY_RUNS {
+        let started = Instant::now();
+        let child = pin(&mut report(), WORKLOAD_CPU)
+            .stdout(Stdio::from(std::fs::File::create("/dev/null")?))
+            .spawn()
+            .context("start fragtrace report")?;
+        let (mut status, mut usage) = (0, std::mem::MaybeUninit::<libc::rusage>::zeroed());
+        // SAFETY: waiting for our own child, into valid out-pointers.
+        let (pid, usage) = unsafe {
+            let pid = libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr());
+            (pid, usage.assume_init())
+        };
+        if pid <= 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            bail!("fragtrace report failed (wait status {status})");
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        replay.runs.push((
+            secs(usage.ru_utime),
+            secs(usage.ru_stime),
+            started.elapsed().as_secs_f64(),
+        ));
+    }
+    let _ = std::fs::remove_file(&recording);
+    Ok(replay)
+}
+
+fn print_replay(replay: Result<Replay>, opts: &Options) {
+    println!();
+    let r = match replay {
+        Ok(r) => r,
+        Err(e) => {
+            println!("failure path replayed: skipped: {e:#}");
+            return;
+        }
+    };
+    println!(
+        "failure path replayed: `fragtrace record --storm-threshold 0` for {} s of fail-bench, then `fragtrace report FILE --json > /dev/null` {REPLAY_RUNS} times (on CPU {WORKLOAD_CPU} when pinned), CPU from wait4",
+        opts.record_secs
+    );
+    println!();
+    let cpu: Vec<f64> = r.runs.iter().map(|(u, s, _)| u + s).collect();
+    let user: Vec<f64> = r.runs.iter().map(|(u, _, _)| *u).collect();
+    let sys: Vec<f64> = r.runs.iter().map(|(_, s, _)| *s).collect();
+    let wall: Vec<f64> = r.runs.iter().map(|(_, _, w)| *w).collect();
+    let per_event = median(&cpu) * 1e6 / r.alloc_fail.max(1) as f64;
+    println!("| figure | measured |");
+    println!("|---|---:|");
+    println!(
+        "| recording | {} bytes, {} failures, {} alloc_fail events, {} JSON lines in all |",
+        r.bytes, r.failures, r.alloc_fail, r.lines
+    );
+    println!(
+        "| report CPU, user + sys (median of {REPLAY_RUNS}; min-max) | {:.3} s = {:.3} + {:.3} ({:.3}-{:.3}) |",
+        median(&cpu),
+        median(&user),
+        median(&sys),
+        quantile(&cpu, 0.0),
+        quantile(&cpu, 1.0)
+    );
+    println!("| report wall time (median) | {:.3} s |", median(&wall));
+    println!(
+        "| user-space CPU per alloc_fail event | {per_event:.2} us (target 5 us), {:.2} us per JSON line |",
+        median(&cpu) * 1e6 / r.lines.max(1) as f64
+    );
+    println!(
+        "| events per second per core | {:.0} |",
+        1e6 / per_event.max(f64::MIN_POSITIVE)
+    );
 }
 
 struct FailureRound {
@@ -267,7 +661,7 @@ fn failure_rounds(cgroup: &Path, opts: &Options) -> Result<Vec<FailureRound>> {
     let bin = root_dir().join("target/release");
     let json = root_dir().join("target/bench-failure-path.jsonl");
     let workload = || -> Result<(f64, u64, u32)> {
-        let mut child = Command::new(bin.join("fail-bench"))
+        let mut child = pin(&mut Command::new(bin.join("fail-bench")), WORKLOAD_CPU)
             .arg(cgroup)
             .arg(opts.fail_secs.to_string())
             .stdout(Stdio::piped())
@@ -325,14 +719,19 @@ fn failure_rounds(cgroup: &Path, opts: &Options) -> Result<Vec<FailureRound>> {
 
 /// utime + stime of a process, in milliseconds.
 pub(crate) fn cpu_ms(pid: u32) -> Option<f64> {
+    cpu_split_ms(pid).map(|(user, sys)| user + sys)
+}
+
+/// utime and stime of a process, in milliseconds.
+pub(crate) fn cpu_split_ms(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let (user, sys): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks * 1000.0 / hz)
+    Some((user * 1000.0 / hz, sys * 1000.0 / hz))
 }
 
 /// A `kB` line of /proc/PID/status.
@@ -350,7 +749,8 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-fn print_report(configs: &[Config], opts: &Options) -> Result<()> {
+/// The machine, the load and the placement, above the tables.
+fn print_machine() -> Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
         .lines()
         .find_map(|l| {
@@ -359,35 +759,167 @@ fn print_report(configs: &[Config], opts: &Options) -> Result<()> {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let load = std::fs::read_to_string("/proc/loadavg")?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("machine: {cpu}, {cores} cores, kernel {}", kernel.trim());
     println!(
-        "workload: fault-bench {} MiB x {} passes per round (one order-0 page allocation per fault, THP off), {} interleaved rounds",
+        "load average at the end of the interleaved rounds: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("placement: {}", placement());
+    Ok(())
+}
+
+/// Quantile `q` (0..=1) of `v`, nearest rank.
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * q).round() as usize]
+}
+
+/// `min / p25-p75 / max` of `v`, formatted with `prec` decimals.
+fn spread(v: &[f64], prec: usize) -> String {
+    format!(
+        "{:.prec$} / {:.prec$}-{:.prec$} / {:.prec$}",
+        quantile(v, 0.0),
+        quantile(v, 0.25),
+        quantile(v, 0.75),
+        quantile(v, 1.0)
+    )
+}
+
+/// Each round's value over the baseline's of the same round.
+fn paired(c: &Config, base: &Config) -> Vec<f64> {
+    c.values
+        .iter()
+        .zip(&base.values)
+        .map(|(v, b)| v / b)
+        .collect()
+}
+
+fn tracer_cpu(c: &Config) -> (String, String) {
+    if c.user_ms.is_empty() {
+        return ("-".into(), "-".into());
+    }
+    let mib = |v: &[u64]| *v.iter().max().unwrap_or(&0) as f64 / 1024.0;
+    (
+        format!("{:.0} / {:.0} ms", median(&c.user_ms), median(&c.sys_ms)),
+        format!("{:.1} / {:.1} MiB", mib(&c.rss_kib), mib(&c.peak_rss_kib)),
+    )
+}
+
+fn print_faults(configs: &[Config], opts: &Options) {
+    let faults: Vec<&Config> = configs
+        .iter()
+        .filter(|c| c.workload == Workload::Faults)
+        .collect();
+    println!();
+    println!(
+        "page faults: fault-bench {} MiB x {} passes per round (one order-0 page allocation per fault, THP off), {} interleaved rounds",
         opts.mib, opts.passes, opts.rounds
     );
     println!();
     println!(
-        "| configuration | median faults/s | ratio to baseline | fragtrace CPU per round | fragtrace RSS (steady / peak at load) |"
+        "| configuration | median faults/s | spread: min / p25-p75 / max | ns per fault (added) | ratio of medians | per-round ratio: median (min-max) | fragtrace CPU per round (user / sys) | fragtrace RSS (steady / peak) |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    let base = median(&configs[0].rates);
-    for c in configs {
-        let m = median(&c.rates);
-        let (cpu, rss) = if c.cpu_ms.is_empty() {
-            ("-".to_string(), "-".to_string())
-        } else {
-            let mib = |v: &[u64]| *v.iter().max().unwrap_or(&0) as f64 / 1024.0;
-            (
-                format!("{:.0} ms", median(&c.cpu_ms)),
-                format!("{:.1} / {:.1} MiB", mib(&c.rss_kib), mib(&c.peak_rss_kib)),
-            )
-        };
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let base = faults[0];
+    let base_ns = 1e9 / median(&base.values);
+    for c in &faults {
+        let m = median(&c.values);
+        let ns = 1e9 / m;
+        let ratios = paired(c, base);
+        let (cpu, rss) = tracer_cpu(c);
         println!(
-            "| {} | {:.0} | {:.3} | {cpu} | {rss} |",
+            "| {} | {m:.0} | {} | {ns:.0} ({:+.0}) | {:.3} | {:.3} ({:.3}-{:.3}) | {cpu} | {rss} |",
             c.name,
-            m,
-            m / base
+            spread(&c.values, 0),
+            ns - base_ns,
+            m / median(&base.values),
+            median(&ratios),
+            quantile(&ratios, 0.0),
+            quantile(&ratios, 1.0),
         );
     }
-    Ok(())
+}
+
+fn print_syscalls(configs: &[Config], opts: &Options) {
+    let calls: Vec<&Config> = configs
+        .iter()
+        .filter(|c| c.workload == Workload::Syscalls)
+        .collect();
+    println!();
+    println!(
+        "syscalls: syscall-bench, {} getppid() calls per round in 10 chunks, {} interleaved rounds",
+        opts.syscall_calls, opts.rounds
+    );
+    println!();
+    println!(
+        "| configuration | median ns/call | spread: min / p25-p75 / max | ns added per call | ratio of medians | per-round ratio: median (min-max) | fastest chunk, median ns/call (ratio) | fragtrace CPU per round (user / sys) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let base = calls[0];
+    let (base_ns, base_best) = (median(&base.values), median(&base.best));
+    for c in &calls {
+        let m = median(&c.values);
+        let best = median(&c.best);
+        let ratios = paired(c, base);
+        let (cpu, _) = tracer_cpu(c);
+        println!(
+            "| {} | {m:.1} | {} | {:+.1} | {:.3} | {:.3} ({:.3}-{:.3}) | {best:.1} ({:.3}) | {cpu} |",
+            c.name,
+            spread(&c.values, 1),
+            m - base_ns,
+            m / base_ns,
+            median(&ratios),
+            quantile(&ratios, 0.0),
+            quantile(&ratios, 1.0),
+            best / base_best,
+        );
+    }
+}
+
+/// Kernel time per run of each of fragtrace's programs that ran, from bpf_stats.
+fn print_progs(configs: &[Config], stats_on: bool, opts: &Options) {
+    println!();
+    if !stats_on {
+        println!("per-program kernel cost: skipped, kernel.bpf_stats_enabled could not be set");
+        return;
+    }
+    if configs.iter().all(|c| c.prog_rounds == 0) {
+        println!("per-program kernel cost: skipped, bpftool not found (cargo xtask setup)");
+        return;
+    }
+    println!(
+        "per-program kernel cost: {} more rounds per tracer configuration with kernel.bpf_stats_enabled=1 (not the timed ones); bpftool prog show, the programs the tracer's fds hold; summed over rounds, from load to the end of the workload, all CPUs; includes the accounting's own clock reads",
+        opts.stats_rounds
+    );
+    println!();
+    println!(
+        "| workload | configuration | program (type) | runs per round | ns per run | attached in rounds |"
+    );
+    println!("|---|---|---|---:|---:|---:|");
+    for c in configs.iter().filter(|c| c.prog_rounds > 0) {
+        let workload = match c.workload {
+            Workload::Faults => "page faults",
+            Workload::Syscalls => "getppid",
+        };
+        let idle = c.progs.values().filter(|s| s.run_cnt == 0).count();
+        for (name, s) in c.progs.iter().filter(|(_, s)| s.run_cnt > 0) {
+            println!(
+                "| {workload} | {} | {name} | {:.1} | {:.1} | {} |",
+                c.name,
+                s.run_cnt as f64 / c.prog_rounds as f64,
+                s.run_time_ns as f64 / s.run_cnt as f64,
+                s.rounds
+            );
+        }
+        println!(
+            "| {workload} | {} | {idle} more attached, never run | | | |",
+            c.name
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! The daemon's own figures, after `cargo xtask bench`'s comparisons: start to attached, CPU
 //! and resident memory idle and under a failure storm (memory-cgroup charge failures as fast
 //! as one thread makes them), and what the flight recorder keeps per failure. Everything is
-//! read from /proc/PID/stat and /proc/PID/status of the daemon.
+//! read from /proc/PID/stat and /proc/PID/status of the daemon. The daemon runs on the tracer
+//! CPU and the storm's workload on the workload CPU, as in the comparisons.
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -11,7 +12,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 use crate::{
-    bench::{Options, cpu_ms, median, start_tracer, status_kib, stop_tracer},
+    bench::{
+        Options, WORKLOAD_CPU, cpu_ms, median, pin, placement, start_tracer, status_kib,
+        stop_tracer,
+    },
     util::root_dir,
 };
 
@@ -83,7 +87,8 @@ pub fn run(opts: &Options) -> Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!();
     println!(
-        "daemon: fragtrace daemon --flight-recorder DIR --events FILE (all hooks, 64 MiB recorder)"
+        "daemon: fragtrace daemon --flight-recorder DIR --events FILE (all hooks, 64 MiB recorder); {}",
+        placement()
     );
     println!();
     println!("| figure | measured |");
@@ -155,7 +160,7 @@ fn storm(pid: u32, workload: &Path, events: &Path) -> Result<Storm> {
         )?;
         std::fs::write(pipe_max, (16u32 << 20).to_string())?;
         let cpu0 = cpu_ms(pid).context("cpu")?;
-        let out = Command::new(workload)
+        let out = pin(&mut Command::new(workload), WORKLOAD_CPU)
             .arg(&cgroup)
             .arg(STORM_SECS.to_string())
             .output()?;

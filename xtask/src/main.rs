@@ -47,7 +47,8 @@ enum Task {
     Vmtest(vmtest::Options),
     /// Run the fuzz targets for a fixed time.
     Fuzz(fuzz::Options),
-    /// Measure fragtrace's overhead on the page-fault path against no tracer (root).
+    /// Measure fragtrace's overhead on page faults, system calls and the failure path against
+    /// no tracer, with per-program kernel time from bpf_stats (root).
     Bench(bench::Options),
     /// cargo fmt --check, clippy for user space and, on its own, the eBPF crate, and
     /// cargo deny (licenses, bans, sources).
