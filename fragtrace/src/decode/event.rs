@@ -7,8 +7,13 @@ use fragtrace_common::{
     SlabCreateFailEvent, ZoneSnapshot, read_record, stall_kind,
 };
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 
-use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols};
+pub use super::stack::Stack;
+use super::{
+    gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols,
+    stack::StackCache,
+};
 use crate::{
     source::stack_maps::{Aggregated, AggregatedStacks},
     zones::verdict::Access,
@@ -43,7 +48,7 @@ pub struct AllocFail {
     pub migratetype: String,
     pub cgroup_id: u64,
     /// Symbolized frames, innermost first, tracing machinery removed.
-    pub stack: Vec<String>,
+    pub stack: Stack,
     /// How the kernel side tied it to a netns creation window, if it did.
     pub netns_window: Option<NetnsWindow>,
     /// warn_alloc ran for it: the kernel printed `page allocation failure`.
@@ -192,6 +197,7 @@ pub struct Decoder {
     compact_priority: Symbols,
     compact_result: Symbols,
     clock: MonotonicClock,
+    stacks: RefCell<StackCache>,
 }
 
 impl Decoder {
@@ -218,6 +224,7 @@ impl Decoder {
             clock: MonotonicClock {
                 realtime_minus_monotonic_ns: tables.realtime_minus_monotonic_ns,
             },
+            stacks: RefCell::default(),
         };
         (decoder, gfp_error)
     }
@@ -331,7 +338,7 @@ impl Decoder {
             access,
             migratetype,
             cgroup_id: raw.cgroup_id,
-            stack: self.symbolize(raw.frames()),
+            stack: self.stack(raw.frames()),
             netns_window: match raw.netns {
                 fragtrace_common::netns_window::COPY_NET_NS => Some(NetnsWindow::CopyNetNs),
                 fragtrace_common::netns_window::SYSCALL => Some(NetnsWindow::Syscall),
@@ -351,6 +358,15 @@ impl Decoder {
                 None => format!("{mask:#x}"),
             },
         }
+    }
+
+    /// [`Self::symbolize`], shared with the earlier failures of the same stack.
+    fn stack(&self, frames: &[u64]) -> Stack {
+        self.stacks
+            .borrow_mut()
+            .get(frames, self.kallsyms.generation(), || {
+                self.symbolize(frames)
+            })
     }
 
     /// Symbolizes frames and drops the leading ones that belong to the tracing machinery
@@ -568,8 +584,8 @@ mod tests {
         assert_eq!(f.migratetype, "migratetype0");
         assert_eq!(f.netns_window, Some(NetnsWindow::CopyNetNs));
         assert_eq!(
-            f.stack,
-            vec!["__alloc_pages_noprof+0x30", "pipe_resize_ring+0x40"]
+            *f.stack,
+            ["__alloc_pages_noprof+0x30", "pipe_resize_ring+0x40"]
         );
         let age = jiff::Timestamp::now().duration_since(ev.task.time);
         assert!(age.as_secs_f64().abs() < 5.0, "wall time off by {age:?}");
