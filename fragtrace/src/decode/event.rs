@@ -7,7 +7,7 @@ use fragtrace_common::{
     SlabCreateFailEvent, ZoneSnapshot, read_record, stall_kind,
 };
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::{cell::RefCell, collections::HashMap};
 
 pub use super::stack::Stack;
 use super::{
@@ -198,7 +198,13 @@ pub struct Decoder {
     compact_result: Symbols,
     clock: MonotonicClock,
     stacks: RefCell<StackCache>,
+    /// Masks already named: their names and the rights they carry (`cma` aside, which is the
+    /// migratetype's). A handful of masks recur.
+    masks: RefCell<HashMap<u64, (String, Access)>>,
 }
+
+/// Distinct gfp masks kept named; past this the cache starts over.
+const MAX_CACHED_MASKS: usize = 1024;
 
 impl Decoder {
     /// `gfp_error` is set when the tables carry no usable gfp flag table: masks are then
@@ -225,6 +231,7 @@ impl Decoder {
                 realtime_minus_monotonic_ns: tables.realtime_minus_monotonic_ns,
             },
             stacks: RefCell::default(),
+            masks: RefCell::default(),
         };
         (decoder, gfp_error)
     }
@@ -329,13 +336,14 @@ impl Decoder {
 
     fn alloc_fail(&self, raw: &AllocFailEvent) -> AllocFail {
         let migratetype = self.migratetypes.name(raw.migratetype);
-        let access = Access::from_gfp(raw.gfp_flags, migratetype == "Movable", |name| {
-            self.gfp.as_ref().and_then(|t| t.bit(name))
-        });
+        let (gfp, access) = self.gfp_and_access(raw.gfp_flags);
         AllocFail {
             order: raw.order,
-            gfp: self.gfp(raw.gfp_flags),
-            access,
+            gfp,
+            access: Access {
+                cma: migratetype == "Movable",
+                ..access
+            },
             migratetype,
             cgroup_id: raw.cgroup_id,
             stack: self.stack(raw.frames()),
@@ -351,6 +359,32 @@ impl Decoder {
     }
 
     fn gfp(&self, mask: u64) -> Gfp {
+        self.gfp_and_access(mask).0
+    }
+
+    /// The mask named, and the rights it carries for a non-movable request; each mask is
+    /// worked out once.
+    fn gfp_and_access(&self, mask: u64) -> (Gfp, Access) {
+        let mut masks = self.masks.borrow_mut();
+        if let Some((names, access)) = masks.get(&mask) {
+            let gfp = Gfp {
+                mask,
+                names: names.clone(),
+            };
+            return (gfp, *access);
+        }
+        if masks.len() >= MAX_CACHED_MASKS {
+            masks.clear();
+        }
+        let gfp = self.name_gfp(mask);
+        let access = Access::from_gfp(mask, false, |name| {
+            self.gfp.as_ref().and_then(|t| t.bit(name))
+        });
+        masks.insert(mask, (gfp.names.clone(), access));
+        (gfp, access)
+    }
+
+    fn name_gfp(&self, mask: u64) -> Gfp {
         Gfp {
             mask,
             names: match &self.gfp {
