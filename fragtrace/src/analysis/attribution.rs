@@ -233,7 +233,7 @@ fn memcg_read_in_kernel(
         page_size,
         named,
         proc_cgroup.as_deref(),
-        &format!("of pid {pid}"),
+        format_args!("of pid {pid}"),
         moment,
     )
 }

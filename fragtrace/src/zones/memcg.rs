@@ -63,7 +63,7 @@ impl MemcgUsage {
         page_size: u64,
         named: Option<(u8, String)>,
         proc_cgroup: Option<&str>,
-        unnamed: &str,
+        unnamed: impl std::fmt::Display,
         moment: &'static str,
     ) -> Option<Self> {
         if counters.valid == 0 {
@@ -149,17 +149,21 @@ impl MemcgUsage {
     pub fn limit_reason(&self, request_bytes: u64) -> Option<String> {
         self.reason_if_within(
             request_bytes,
-            &format!("+ {} kB requested >", request_bytes / 1024),
+            format_args!("+ {} kB requested >", request_bytes / 1024),
         )
     }
 
     /// A one-line reason when usage is within `margin_bytes` of the limit (an OOM kill, where
     /// the size of the charge that failed is unknown).
     pub fn near_limit_reason(&self, margin_bytes: u64) -> Option<String> {
-        self.reason_if_within(margin_bytes, "of a")
+        self.reason_if_within(margin_bytes, format_args!("of a"))
     }
 
-    fn reason_if_within(&self, margin_bytes: u64, relation: &str) -> Option<String> {
+    fn reason_if_within(
+        &self,
+        margin_bytes: u64,
+        relation: std::fmt::Arguments<'_>,
+    ) -> Option<String> {
         let limit = self.limit_bytes?;
         if self.usage_bytes.saturating_add(margin_bytes) <= limit {
             return None;
