@@ -1,11 +1,11 @@
 //! Who a failure hit and why: netns creation, container, memory cgroup, and the zone verdict.
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::HashMap};
 
 use fragtrace_common::{MemcgCounters, ZoneSnapshot};
 
 use super::netns::stack_evidence;
 use crate::{
-    decode::event::{AllocFail, Task},
+    decode::event::{AllocFail, Stack, Task},
     source::{
         container::{ContainerInfo, parse_cgroup_path},
         host::{Host, ZoneSample},
@@ -78,7 +78,12 @@ impl ZoneHistory {
 #[derive(Default)]
 pub struct Attributor {
     pub zones: ZoneHistory,
+    /// The netns evidence of each stack seen: a stack's frames decide it alone.
+    netns_frames: HashMap<Stack, Option<String>>,
 }
+
+/// Distinct stacks whose netns evidence is kept; past this the cache starts over.
+const MAX_EVIDENCE_CACHED: usize = 4096;
 
 impl Attributor {
     /// `cgroup` is the task's, from [`task_cgroup`].
@@ -89,15 +94,13 @@ impl Attributor {
         cgroup: Option<ContainerInfo>,
         host: &mut dyn Host,
     ) -> FailureContext {
-        let frame = stack_evidence(&ev.stack).map(str::to_string);
+        let frame = self.netns_frame(&ev.stack);
         let netns_evidence = frame.or_else(|| ev.netns_window.map(|w| w.describe().to_string()));
         let page_size = self.page_size();
         let memcg = memcg_read_in_kernel(host, &ev.memcg, task.pid, "at the failure", page_size)
             .or_else(|| host.memcg_usage(task.pid));
         let request_bytes = page_size << ev.order.min(40);
-        let memcg_limited = memcg
-            .as_ref()
-            .map(|m| m.limit_reason(request_bytes).is_some());
+        let memcg_limited = memcg.as_ref().map(|m| m.exceeds_limit(request_bytes));
         // The zones as the kernel handler read them at the failure (on the latest /proc read
         // for names and reserves, however old), else the latest /proc read.
         let at_failure = self
@@ -141,6 +144,19 @@ impl Attributor {
             zone_state_lag_ms,
             verdict,
         }
+    }
+
+    /// The first frame of `stack` that shows a netns creation, found once per stack.
+    fn netns_frame(&mut self, stack: &Stack) -> Option<String> {
+        if let Some(frame) = self.netns_frames.get(stack) {
+            return frame.clone();
+        }
+        if self.netns_frames.len() >= MAX_EVIDENCE_CACHED {
+            self.netns_frames.clear();
+        }
+        let frame = stack_evidence(stack.iter()).map(str::to_string);
+        self.netns_frames.insert(stack.clone(), frame.clone());
+        frame
     }
 
     /// The page size of the zone state, else of this machine.
@@ -217,7 +233,7 @@ fn memcg_read_in_kernel(
         page_size,
         named,
         proc_cgroup.as_deref(),
-        &format!("of pid {pid}"),
+        format_args!("of pid {pid}"),
         moment,
     )
 }
@@ -328,7 +344,7 @@ pub(crate) mod tests {
             access: Access::default(),
             migratetype: "Unmovable".into(),
             cgroup_id: 0,
-            stack: vec!["__alloc_pages+0x1".into(), "setup_net+0xa3".into()],
+            stack: vec!["__alloc_pages+0x1".into(), "setup_net+0xa3".into()].into(),
             netns_window: None,
             warned: false,
             memcg: Default::default(),

@@ -1,7 +1,7 @@
 //! What the summary reports about the failures that passed the filters.
 use std::collections::HashMap;
 
-use crate::decode::event::{AllocFail, Task};
+use crate::decode::event::{AllocFail, Stack, Task};
 
 /// Distinct tasks and stacks counted for the top lists. Beyond, new ones are not tracked, so
 /// that a daemon running for months keeps bounded memory (the failures are still counted).
@@ -14,7 +14,7 @@ pub struct FailureStats {
     /// Records user space could not decode.
     pub undecodable: u64,
     by_task: HashMap<(String, u32), u64>,
-    by_stack: HashMap<Vec<String>, u64>,
+    by_stack: HashMap<Stack, u64>,
 }
 
 impl FailureStats {
@@ -30,7 +30,7 @@ impl FailureStats {
     }
 
     /// The `n` most frequent failing stacks, most first.
-    pub fn top_stacks(&self, n: usize) -> Vec<(&Vec<String>, u64)> {
+    pub fn top_stacks(&self, n: usize) -> Vec<(&Stack, u64)> {
         top(&self.by_stack, n)
     }
 }
@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(tasks[1], (&("a".to_string(), 1), 1));
         let stacks = s.top_stacks(5);
         assert_eq!(stacks[0].1, 3);
-        assert_eq!(stacks[1], (&vec!["y".to_string()], 2));
+        assert_eq!((&stacks[1].0[..], stacks[1].1), (&["y".to_string()][..], 2));
     }
 
     /// However many tasks fail, the lists stay bounded; tasks already tracked keep counting.

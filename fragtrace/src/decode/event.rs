@@ -7,8 +7,13 @@ use fragtrace_common::{
     SlabCreateFailEvent, ZoneSnapshot, read_record, stall_kind,
 };
 use serde::{Deserialize, Serialize};
+use std::{cell::RefCell, collections::HashMap};
 
-use super::{gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols};
+pub use super::stack::Stack;
+use super::{
+    gfp::GfpTable, kallsyms::Kallsyms, migratetype::MigrateTypes, print_fmt::Symbols,
+    stack::StackCache,
+};
 use crate::{
     source::stack_maps::{Aggregated, AggregatedStacks},
     zones::verdict::Access,
@@ -43,7 +48,7 @@ pub struct AllocFail {
     pub migratetype: String,
     pub cgroup_id: u64,
     /// Symbolized frames, innermost first, tracing machinery removed.
-    pub stack: Vec<String>,
+    pub stack: Stack,
     /// How the kernel side tied it to a netns creation window, if it did.
     pub netns_window: Option<NetnsWindow>,
     /// warn_alloc ran for it: the kernel printed `page allocation failure`.
@@ -192,7 +197,14 @@ pub struct Decoder {
     compact_priority: Symbols,
     compact_result: Symbols,
     clock: MonotonicClock,
+    stacks: RefCell<StackCache>,
+    /// Masks already named: their names and the rights they carry (`cma` aside, which is the
+    /// migratetype's). A handful of masks recur.
+    masks: RefCell<HashMap<u64, (String, Access)>>,
 }
+
+/// Distinct gfp masks kept named; past this the cache starts over.
+const MAX_CACHED_MASKS: usize = 1024;
 
 impl Decoder {
     /// `gfp_error` is set when the tables carry no usable gfp flag table: masks are then
@@ -218,6 +230,8 @@ impl Decoder {
             clock: MonotonicClock {
                 realtime_minus_monotonic_ns: tables.realtime_minus_monotonic_ns,
             },
+            stacks: RefCell::default(),
+            masks: RefCell::default(),
         };
         (decoder, gfp_error)
     }
@@ -322,16 +336,17 @@ impl Decoder {
 
     fn alloc_fail(&self, raw: &AllocFailEvent) -> AllocFail {
         let migratetype = self.migratetypes.name(raw.migratetype);
-        let access = Access::from_gfp(raw.gfp_flags, migratetype == "Movable", |name| {
-            self.gfp.as_ref().and_then(|t| t.bit(name))
-        });
+        let (gfp, access) = self.gfp_and_access(raw.gfp_flags);
         AllocFail {
             order: raw.order,
-            gfp: self.gfp(raw.gfp_flags),
-            access,
+            gfp,
+            access: Access {
+                cma: migratetype == "Movable",
+                ..access
+            },
             migratetype,
             cgroup_id: raw.cgroup_id,
-            stack: self.symbolize(raw.frames()),
+            stack: self.stack(raw.frames()),
             netns_window: match raw.netns {
                 fragtrace_common::netns_window::COPY_NET_NS => Some(NetnsWindow::CopyNetNs),
                 fragtrace_common::netns_window::SYSCALL => Some(NetnsWindow::Syscall),
@@ -344,6 +359,32 @@ impl Decoder {
     }
 
     fn gfp(&self, mask: u64) -> Gfp {
+        self.gfp_and_access(mask).0
+    }
+
+    /// The mask named, and the rights it carries for a non-movable request; each mask is
+    /// worked out once.
+    fn gfp_and_access(&self, mask: u64) -> (Gfp, Access) {
+        let mut masks = self.masks.borrow_mut();
+        if let Some((names, access)) = masks.get(&mask) {
+            let gfp = Gfp {
+                mask,
+                names: names.clone(),
+            };
+            return (gfp, *access);
+        }
+        if masks.len() >= MAX_CACHED_MASKS {
+            masks.clear();
+        }
+        let gfp = self.name_gfp(mask);
+        let access = Access::from_gfp(mask, false, |name| {
+            self.gfp.as_ref().and_then(|t| t.bit(name))
+        });
+        masks.insert(mask, (gfp.names.clone(), access));
+        (gfp, access)
+    }
+
+    fn name_gfp(&self, mask: u64) -> Gfp {
         Gfp {
             mask,
             names: match &self.gfp {
@@ -351,6 +392,15 @@ impl Decoder {
                 None => format!("{mask:#x}"),
             },
         }
+    }
+
+    /// [`Self::symbolize`], shared with the earlier failures of the same stack.
+    fn stack(&self, frames: &[u64]) -> Stack {
+        self.stacks
+            .borrow_mut()
+            .get(frames, self.kallsyms.generation(), || {
+                self.symbolize(frames)
+            })
     }
 
     /// Symbolizes frames and drops the leading ones that belong to the tracing machinery
@@ -568,8 +618,8 @@ mod tests {
         assert_eq!(f.migratetype, "migratetype0");
         assert_eq!(f.netns_window, Some(NetnsWindow::CopyNetNs));
         assert_eq!(
-            f.stack,
-            vec!["__alloc_pages_noprof+0x30", "pipe_resize_ring+0x40"]
+            *f.stack,
+            ["__alloc_pages_noprof+0x30", "pipe_resize_ring+0x40"]
         );
         let age = jiff::Timestamp::now().duration_since(ev.task.time);
         assert!(age.as_secs_f64().abs() < 5.0, "wall time off by {age:?}");

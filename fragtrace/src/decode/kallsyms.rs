@@ -24,6 +24,9 @@ pub struct Kallsyms {
     /// `pglist_data *`; true) or `contig_page_data` (the one node; false). Data symbols are
     /// listed only with CONFIG_KALLSYMS_ALL.
     pub pgdat: Option<(u64, bool)>,
+    /// Bumped by every symbol added after parsing: what was resolved before may now resolve
+    /// differently (caches of resolved stacks compare it).
+    generation: u64,
 }
 
 impl Kallsyms {
@@ -104,6 +107,11 @@ impl Kallsyms {
         self.syms.is_empty()
     }
 
+    /// Changes whenever a symbol is added: lookups made before may no longer hold.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The symbol containing `addr` and the offset into it. kallsyms has no sizes, so an
     /// address far past the nearest symbol (a BPF program or trampoline, which kallsyms lists
     /// only with `net.core.bpf_jit_kallsyms=1`) is unknown rather than misnamed.
@@ -140,6 +148,7 @@ impl Kallsyms {
             None => u16::MAX,
         };
         let at = self.syms.partition_point(|s| s.addr < addr);
+        self.generation += 1;
         self.syms.insert(
             at,
             Symbol {

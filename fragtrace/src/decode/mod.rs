@@ -5,4 +5,5 @@ pub mod gfp;
 pub mod kallsyms;
 pub mod migratetype;
 pub mod print_fmt;
+pub mod stack;
 pub mod tracefs;

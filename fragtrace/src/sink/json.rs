@@ -1,5 +1,5 @@
 //! JSON lines. Field names are a contract (docs/json.md): add fields, never rename them.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io::Write as _};
 
 use serde::Serialize;
 
@@ -37,6 +37,8 @@ impl<'a> TaskFields<'a> {
     }
 }
 
+/// An alloc_fail line's fields, as docs/json.md lists them; [`finding`] writes the same bytes
+/// without going through this.
 #[derive(Serialize)]
 pub struct AllocFailJson<'a> {
     #[serde(rename = "type")]
@@ -85,13 +87,69 @@ impl<'a> AllocFailJson<'a> {
     }
 }
 
+/// Appends an alloc_fail line: the bytes `serde_json` writes for [`AllocFailJson`] (a test
+/// holds them equal), written field by field. This is the failure path's hottest code: keys are
+/// copied rather than escaped, the time is formatted in place, and a stack's frames are
+/// serialized once per stack ([`crate::decode::stack::Stack::json`]), not once per failure.
+fn alloc_fail(task: &Task, ev: &AllocFail, ctx: &FailureContext, out: &mut Vec<u8>) {
+    let container = ctx.container.as_ref();
+    out.extend_from_slice(br#"{"type":"alloc_fail","ts_ns":"#);
+    value(out, &task.ts_ns);
+    // RFC 3339 holds nothing JSON escapes.
+    let _ = write!(out, r#","time":"{}","pid":"#, task.time);
+    value(out, &task.pid);
+    out.extend_from_slice(br#","tid":"#);
+    value(out, &task.tid);
+    out.extend_from_slice(br#","comm":"#);
+    value(out, &task.comm);
+    out.extend_from_slice(br#","order":"#);
+    value(out, &ev.order);
+    out.extend_from_slice(br#","gfp":"#);
+    value(out, &ev.gfp.mask);
+    out.extend_from_slice(br#","gfp_flags":"#);
+    value(out, &ev.gfp.names);
+    out.extend_from_slice(br#","migratetype":"#);
+    value(out, &ev.migratetype);
+    out.extend_from_slice(br#","cgroup_id":"#);
+    value(out, &ev.cgroup_id);
+    out.extend_from_slice(br#","stack":"#);
+    out.extend_from_slice(ev.stack.json());
+    out.extend_from_slice(br#","netns":"#);
+    value(out, &ctx.netns);
+    out.extend_from_slice(br#","netns_evidence":"#);
+    value(out, &ctx.netns_evidence);
+    out.extend_from_slice(br#","container_id":"#);
+    value(out, &container.and_then(|c| c.container_id.as_deref()));
+    out.extend_from_slice(br#","pod_uid":"#);
+    value(out, &container.and_then(|c| c.pod_uid.as_deref()));
+    out.extend_from_slice(br#","memcg_limited":"#);
+    value(out, &ctx.memcg_limited);
+    out.extend_from_slice(br#","warned":"#);
+    value(out, &ev.warned);
+    out.extend_from_slice(br#","verdict":"#);
+    value(out, ctx.verdict.kind.as_str());
+    out.extend_from_slice(br#","reason":"#);
+    value(out, &ctx.verdict.reason);
+    out.extend_from_slice(br#","zone_state_lag_ms":"#);
+    value(out, &ctx.zone_state_lag_ms);
+    out.push(b'}');
+}
+
+/// One JSON value, appended.
+fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(&mut *out, v).expect("plain values serialize");
+}
+
 /// Appends a finding as one JSON line.
 pub fn finding(f: &Finding, out: &mut Vec<u8>) {
+    if let Found::AllocFail { failure, context } = &f.what {
+        alloc_fail(&f.task, failure, context, out);
+        out.push(b'\n');
+        return;
+    }
     let task = TaskFields::new(&f.task);
     let written = match &f.what {
-        Found::AllocFail { failure, context } => {
-            serde_json::to_writer(&mut *out, &AllocFailJson::new(&f.task, failure, context))
-        }
+        Found::AllocFail { .. } => unreachable!("written above"),
         Found::AllocWarn { gfp } => serde_json::to_writer(
             &mut *out,
             &AllocWarnJson {
@@ -393,4 +451,68 @@ pub struct NetnsSummaryJson<'a> {
     pub latency: Option<LatencySummary>,
     /// Failed creations by `op ERRNO`.
     pub failed: &'a BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        analysis::attribution::tests::failure,
+        decode::stack::Stack,
+        source::container::ContainerInfo,
+        zones::verdict::{Verdict, VerdictKind},
+    };
+
+    /// The hand-written alloc_fail line is byte for byte what serde writes for its fields,
+    /// with and without the optional ones, and with strings that need escaping.
+    #[test]
+    fn alloc_fail_line_is_the_serde_line() {
+        let task = Task {
+            ts_ns: 3_005_320_880_910,
+            time: jiff::Timestamp::from_nanosecond(1_796_218_179_847_395_251).unwrap(),
+            pid: 30347,
+            tid: 30348,
+            comm: "fail\"bench\\\u{1}é".into(),
+        };
+        let mut ev = failure(6);
+        ev.stack = Stack::new(vec!["pipe_fcntl+0xf2".into(), "a\"b".into()]);
+        let mut ctx = FailureContext {
+            netns: false,
+            netns_evidence: None,
+            container: None,
+            memcg_limited: None,
+            zone_state_lag_ms: None,
+            verdict: Verdict {
+                kind: VerdictKind::Unknown,
+                reason: "zone state unreadable\n(/proc)".into(),
+                zone: None,
+            },
+        };
+        let check = |task: &Task, ev: &AllocFail, ctx: &FailureContext| {
+            let mut fast = Vec::new();
+            alloc_fail(task, ev, ctx, &mut fast);
+            let serde = serde_json::to_vec(&AllocFailJson::new(task, ev, ctx)).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
+        };
+        check(&task, &ev, &ctx);
+        ctx.netns = true;
+        ctx.netns_evidence = Some("setup_net+0xa3".into());
+        ctx.container = Some(ContainerInfo {
+            container_id: Some("abc".into()),
+            pod_uid: Some("pod-1".into()),
+            ..Default::default()
+        });
+        ctx.memcg_limited = Some(true);
+        ctx.zone_state_lag_ms = Some(-5);
+        ev.warned = true;
+        ev.stack = Stack::new(Vec::new());
+        let whole_second = Task {
+            time: jiff::Timestamp::from_second(1_796_218_179).unwrap(),
+            ..task.clone()
+        };
+        check(&whole_second, &ev, &ctx);
+    }
 }

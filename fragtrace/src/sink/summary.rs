@@ -54,7 +54,7 @@ impl Summary<'_> {
             .failures
             .top_stacks(usize::MAX)
             .into_iter()
-            .map(|(s, n)| (s.as_slice(), n))
+            .map(|(s, n)| (&s[..], n))
             .collect();
         for a in &self.kernel.failures {
             *by_stack.entry(a.stack.as_slice()).or_default() += a.count;

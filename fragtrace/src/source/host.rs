@@ -216,7 +216,8 @@ pub struct RecordedHost {
     memcg_names: HashMap<u64, Option<(u8, String)>>,
     proc_cgroups: HashMap<u32, Option<String>>,
     memcg_usages: HashMap<u32, Option<MemcgUsage>>,
-    containers: HashMap<(u64, u32), Option<String>>,
+    /// Parsed as learned: replay asks for the same task's container at every failure.
+    containers: HashMap<(u64, u32), Option<ContainerInfo>>,
     comms: HashMap<u32, Option<String>>,
     pod_uids: HashMap<String, Option<String>>,
 }
@@ -238,7 +239,8 @@ impl RecordedHost {
                 pid,
                 cgroup_path,
             } => {
-                self.containers.insert((cgroup_id, pid), cgroup_path);
+                let info = cgroup_path.as_deref().map(parse_cgroup_path);
+                self.containers.insert((cgroup_id, pid), info);
             }
             Fact::Comm { pid, comm } => {
                 self.comms.insert(pid, comm);
@@ -264,8 +266,7 @@ impl Host for RecordedHost {
     }
 
     fn container(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo> {
-        let path = self.containers.get(&(cgroup_id, pid)).cloned().flatten()?;
-        Some(parse_cgroup_path(&path))
+        self.containers.get(&(cgroup_id, pid)).cloned().flatten()
     }
 
     fn comm(&mut self, pid: u32) -> Option<String> {

@@ -3,6 +3,7 @@
 //! `memory.failcnt`).
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -62,7 +63,7 @@ impl MemcgUsage {
         page_size: u64,
         named: Option<(u8, String)>,
         proc_cgroup: Option<&str>,
-        unnamed: &str,
+        unnamed: impl std::fmt::Display,
         moment: &'static str,
     ) -> Option<Self> {
         if counters.valid == 0 {
@@ -137,53 +138,67 @@ impl MemcgUsage {
         )
     }
 
+    /// Whether an allocation of `request_bytes` would exceed the limit: [`Self::limit_reason`]
+    /// is `Some` exactly then.
+    pub fn exceeds_limit(&self, request_bytes: u64) -> bool {
+        self.limit_bytes
+            .is_some_and(|limit| self.usage_bytes.saturating_add(request_bytes) > limit)
+    }
+
     /// A one-line reason when an allocation of `request_bytes` would exceed the limit.
     pub fn limit_reason(&self, request_bytes: u64) -> Option<String> {
         self.reason_if_within(
             request_bytes,
-            &format!("+ {} kB requested >", request_bytes / 1024),
+            format_args!("+ {} kB requested >", request_bytes / 1024),
         )
     }
 
     /// A one-line reason when usage is within `margin_bytes` of the limit (an OOM kill, where
     /// the size of the charge that failed is unknown).
     pub fn near_limit_reason(&self, margin_bytes: u64) -> Option<String> {
-        self.reason_if_within(margin_bytes, "of a")
+        self.reason_if_within(margin_bytes, format_args!("of a"))
     }
 
-    fn reason_if_within(&self, margin_bytes: u64, relation: &str) -> Option<String> {
+    fn reason_if_within(
+        &self,
+        margin_bytes: u64,
+        relation: std::fmt::Arguments<'_>,
+    ) -> Option<String> {
         let limit = self.limit_bytes?;
         if self.usage_bytes.saturating_add(margin_bytes) <= limit {
             return None;
         }
-        let mut counters = Vec::new();
-        if let Some(n) = self.events_max {
-            counters.push(format!("memory.events max {n}"));
+        // One string written in place: this runs for every failure of a limited cgroup.
+        let mut reason = String::with_capacity(160);
+        let _ = write!(reason, "memory cgroup {}", self.path);
+        if self.version != 0 {
+            let _ = write!(reason, " (v{})", self.version);
         }
-        if let Some(n) = self.failcnt {
-            counters.push(format!("failcnt {n}"));
+        if let Some(moment) = self.read_in_kernel {
+            let _ = write!(reason, ", {moment}");
         }
-        if let Some(n) = self.events_oom_kill {
-            counters.push(format!("oom_kill {n}"));
-        }
-        let version = match self.version {
-            0 => String::new(),
-            v => format!(" (v{v})"),
-        };
-        let when = self
-            .read_in_kernel
-            .map_or(String::new(), |moment| format!(", {moment}"));
-        Some(format!(
-            "memory cgroup {}{version}{when}: {} kB used {relation} {} kB limit{}",
-            self.path,
+        let _ = write!(
+            reason,
+            ": {} kB used {relation} {} kB limit",
             self.usage_bytes / 1024,
-            limit / 1024,
-            if counters.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", counters.join(", "))
+            limit / 1024
+        );
+        let counters = [
+            ("memory.events max", self.events_max),
+            ("failcnt", self.failcnt),
+            ("oom_kill", self.events_oom_kill),
+        ];
+        let mut separator = " (";
+        for (name, n) in counters {
+            if let Some(n) = n {
+                let _ = write!(reason, "{separator}{name} {n}");
+                separator = ", ";
             }
-        ))
+        }
+        if separator == ", " {
+            reason.push(')');
+        }
+        Some(reason)
     }
 }
 
