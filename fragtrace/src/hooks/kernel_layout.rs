@@ -7,19 +7,28 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// eBPF load-time globals by name.
 pub type Globals = Vec<(&'static str, u32)>;
 
-/// Load-time globals for `fragtrace-ebpf/src/memcg.rs`, or why they are unavailable.
-pub fn memcg_globals() -> Result<Globals, String> {
+/// This kernel's BTF for the layout lookups below, parsed once for both: on kernels before
+/// 6.16 /sys/kernel/btf/vmlinux cannot be mapped, and each parse of the whole file took about
+/// 2 s of start-up in a 5.10 guest.
+pub fn open_btf() -> Result<Btf, String> {
     // Mmap reads only what the lookups touch (kernels from 6.16 allow it); the cached backend
     // parses the whole file, which costs time and a heap peak at start-up.
-    let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+    Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
         .or_else(|_| Btf::from_file(VMLINUX_BTF))
-        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
-    memcg_globals_from(&btf)
+        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))
+}
+
+/// Load-time globals for `fragtrace-ebpf/src/memcg.rs`, or why they are unavailable.
+pub fn memcg_globals(btf: &Result<Btf, String>) -> Result<Globals, String> {
+    memcg_globals_from(btf.as_ref().map_err(Clone::clone)?)
 }
 
 /// Load-time globals for `fragtrace-ebpf/src/zones.rs`, or why they are unavailable. `pgdat` is
 /// the node data symbol from kallsyms ([`crate::decode::kallsyms::Kallsyms::pgdat`]).
-pub fn zone_globals(pgdat: Option<(u64, bool)>) -> Result<Globals, String> {
+pub fn zone_globals(
+    btf: &Result<Btf, String>,
+    pgdat: Option<(u64, bool)>,
+) -> Result<Globals, String> {
     let Some((_, is_array)) = pgdat else {
         return Err(
             "/proc/kallsyms lists neither node_data nor contig_page_data (a kernel \
@@ -27,10 +36,7 @@ pub fn zone_globals(pgdat: Option<(u64, bool)>) -> Result<Globals, String> {
                 .into(),
         );
     };
-    let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
-        .or_else(|_| Btf::from_file(VMLINUX_BTF))
-        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
-    let mut globals = zone_globals_from(&btf)?;
+    let mut globals = zone_globals_from(btf.as_ref().map_err(Clone::clone)?)?;
     globals.push(("PGDAT_IS_ARRAY", is_array as u32));
     Ok(globals)
 }
