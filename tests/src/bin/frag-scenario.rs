@@ -39,6 +39,9 @@ const RESERVE_KB: u64 = 40 * 1024;
 /// Free memory the consuming step never goes below (the check wants over 100 MiB).
 const FLOOR_MIB: u64 = 104;
 const NETNS_COMM: &str = "netns-maker";
+/// The fragmentation scenario's recording and its failure-weighted folded stacks.
+const RECORDING: &str = "/tmp/fragmentation.rec";
+const FOLDED_FAILURES: &str = "/tmp/failures.folded";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -128,8 +131,13 @@ impl Scenario {
         // The OOM killer must pick the pinner, never this program; fragtrace protects itself.
         let _ = fs::write("/proc/self/oom_score_adj", "-1000");
 
-        // fragtrace runs through everything; ftrace counts the same window.
-        let mut tracer = Tracer::start(fragtrace);
+        // fragtrace runs through everything, recording as it prints (issue 10) and writing the
+        // failure-weighted folded stacks (issue 11); ftrace counts the same window.
+        let mut tracer = Tracer::start_with(
+            fragtrace,
+            &["record", "-o", RECORDING, "--folded", FOLDED_FAILURES],
+            900,
+        );
         match &tracer {
             Ok(t) => {
                 self.info(
@@ -280,6 +288,7 @@ impl Scenario {
             Err(e) => Err(e.clone()),
         };
         self.compare(ft_events, tracer_out, netns.pid);
+        self.record_report(fragtrace, netns.pid);
         self.oom_check();
         self.memcg(fragtrace);
         self.metric("scenario_secs", json!(round1(t0.elapsed().as_secs_f64())));
@@ -2064,11 +2073,16 @@ struct TracerOutput {
 
 impl Tracer {
     fn start(bin: &str) -> Result<Self, String> {
-        Self::start_for(bin, 900)
+        Self::start_with(bin, &[], 900)
     }
 
     /// Runs `--duration secs`.
     fn start_for(bin: &str, secs: u32) -> Result<Self, String> {
+        Self::start_with(bin, &[], secs)
+    }
+
+    /// `fragtrace ARGS... --json ... --duration secs`.
+    fn start_with(bin: &str, args: &[&str], secs: u32) -> Result<Self, String> {
         let out = fs::File::create("/tmp/fragtrace.jsonl").map_err(|e| e.to_string())?;
         let err = fs::File::create("/tmp/fragtrace.err").map_err(|e| e.to_string())?;
         let started = Instant::now();
@@ -2080,6 +2094,7 @@ impl Tracer {
             command.pre_exec(|| fs::write("/proc/self/oom_score_adj", "0"));
         }
         let mut child = command
+            .args(args)
             .args([
                 "-v",
                 "--json",
@@ -2548,5 +2563,203 @@ impl Scenario {
             ),
         );
         self.metric(&name("secs"), json!(round1(t0.elapsed().as_secs_f64())));
+    }
+}
+
+/// `fragtrace report ARGS...`: its standard output, or why it failed.
+fn report(fragtrace: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(fragtrace)
+        .arg("report")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {fragtrace} report: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`fragtrace report {}` {}: {}",
+            args.join(" "),
+            out.status,
+            last_line(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Folded lines as (stack, weight).
+fn folded(path: &str) -> Result<Vec<(String, u64)>, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (stack, n) = l.rsplit_once(' ')?;
+            Some((stack.to_string(), n.parse().ok()?))
+        })
+        .collect())
+}
+
+impl Scenario {
+    /// Issues 10 and 11 on the fragmentation scenario: the live run recorded as it printed;
+    /// `report --json` on the recording prints the same objects (docs/json.md: none is
+    /// live-only); the failure-weighted folded stacks of the live run include the netns
+    /// child's path through copy_net_ns; `report --weight stall` totals equal the summary's
+    /// stall totals (each stack rounded down to whole microseconds); `report --weight
+    /// fallbacks` names the pinner's fragmenting allocations.
+    fn record_report(&mut self, fragtrace: &str, netns_pid: i32) {
+        let live: Vec<Value> = fs::read_to_string("/tmp/fragtrace.jsonl")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        match report(fragtrace, &[RECORDING, "--json"]) {
+            Err(e) => self.check("report_same_objects", false, e),
+            Ok(text) => {
+                let replayed: Vec<Value> = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+                let first_diff = live
+                    .iter()
+                    .zip(&replayed)
+                    .position(|(a, b)| a != b)
+                    .map(|i| {
+                        let (a, b) = (&live[i], &replayed[i]);
+                        let keys: Vec<String> = a
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, v)| b.get(k.as_str()) != Some(*v))
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        format!("object {i} ({}) differs in {keys:?}", a["type"])
+                    });
+                let size = fs::metadata(RECORDING).map_or(0, |m| m.len());
+                self.metric("recording_bytes", json!(size));
+                self.check(
+                    "report_same_objects",
+                    !live.is_empty() && live.len() == replayed.len() && first_diff.is_none(),
+                    format!(
+                        "live {} objects, report {} objects; {}; recording {size} bytes",
+                        live.len(),
+                        replayed.len(),
+                        first_diff.unwrap_or_else(|| "all equal".into())
+                    ),
+                );
+            }
+        }
+        // Failure weights, from the live run.
+        match folded(FOLDED_FAILURES) {
+            Err(e) => self.check("folded_netns_path", false, e),
+            Ok(lines) => {
+                let netns: Vec<&(String, u64)> = lines
+                    .iter()
+                    .filter(|(s, _)| s.starts_with(&format!("{NETNS_COMM};")))
+                    .collect();
+                let through = netns
+                    .iter()
+                    .filter(|(s, _)| s.split(';').any(|f| f.starts_with("copy_net_ns")))
+                    .map(|(_, n)| n)
+                    .sum::<u64>();
+                let total: u64 = netns.iter().map(|(_, n)| n).sum();
+                self.check(
+                    "folded_netns_path",
+                    through > 0,
+                    format!(
+                        "{through} of {total} failures of {NETNS_COMM} (pid {netns_pid}) folded \
+                         through copy_net_ns; {} folded stacks in all; e.g. {}",
+                        lines.len(),
+                        netns.first().map_or("-", |l| l.0.as_str())
+                    ),
+                );
+            }
+        }
+        let summary = live
+            .iter()
+            .rev()
+            .find(|v| v["type"] == "summary")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let stall_ns: u64 = ["compaction", "reclaim"]
+            .iter()
+            .map(|k| match &summary[*k]["stall_ns_by_order"] {
+                Value::Array(a) => a.iter().filter_map(Value::as_u64).sum::<u64>(),
+                Value::Object(o) => o.values().filter_map(Value::as_u64).sum::<u64>(),
+                _ => 0,
+            })
+            .sum();
+        let stall = report(
+            fragtrace,
+            &[
+                RECORDING,
+                "--folded",
+                "/tmp/stall.folded",
+                "--weight",
+                "stall",
+            ],
+        )
+        .and_then(|_| folded("/tmp/stall.folded"));
+        match stall {
+            Err(e) => self.check("folded_stall_totals", false, e),
+            Ok(lines) => {
+                let us: u64 = lines.iter().map(|(_, n)| n).sum();
+                // Each stack is rounded down to whole microseconds.
+                let ok = stall_ns > 0
+                    && us * 1000 <= stall_ns
+                    && stall_ns - us * 1000 < 1000 * lines.len().max(1) as u64;
+                self.check(
+                    "folded_stall_totals",
+                    ok,
+                    format!(
+                        "--weight stall: {us} us over {} stacks; summary stall_ns_by_order \
+                         (compaction + reclaim): {stall_ns} ns",
+                        lines.len()
+                    ),
+                );
+            }
+        }
+        let fallbacks = report(
+            fragtrace,
+            &[
+                RECORDING,
+                "--folded",
+                "/tmp/fallbacks.folded",
+                "--weight",
+                "fallbacks",
+            ],
+        )
+        .and_then(|_| folded("/tmp/fallbacks.folded"));
+        match fallbacks {
+            Err(e) => self.check("folded_fallbacks", false, e),
+            Ok(lines) => {
+                // The pinner's own allocations: pipe rings, socket buffers, the pages it pins.
+                let named: Vec<&(String, u64)> = lines
+                    .iter()
+                    .filter(|(s, _)| {
+                        s.starts_with("frag-pinner;")
+                            && s.split(';').any(|f| {
+                                [
+                                    "pipe",
+                                    "unix_stream",
+                                    "sock_alloc",
+                                    "skb",
+                                    "handle_mm_fault",
+                                ]
+                                .iter()
+                                .any(|n| f.contains(n))
+                            })
+                    })
+                    .collect();
+                let total: u64 = lines.iter().map(|(_, n)| n).sum();
+                self.check(
+                    "folded_fallbacks",
+                    !named.is_empty(),
+                    format!(
+                        "{} of {} fallback stacks ({total} fallbacks) are frag-pinner's pipe, \
+                         socket or page-fault allocations; heaviest: {}",
+                        named.len(),
+                        lines.len(),
+                        lines.first().map_or("-".into(), |l| clip(&l.0, 300))
+                    ),
+                );
+            }
+        }
     }
 }
