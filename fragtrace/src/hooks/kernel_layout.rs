@@ -7,15 +7,35 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// eBPF load-time globals by name.
 pub type Globals = Vec<(&'static str, u32)>;
 
-/// This kernel's BTF for the layout lookups below, parsed once for both: on kernels before
-/// 6.16 /sys/kernel/btf/vmlinux cannot be mapped, and each parse of the whole file took about
-/// 2 s of start-up in a 5.10 guest.
+/// This kernel's BTF for the layout lookups below, opened once for both. Mapped, it is read
+/// only where the lookups go; parsed whole (btf-rs's cached backend) it took 2 to 4 s of
+/// start-up in the VM matrix's guests, on every kernel. /sys/kernel/btf/vmlinux can be mapped
+/// only from 6.16; before that, a copy in a memfd is mapped instead (one read of a few MB).
 pub fn open_btf() -> Result<Btf, String> {
-    // Mmap reads only what the lookups touch (kernels from 6.16 allow it); the cached backend
-    // parses the whole file, which costs time and a heap peak at start-up.
     Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+        .or_else(|_| mapped_copy())
         .or_else(|_| Btf::from_file(VMLINUX_BTF))
         .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))
+}
+
+/// The BTF copied into a memfd, mapped from there.
+fn mapped_copy() -> anyhow::Result<Btf> {
+    use std::{io::Write, os::fd::FromRawFd};
+    let data = std::fs::read(VMLINUX_BTF)?;
+    // SAFETY: a constant C string; the descriptor returned is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"fragtrace-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(&data)?;
+    drop(data);
+    // btf-rs opens the path itself; the mapping keeps the memfd alive once `file` is closed.
+    Ok(Btf::from_file_with_backend(
+        format!("/proc/self/fd/{fd}"),
+        Backend::Mmap,
+    )?)
 }
 
 /// Load-time globals for `fragtrace-ebpf/src/memcg.rs`, or why they are unavailable.
