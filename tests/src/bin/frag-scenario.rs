@@ -1,7 +1,7 @@
 //! In-guest scenario program of `cargo xtask vmtest` (issue #3). Runs as the guest's only real
 //! workload, as root, on a throwaway VM: it fragments memory for real and must not run elsewhere.
 //!
-//! `frag-scenario guest --mode boot|full --fragtrace PATH`
+//! `frag-scenario guest --mode boot|full|survive [--repeat N] --fragtrace PATH`
 //!
 //! Prints `FRAGTRACE-VMTEST-FEATURE`, `-CHECK <name> <pass|fail|info> <detail>`, `-METRIC k=v`
 //! and one `-RESULT {json}` line; the host judges the checks. Scenarios (mode full):
@@ -16,8 +16,12 @@
 //!    one of its allocations of order >= 1 fail, bounded), send on sockets, request hugepages.
 //! 3. Failed allocations counted by ftrace (kmem/mm_page_alloc filtered on pfn == -1) over the
 //!    same window must equal fragtrace's count, or differ by fragtrace's drop count.
+//!    fragtrace runs as `record --json --folded`: `report --json` must print the same objects,
+//!    and the folded stacks (failures live; stall and fallbacks from `report`) are checked.
 //! 4. A cgroup v2 memory limit: order-6 pipe failures tagged memcg_limited, and an OOM kill
 //!    called a cgroup OOM, both from counters read in the kernel.
+//! 5. Survive (issue 8; mode survive runs only this, `--repeat N` times): see
+//!    [`Scenario::survive`].
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
