@@ -2373,6 +2373,8 @@ impl Scenario {
             fs::read_to_string(format!("/proc/{tracer_pid}/oom_score_adj")).unwrap_or_default();
         let ftrace = Ftrace::start();
         let netns = NetnsMaker::fork();
+        // Forked from this driver, it would inherit its -1000: back to the kernel's default.
+        let _ = fs::write(format!("/proc/{}/oom_score_adj", netns.pid), "0");
         let pinner = Pinner::spawn_with(None);
         let after = Buddy::read();
         let squeezer = squeezer();
