@@ -22,9 +22,6 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
 fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: the offset comes from this kernel's tracefs format for this event.
     let pid: i32 = unsafe { ctx.read_at(load_const(&OOM_PID_OFFSET) as usize)? };
-    // The current task invoked the OOM killer; for a memory-cgroup OOM its cgroup (or an
-    // ancestor) is the one at its limit. Read now: the victim and its cgroup may be gone later.
-    let [usage, max, ino, level] = current_memcg_counters().to_args();
     let Some(mut entry) = EVENTS.reserve::<OomVictimEvent>(0) else {
         bump(counter::RINGBUF_DROPS);
         return Ok(());
@@ -35,8 +32,18 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
         (*ev).mm = MmEvent {
             header: header(EventKind::OomVictim),
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            args: [pid as u32 as u64, usage, max, ino, level, 0],
+            args: [pid as u32 as u64, 0, 0, 0, 0, 0],
         };
+        // The current task invoked the OOM killer; for a memory-cgroup OOM its cgroup (or an
+        // ancestor) is the one at its limit. Read now: the victim and its cgroup may be gone
+        // later. Written into the record at once, as the failure handler does: kept live
+        // across the reservation instead, the counters' paths multiplied the states the 5.10
+        // verifier walked through the zone loop below (10 s of fragtrace's start-up there).
+        let [usage, max, ino, level] = current_memcg_counters().to_args();
+        (*ev).mm.args[1] = usage;
+        (*ev).mm.args[2] = max;
+        (*ev).mm.args[3] = ino;
+        (*ev).mm.args[4] = level;
         // The zones before the victim frees anything: free memory then says whether the OOM
         // killer ran with memory free.
         snapshot_current_node(core::ptr::addr_of_mut!((*ev).zones));

@@ -84,6 +84,7 @@ impl Live {
             Some(kind) => Mode::Only(kind),
             None => Mode::FirstWorking,
         };
+        let t = Instant::now();
         let kallsyms = match Kallsyms::load() {
             Ok(k) if k.is_empty() => {
                 warn(
@@ -98,6 +99,7 @@ impl Live {
                 Kallsyms::default()
             }
         };
+        log::info!("start-up: kallsyms read in {:.0?}", t.elapsed());
         let opted_in: &[catalog::OptIn] = if args.netns_syscalls {
             &[catalog::NETNS_SYSCALLS]
         } else {
@@ -121,6 +123,7 @@ impl Live {
             .as_ref()
             .ok()
             .map(|f| f.print_fmt.clone());
+        let t = Instant::now();
         let tables = KernelTables::read(&tracefs, page_alloc_format);
         let (decoder, gfp_error) = Decoder::new(&tables, kallsyms);
         if let Some(e) = gfp_error {
@@ -144,6 +147,11 @@ impl Live {
         if let Some(z) = ZoneSample::read() {
             pipeline.zone_sample(z);
         }
+        log::info!(
+            "start-up: kernel tables, maps and first zone sample in {:.0?}",
+            t.elapsed()
+        );
+        let t = Instant::now();
         // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed): give
         // those pages back before the rest is locked in memory.
         // SAFETY: malloc_trim only releases free heap memory.
@@ -176,6 +184,8 @@ impl Live {
         if let Some(path) = record {
             live.begin_recording(path)?;
         }
+        log::info!("start-up: memory locked in {:.0?}", t.elapsed());
+        let t = Instant::now();
         // Everything that needed privilege is done: attached, opened, locked, read. (The
         // daemon's flight recorder creates its later segments as the owner of its directory.)
         let keep_bpf = survival::maps_need_capability(|| live.counters.read().is_ok());
@@ -186,6 +196,7 @@ impl Live {
                 live.health.capabilities_error = Some(e);
             }
         }
+        log::info!("start-up: capabilities dropped in {:.0?}", t.elapsed());
         Ok(live)
     }
 

@@ -7,19 +7,48 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// eBPF load-time globals by name.
 pub type Globals = Vec<(&'static str, u32)>;
 
-/// Load-time globals for `fragtrace-ebpf/src/memcg.rs`, or why they are unavailable.
-pub fn memcg_globals() -> Result<Globals, String> {
-    // Mmap reads only what the lookups touch (kernels from 6.16 allow it); the cached backend
-    // parses the whole file, which costs time and a heap peak at start-up.
-    let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+/// This kernel's BTF for the layout lookups below, opened once for both. Mapped, it is read
+/// only where the lookups go; parsed whole (btf-rs's cached backend) it took 2 to 4 s of
+/// start-up in the VM matrix's guests, on every kernel. /sys/kernel/btf/vmlinux can be mapped
+/// only from 6.16; before that, a copy in a memfd is mapped instead (one read of a few MB).
+pub fn open_btf() -> Result<Btf, String> {
+    Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
+        .or_else(|_| mapped_copy())
         .or_else(|_| Btf::from_file(VMLINUX_BTF))
-        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
-    memcg_globals_from(&btf)
+        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))
+}
+
+/// The BTF copied into a memfd, mapped from there.
+fn mapped_copy() -> anyhow::Result<Btf> {
+    use std::{io::Write, os::fd::FromRawFd};
+    let data = std::fs::read(VMLINUX_BTF)?;
+    // SAFETY: a constant C string; the descriptor returned is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"fragtrace-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(&data)?;
+    drop(data);
+    // btf-rs opens the path itself; the mapping keeps the memfd alive once `file` is closed.
+    Ok(Btf::from_file_with_backend(
+        format!("/proc/self/fd/{fd}"),
+        Backend::Mmap,
+    )?)
+}
+
+/// Load-time globals for `fragtrace-ebpf/src/memcg.rs`, or why they are unavailable.
+pub fn memcg_globals(btf: &Result<Btf, String>) -> Result<Globals, String> {
+    memcg_globals_from(btf.as_ref().map_err(Clone::clone)?)
 }
 
 /// Load-time globals for `fragtrace-ebpf/src/zones.rs`, or why they are unavailable. `pgdat` is
 /// the node data symbol from kallsyms ([`crate::decode::kallsyms::Kallsyms::pgdat`]).
-pub fn zone_globals(pgdat: Option<(u64, bool)>) -> Result<Globals, String> {
+pub fn zone_globals(
+    btf: &Result<Btf, String>,
+    pgdat: Option<(u64, bool)>,
+) -> Result<Globals, String> {
     let Some((_, is_array)) = pgdat else {
         return Err(
             "/proc/kallsyms lists neither node_data nor contig_page_data (a kernel \
@@ -27,10 +56,7 @@ pub fn zone_globals(pgdat: Option<(u64, bool)>) -> Result<Globals, String> {
                 .into(),
         );
     };
-    let btf = Btf::from_file_with_backend(VMLINUX_BTF, Backend::Mmap)
-        .or_else(|_| Btf::from_file(VMLINUX_BTF))
-        .map_err(|e| format!("cannot read {VMLINUX_BTF}: {e}"))?;
-    let mut globals = zone_globals_from(&btf)?;
+    let mut globals = zone_globals_from(btf.as_ref().map_err(Clone::clone)?)?;
     globals.push(("PGDAT_IS_ARRAY", is_array as u32));
     Ok(globals)
 }

@@ -133,11 +133,14 @@ pub const DEFAULT_STORM_THRESHOLD: u32 = 2000;
 /// Callers check privileges first ([`preflight::require_privileges`]).
 pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result<Loaded> {
     let Request { mode, opted_in, .. } = request;
+    let t = std::time::Instant::now();
     preflight::raise_memlock_limit();
     let page_alloc_format =
         EventFormat::read(tracefs, "kmem", "mm_page_alloc").map_err(|e| format!("{e:#}"));
+    let btf = preflight::kernel_btf();
+    log::info!("start-up: kernel BTF parsed (aya) in {:.0?}", t.elapsed());
     let mut kernel = Kernel {
-        btf: preflight::kernel_btf(),
+        btf,
         kprobes: preflight::kprobe_support(tracefs),
         kallsyms,
         missing_offsets: Vec::new(),
@@ -155,20 +158,27 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
     // Without these the failure handler skips the memory-cgroup read, and user space falls
     // back to reading cgroupfs when the event arrives.
     let mut kernel_reads = KernelReads::default();
-    match kernel_layout::memcg_globals() {
+    let t_layout = std::time::Instant::now();
+    let layout_btf = kernel_layout::open_btf();
+    match kernel_layout::memcg_globals(&layout_btf) {
         Ok(offsets) => globals.extend(offsets),
         Err(e) => kernel_reads.memcg = Some(format!("{e:#}")),
     }
     // Without these the failure handler skips the zone read, and the verdict is judged
     // against /proc read when the event arrives.
     let mut pgdat_symbol_addr = 0u64;
-    match kernel_layout::zone_globals(kallsyms.pgdat) {
+    match kernel_layout::zone_globals(&layout_btf, kallsyms.pgdat) {
         Ok(offsets) => {
             globals.extend(offsets);
             pgdat_symbol_addr = kallsyms.pgdat.map_or(0, |(addr, _)| addr);
         }
         Err(e) => kernel_reads.zones = Some(format!("{e:#}")),
     }
+    drop(layout_btf);
+    log::info!(
+        "start-up: struct layouts read from BTF in {:.0?}",
+        t_layout.elapsed()
+    );
     match page_alloc_offsets(&page_alloc_format) {
         Ok(offsets) => globals.extend(offsets),
         Err(e) => kernel.missing_offsets.push(("page_alloc_tp", e)),
@@ -198,6 +208,11 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
         }
     }
 
+    log::info!(
+        "start-up: BTF, layouts and tracefs formats read in {:.0?} in all",
+        t.elapsed()
+    );
+    let t = std::time::Instant::now();
     let mut loader = EbpfLoader::new();
     loader.btf(kernel.btf.as_ref().ok());
     for (name, value) in &globals {
@@ -213,6 +228,10 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
             ),
         )
     })?;
+    log::info!(
+        "start-up: eBPF object and maps loaded in {:.0?}",
+        t.elapsed()
+    );
 
     let mut hooks = Vec::new();
     for hook in catalog::ALL {
@@ -231,8 +250,16 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
             if matches!(mode, Mode::Only(kind) if kind != method.kind()) {
                 continue;
             }
+            let t = std::time::Instant::now();
             let error = attach(&mut ebpf, method, &kernel).err();
             let ok = error.is_none();
+            log::info!(
+                "start-up: {} via {} {} in {:.0?}",
+                hook.name,
+                method.label(),
+                if ok { "attached" } else { "refused" },
+                t.elapsed()
+            );
             attempts.push(Attempt { method, error });
             if ok && mode != Mode::EveryMethod {
                 break;
@@ -325,21 +352,22 @@ fn attach_program(
         Method::TpBtf { event, .. } => {
             let btf = kernel.btf.as_ref().map_err(Clone::clone)?;
             let p: &mut BtfTracePoint = program.try_into().map_err(|e| first_line(&e))?;
-            load_once(p.load(event, btf)).and_then(|()| p.attach().map(drop))
+            timed_load(name, || load_once(p.load(event, btf))).and_then(|()| p.attach().map(drop))
         }
         Method::RawTp { event, .. } => {
             let p: &mut RawTracePoint = program.try_into().map_err(|e| first_line(&e))?;
-            load_once(p.load()).and_then(|()| p.attach(event).map(drop))
+            timed_load(name, || load_once(p.load())).and_then(|()| p.attach(event).map(drop))
         }
         Method::Tracepoint {
             category, event, ..
         } => {
             let p: &mut TracePoint = program.try_into().map_err(|e| first_line(&e))?;
-            load_once(p.load()).and_then(|()| p.attach(category, event).map(drop))
+            timed_load(name, || load_once(p.load()))
+                .and_then(|()| p.attach(category, event).map(drop))
         }
         Method::Kprobe { function, .. } | Method::KprobeKretprobe { function, .. } => {
             let p: &mut KProbe = program.try_into().map_err(|e| first_line(&e))?;
-            load_once(p.load()).and_then(|()| p.attach(function, 0).map(drop))
+            timed_load(name, || load_once(p.load())).and_then(|()| p.attach(function, 0).map(drop))
         }
         Method::Fexit { function, .. } | Method::FentryFexit { function, .. } => {
             let btf = kernel.btf.as_ref().map_err(Clone::clone)?;
@@ -352,6 +380,21 @@ fn attach_program(
         }
     };
     res.map_err(|e| explain(&e))
+}
+
+/// Loads (the kernel verifies) with the time it took logged: verification is most of the
+/// start-up time on older kernels.
+fn timed_load(
+    name: &str,
+    load: impl FnOnce() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
+    let t = std::time::Instant::now();
+    let res = load();
+    log::info!(
+        "start-up: program {name} loaded (verified) in {:.0?}",
+        t.elapsed()
+    );
+    res
 }
 
 /// A program shared by two methods (one kprobe on either of two functions) is loaded once.

@@ -1,7 +1,7 @@
 //! In-guest scenario program of `cargo xtask vmtest` (issue #3). Runs as the guest's only real
 //! workload, as root, on a throwaway VM: it fragments memory for real and must not run elsewhere.
 //!
-//! `frag-scenario guest --mode boot|full --fragtrace PATH`
+//! `frag-scenario guest --mode boot|full|survive [--repeat N] --fragtrace PATH`
 //!
 //! Prints `FRAGTRACE-VMTEST-FEATURE`, `-CHECK <name> <pass|fail|info> <detail>`, `-METRIC k=v`
 //! and one `-RESULT {json}` line; the host judges the checks. Scenarios (mode full):
@@ -16,8 +16,12 @@
 //!    one of its allocations of order >= 1 fail, bounded), send on sockets, request hugepages.
 //! 3. Failed allocations counted by ftrace (kmem/mm_page_alloc filtered on pfn == -1) over the
 //!    same window must equal fragtrace's count, or differ by fragtrace's drop count.
+//!    fragtrace runs as `record --json --folded`: `report --json` must print the same objects,
+//!    and the folded stacks (failures live; stall and fallbacks from `report`) are checked.
 //! 4. A cgroup v2 memory limit: order-6 pipe failures tagged memcg_limited, and an OOM kill
 //!    called a cgroup OOM, both from counters read in the kernel.
+//! 5. Survive (issue 8; mode survive runs only this, `--repeat N` times): see
+//!    [`Scenario::survive`].
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
@@ -39,16 +43,22 @@ const RESERVE_KB: u64 = 40 * 1024;
 /// Free memory the consuming step never goes below (the check wants over 100 MiB).
 const FLOOR_MIB: u64 = 104;
 const NETNS_COMM: &str = "netns-maker";
+/// The fragmentation scenario's recording and its failure-weighted folded stacks.
+const RECORDING: &str = "/tmp/fragmentation.rec";
+const FOLDED_FAILURES: &str = "/tmp/failures.folded";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut mode = "full".to_string();
     let mut fragtrace = "/bin/fragtrace".to_string();
+    let mut repeat = 1usize;
     let mut it = args.iter();
     match it.next().map(String::as_str) {
         Some("guest") => {}
         _ => {
-            eprintln!("usage: frag-scenario guest [--mode boot|full] [--fragtrace PATH]");
+            eprintln!(
+                "usage: frag-scenario guest [--mode boot|full|survive] [--repeat N] [--fragtrace PATH]"
+            );
             std::process::exit(2);
         }
     }
@@ -56,6 +66,7 @@ fn main() {
         match a.as_str() {
             "--mode" => mode = it.next().cloned().unwrap_or_default(),
             "--fragtrace" => fragtrace = it.next().cloned().unwrap_or_default(),
+            "--repeat" => repeat = it.next().and_then(|n| n.parse().ok()).unwrap_or(1),
             other => {
                 eprintln!("frag-scenario: unknown argument {other}");
                 std::process::exit(2);
@@ -67,6 +78,12 @@ fn main() {
     s.check("boot", true, format!("kernel {}", uname_release()));
     if mode == "full" {
         s.full(&fragtrace);
+    }
+    // Issue 8's survive scenario last: it ends with OOM kills.
+    if mode == "full" || mode == "survive" {
+        for run in 1..=repeat.max(1) {
+            s.survive(&fragtrace, run);
+        }
     }
     s.result["checks"] = Value::Array(
         s.checks
@@ -118,8 +135,13 @@ impl Scenario {
         // The OOM killer must pick the pinner, never this program; fragtrace protects itself.
         let _ = fs::write("/proc/self/oom_score_adj", "-1000");
 
-        // fragtrace runs through everything; ftrace counts the same window.
-        let mut tracer = Tracer::start(fragtrace);
+        // fragtrace runs through everything, recording as it prints (issue 10) and writing the
+        // failure-weighted folded stacks (issue 11); ftrace counts the same window.
+        let mut tracer = Tracer::start_with(
+            fragtrace,
+            &["record", "-o", RECORDING, "--folded", FOLDED_FAILURES],
+            900,
+        );
         match &tracer {
             Ok(t) => {
                 self.info(
@@ -130,6 +152,7 @@ impl Scenario {
                         t.ready_after.as_secs_f64()
                     ),
                 );
+                self.metric("fragtrace_startup", json!(t.phases));
                 let score = fs::read_to_string(format!("/proc/{}/oom_score_adj", t.pid()))
                     .unwrap_or_default();
                 self.check(
@@ -269,6 +292,7 @@ impl Scenario {
             Err(e) => Err(e.clone()),
         };
         self.compare(ft_events, tracer_out, netns.pid);
+        self.record_report(fragtrace, netns.pid);
         self.oom_check();
         self.memcg(fragtrace);
         self.metric("scenario_secs", json!(round1(t0.elapsed().as_secs_f64())));
@@ -1710,6 +1734,11 @@ struct Pinner {
 
 impl Pinner {
     fn spawn() -> Result<Self, String> {
+        Self::spawn_with(Some(1000))
+    }
+
+    /// `oom_score_adj`: the pinner's own, or None to leave it as the kernel sets it (0).
+    fn spawn_with(oom_score_adj: Option<i32>) -> Result<Self, String> {
         let (mut cmd, mut res) = ([0; 2], [0; 2]);
         unsafe {
             libc::pipe(cmd.as_mut_ptr());
@@ -1726,7 +1755,11 @@ impl Pinner {
                 libc::close(res[0]);
                 libc::close(cmd[1]);
             }
-            let _ = fs::write("/proc/self/oom_score_adj", "1000");
+            // This program's -1000 is inherited: the pinner's own score, or the kernel's 0.
+            let _ = fs::write(
+                "/proc/self/oom_score_adj",
+                oom_score_adj.unwrap_or(0).to_string(),
+            );
             let mut f = Fragmenter::default();
             let r = f.fragment();
             let report = json!({
@@ -2008,6 +2041,8 @@ fn touch_beyond_limit(_dir: &str) -> i32 {
 struct Tracer {
     child: Child,
     ready_after: Duration,
+    /// fragtrace's own `start-up:` timings (`-v`).
+    phases: Vec<String>,
 }
 
 struct Fail {
@@ -2042,6 +2077,16 @@ struct TracerOutput {
 
 impl Tracer {
     fn start(bin: &str) -> Result<Self, String> {
+        Self::start_with(bin, &[], 900)
+    }
+
+    /// Runs `--duration secs`.
+    fn start_for(bin: &str, secs: u32) -> Result<Self, String> {
+        Self::start_with(bin, &[], secs)
+    }
+
+    /// `fragtrace ARGS... --json ... --duration secs`.
+    fn start_with(bin: &str, args: &[&str], secs: u32) -> Result<Self, String> {
         let out = fs::File::create("/tmp/fragtrace.jsonl").map_err(|e| e.to_string())?;
         let err = fs::File::create("/tmp/fragtrace.err").map_err(|e| e.to_string())?;
         let started = Instant::now();
@@ -2053,7 +2098,14 @@ impl Tracer {
             command.pre_exec(|| fs::write("/proc/self/oom_score_adj", "0"));
         }
         let mut child = command
-            .args(["--json", "--no-status", "--duration", "900"])
+            .args(args)
+            .args([
+                "-v",
+                "--json",
+                "--no-status",
+                "--duration",
+                &secs.to_string(),
+            ])
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
@@ -2080,8 +2132,14 @@ impl Tracer {
             }
             sleep(Duration::from_millis(50));
         }
+        let phases = fs::read_to_string("/tmp/fragtrace.err")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once("start-up: ").map(|p| p.1.to_string()))
+            .collect();
         Ok(Self {
             ready_after: started.elapsed(),
+            phases,
             child,
         })
     }
@@ -2100,7 +2158,13 @@ impl Tracer {
             })
             .unwrap_or_default();
         unsafe { libc::kill(pid, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.finish(tids, Duration::from_secs(60))
+    }
+
+    /// Waits up to `wait` for fragtrace to exit (then kills it) and reads what it wrote.
+    fn finish(&mut self, tids: Vec<i32>, wait: Duration) -> Result<TracerOutput, String> {
+        let pid = self.child.id() as i32;
+        let deadline = Instant::now() + wait;
         let status = loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 break Some(st);
@@ -2125,9 +2189,10 @@ impl Tracer {
             pid,
             tids,
             exit_ok: status.is_some_and(|s| s.success()),
-            status: status.map_or("killed after 60 s without exiting on SIGINT".into(), |s| {
-                s.to_string()
-            }),
+            status: status.map_or(
+                format!("killed after {wait:?} without exiting on its own"),
+                |s| s.to_string(),
+            ),
             stderr_tail: if status.is_some_and(|s| s.success()) {
                 String::new()
             } else {
@@ -2224,4 +2289,483 @@ fn fail_by_order(v: &Value) -> Option<BTreeMap<u32, usize>> {
         }
     }
     Some(m)
+}
+
+/// Seconds `fragtrace --duration` runs in the survive scenario: the workload ends well before,
+/// and fragtrace must end on its own, with its summary.
+const SURVIVE_SECS: u32 = 45;
+/// What the squeezer touches at most: more than the guest's memory, so the OOM killer must run.
+const SQUEEZE_MIB: usize = 1024;
+
+/// A child named `frag-squeezer` (OOM score 0) that touches anonymous memory 1 MiB at a time,
+/// up to SQUEEZE_MIB (more than the guest has, and there is no swap), then holds it.
+fn squeezer() -> i32 {
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let name = CString::new("frag-squeezer").unwrap();
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        let _ = fs::write("/proc/self/oom_score_adj", "0");
+        for _ in 0..SQUEEZE_MIB {
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    1 << 20,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                break;
+            }
+            for off in (0..1 << 20).step_by(PAGE) {
+                unsafe { *(p as *mut u8).add(off) = 1 };
+            }
+        }
+        loop {
+            unsafe { libc::pause() };
+        }
+    }
+    pid
+}
+
+/// `Killed process PID (COMM)` lines of the kernel log, from the `skip`-th on.
+fn killed_processes(skip: usize) -> Vec<(i32, String)> {
+    dmesg()
+        .lines()
+        .filter_map(|l| l.split_once("Killed process ").map(|r| r.1))
+        .skip(skip)
+        .filter_map(|r| {
+            let (pid, rest) = r.split_once(" (")?;
+            let comm = rest.split_once(')')?.0;
+            Some((pid.trim().parse().ok()?, comm.to_string()))
+        })
+        .collect()
+}
+
+impl Scenario {
+    /// Issue 8, "survive": no margin and no protection but fragtrace's own. Memory is pinned in
+    /// order-0 holes by a pinner at OOM score 0, then a squeezer (score 0) touches more memory
+    /// than the guest has while a child creates network namespaces: the OOM killer must run,
+    /// and chooses as it would on a real node (only this driver is protected, at -1000).
+    /// fragtrace runs with `--duration` and must outlive it all, account for every failure
+    /// ftrace saw, report every kill judged on zones read in the kernel, and end on its own.
+    fn survive(&mut self, fragtrace: &str, run: usize) {
+        let name = |c: &str| format!("survive.{run}.{c}");
+        let t0 = Instant::now();
+        let _ = kmsg();
+        tune_sysctls();
+        let _ = fs::write("/proc/self/oom_score_adj", "-1000");
+        let kills_before = killed_processes(0).len();
+        let mut tracer = match Tracer::start_for(fragtrace, SURVIVE_SECS) {
+            Ok(t) => t,
+            Err(e) => return self.check(&name("started"), false, e),
+        };
+        let tracer_pid = tracer.pid() as i32;
+        let tracing_since = Instant::now();
+        self.metric(
+            &name("ready_s"),
+            json!(round1(tracer.ready_after.as_secs_f64())),
+        );
+        self.metric(&name("startup"), json!(tracer.phases));
+        let score =
+            fs::read_to_string(format!("/proc/{tracer_pid}/oom_score_adj")).unwrap_or_default();
+        let ftrace = Ftrace::start();
+        let netns = NetnsMaker::fork();
+        // Forked from this driver, it would inherit its -1000: back to the kernel's default.
+        let _ = fs::write(format!("/proc/{}/oom_score_adj", netns.pid), "0");
+        let pinner = Pinner::spawn_with(None);
+        let after = Buddy::read();
+        let squeezer = squeezer();
+        // Namespaces while the squeezer eats what is left, until it is gone (killed) or bounded.
+        let mut created = 0;
+        let netns_stop;
+        let tn = Instant::now();
+        loop {
+            if !alive(squeezer) {
+                netns_stop = "squeezer gone".into();
+                break;
+            }
+            if created >= NETNS_MAX || tn.elapsed() > Duration::from_secs(20) {
+                netns_stop = format!("bounded ({created} namespaces, {:.0?})", tn.elapsed());
+                break;
+            }
+            match netns.batch(4) {
+                Ok((ok, _)) => created += ok,
+                Err(e) => {
+                    netns_stop = e;
+                    break;
+                }
+            }
+        }
+        // The squeezer asks for more than there is: wait for the OOM killer to end it.
+        let tw = Instant::now();
+        while alive(squeezer) && tw.elapsed() < Duration::from_secs(20) {
+            sleep(Duration::from_millis(100));
+        }
+        let squeezer_survived = alive(squeezer);
+        let mut status = 0;
+        unsafe {
+            libc::kill(squeezer, libc::SIGKILL);
+            libc::waitpid(squeezer, &mut status, 0);
+            libc::write(netns.go, [0u8].as_ptr() as *const libc::c_void, 1);
+            libc::close(netns.go);
+            libc::kill(netns.pid, libc::SIGKILL);
+            libc::waitpid(netns.pid, &mut status, 0);
+            libc::close(netns.result);
+        }
+        let pinner_report = pinner
+            .as_ref()
+            .map_or_else(|e| json!({ "error": e }), |p| p.report.clone());
+        if let Ok(p) = pinner {
+            p.release();
+        }
+        let workload_secs = t0.elapsed().as_secs_f64();
+        sleep(Duration::from_millis(500));
+        let ft = ftrace.and_then(|f| f.stop());
+        let tracer_alive = alive(tracer_pid);
+        let tids: Vec<i32> = fs::read_dir(format!("/proc/{tracer_pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        // fragtrace ends by itself at --duration.
+        let left = Duration::from_secs(SURVIVE_SECS as u64).saturating_sub(tracing_since.elapsed());
+        let out = tracer.finish(tids, left + Duration::from_secs(30));
+        let kills = killed_processes(kills_before);
+
+        self.metric(
+            &name("workload"),
+            json!({
+                "free_mib_after_fragmenting": after.free_mib(),
+                "free_blocks_order_ge1_after_fragmenting": after.free_blocks_from(1),
+                "pinner": pinner_report,
+                "netns_created": created,
+                "netns_stop": netns_stop,
+                "squeezer_survived": squeezer_survived,
+                "workload_secs": round1(workload_secs),
+                "kills": kills.iter().map(|(p, c)| format!("{c}:{p}")).collect::<Vec<_>>(),
+            }),
+        );
+        let fragtrace_killed = kills.iter().any(|(p, _)| *p == tracer_pid);
+        self.check(
+            &name("not_victim"),
+            score.trim() == "-1000" && !fragtrace_killed && tracer_alive && !kills.is_empty(),
+            format!(
+                "{} OOM kills ({}); fragtrace (pid {tracer_pid}, oom_score_adj {}, set by itself) {}",
+                kills.len(),
+                kills
+                    .iter()
+                    .map(|(p, c)| format!("{c}:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                score.trim(),
+                if fragtrace_killed {
+                    "was killed"
+                } else if tracer_alive {
+                    "alive after the workload"
+                } else {
+                    "gone before the end"
+                }
+            ),
+        );
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => return self.check(&name("output"), false, e),
+        };
+        let summary = out.summary.clone().unwrap_or(Value::Null);
+        let tracer_health = &summary["tracer"];
+        self.check(
+            &name("clean_exit"),
+            out.summary.is_some() && out.exit_ok,
+            format!(
+                "exit {} at --duration {SURVIVE_SECS}, summary {}{}",
+                out.status,
+                if out.summary.is_some() {
+                    "present"
+                } else {
+                    "missing"
+                },
+                if out.stderr_tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stderr: {}", out.stderr_tail)
+                }
+            ),
+        );
+        let lag = &tracer_health["output_lag"];
+        let ms = |k: &str| lag[k].as_f64().map(|n| round1(n / 1e6));
+        self.metric(
+            &name("output_lag_ms"),
+            json!({"p50": ms("p50_ns"), "p99": ms("p99_ns"), "max": ms("max_ns"), "count": lag["count"]}),
+        );
+        self.metric(
+            &name("fragtrace_rss_kb"),
+            json!({"rss": tracer_health["rss_kb"], "peak": tracer_health["peak_rss_kb"]}),
+        );
+
+        // Every failure ftrace saw (but fragtrace's own) is a line, counted without a record
+        // (storm mode), or reported as lost.
+        match ft {
+            Err(e) => self.check(&name("accounted"), false, format!("ftrace: {e}")),
+            Ok(ft) => {
+                let counted = ft
+                    .events
+                    .iter()
+                    .filter(|e| !out.tids.contains(&e.pid) && e.tgid != Some(tracer_pid))
+                    .count() as u64
+                    + ft.overrun;
+                let n = |k: &str| summary[k].as_u64().unwrap_or(0);
+                let t = |k: &str| tracer_health[k].as_u64().unwrap_or(0);
+                let lines = out.fails.len() as u64;
+                let storm = n("storm_aggregated");
+                let lost = n("dropped") + t("drain_shed") + t("output_shed");
+                self.metric(
+                    &name("failures"),
+                    json!({"ftrace": counted, "ftrace_overrun": ft.overrun, "lines": lines,
+                           "storm_aggregated": storm, "lost": lost}),
+                );
+                self.check(
+                    &name("accounted"),
+                    counted > 0 && counted == lines + storm + lost,
+                    format!(
+                        "ftrace {counted} failed allocations (overrun {}), fragtrace {lines} \
+                         alloc_fail lines + {storm} counted in storm mode + {lost} reported lost",
+                        ft.overrun
+                    ),
+                );
+            }
+        }
+        // Every kill is reported, judged on the zones read in the kernel when the victim was
+        // chosen.
+        let unreported: Vec<String> = kills
+            .iter()
+            .filter(|(pid, _)| {
+                !out.oom_kills.iter().any(|k| {
+                    k["victim_pid"] == *pid
+                        && k["zones"].as_array().is_some_and(|z| !z.is_empty())
+                        && k["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains("zones read when the victim was chosen"))
+                })
+            })
+            .map(|(p, c)| format!("{c}:{p}"))
+            .collect();
+        self.check(
+            &name("kills_reported"),
+            !kills.is_empty() && unreported.is_empty() && out.oom_kills.len() == kills.len(),
+            format!(
+                "kernel log {} kills, fragtrace {} oom_kill records; not reported with zones \
+                 read in the kernel: {unreported:?}; e.g. {}",
+                kills.len(),
+                out.oom_kills.len(),
+                out.oom_kills
+                    .first()
+                    .and_then(|k| k["reason"].as_str())
+                    .unwrap_or("-")
+            ),
+        );
+        self.metric(&name("secs"), json!(round1(t0.elapsed().as_secs_f64())));
+    }
+}
+
+/// `fragtrace report ARGS...`: its standard output, or why it failed.
+fn report(fragtrace: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(fragtrace)
+        .arg("report")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {fragtrace} report: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`fragtrace report {}` {}: {}",
+            args.join(" "),
+            out.status,
+            last_line(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Folded lines as (stack, weight).
+fn folded(path: &str) -> Result<Vec<(String, u64)>, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("read {path}: {e}"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (stack, n) = l.rsplit_once(' ')?;
+            Some((stack.to_string(), n.parse().ok()?))
+        })
+        .collect())
+}
+
+impl Scenario {
+    /// Issues 10 and 11 on the fragmentation scenario: the live run recorded as it printed;
+    /// `report --json` on the recording prints the same objects (docs/json.md: none is
+    /// live-only); the failure-weighted folded stacks of the live run include the netns
+    /// child's path through copy_net_ns; `report --weight stall` totals equal the summary's
+    /// stall totals (each stack rounded down to whole microseconds); `report --weight
+    /// fallbacks` names the pinner's fragmenting allocations.
+    fn record_report(&mut self, fragtrace: &str, netns_pid: i32) {
+        let live: Vec<Value> = fs::read_to_string("/tmp/fragtrace.jsonl")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        match report(fragtrace, &[RECORDING, "--json"]) {
+            Err(e) => self.check("report_same_objects", false, e),
+            Ok(text) => {
+                let replayed: Vec<Value> = text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
+                let first_diff = live
+                    .iter()
+                    .zip(&replayed)
+                    .position(|(a, b)| a != b)
+                    .map(|i| {
+                        let (a, b) = (&live[i], &replayed[i]);
+                        let keys: Vec<String> = a
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, v)| b.get(k.as_str()) != Some(*v))
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        format!("object {i} ({}) differs in {keys:?}", a["type"])
+                    });
+                let size = fs::metadata(RECORDING).map_or(0, |m| m.len());
+                self.metric("recording_bytes", json!(size));
+                self.check(
+                    "report_same_objects",
+                    !live.is_empty() && live.len() == replayed.len() && first_diff.is_none(),
+                    format!(
+                        "live {} objects, report {} objects; {}; recording {size} bytes",
+                        live.len(),
+                        replayed.len(),
+                        first_diff.unwrap_or_else(|| "all equal".into())
+                    ),
+                );
+            }
+        }
+        // Failure weights, from the live run.
+        match folded(FOLDED_FAILURES) {
+            Err(e) => self.check("folded_netns_path", false, e),
+            Ok(lines) => {
+                let netns: Vec<&(String, u64)> = lines
+                    .iter()
+                    .filter(|(s, _)| s.starts_with(&format!("{NETNS_COMM};")))
+                    .collect();
+                let through = netns
+                    .iter()
+                    .filter(|(s, _)| s.split(';').any(|f| f.starts_with("copy_net_ns")))
+                    .map(|(_, n)| n)
+                    .sum::<u64>();
+                let total: u64 = netns.iter().map(|(_, n)| n).sum();
+                self.check(
+                    "folded_netns_path",
+                    through > 0,
+                    format!(
+                        "{through} of {total} failures of {NETNS_COMM} (pid {netns_pid}) folded \
+                         through copy_net_ns; {} folded stacks in all; e.g. {}",
+                        lines.len(),
+                        netns.first().map_or("-", |l| l.0.as_str())
+                    ),
+                );
+            }
+        }
+        let summary = live
+            .iter()
+            .rev()
+            .find(|v| v["type"] == "summary")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let stall_ns: u64 = ["compaction", "reclaim"]
+            .iter()
+            .map(|k| match &summary[*k]["stall_ns_by_order"] {
+                Value::Array(a) => a.iter().filter_map(Value::as_u64).sum::<u64>(),
+                Value::Object(o) => o.values().filter_map(Value::as_u64).sum::<u64>(),
+                _ => 0,
+            })
+            .sum();
+        let stall = report(
+            fragtrace,
+            &[
+                RECORDING,
+                "--folded",
+                "/tmp/stall.folded",
+                "--weight",
+                "stall",
+            ],
+        )
+        .and_then(|_| folded("/tmp/stall.folded"));
+        match stall {
+            Err(e) => self.check("folded_stall_totals", false, e),
+            Ok(lines) => {
+                let us: u64 = lines.iter().map(|(_, n)| n).sum();
+                // Each stack is rounded down to whole microseconds.
+                let ok = stall_ns > 0
+                    && us * 1000 <= stall_ns
+                    && stall_ns - us * 1000 < 1000 * lines.len().max(1) as u64;
+                self.check(
+                    "folded_stall_totals",
+                    ok,
+                    format!(
+                        "--weight stall: {us} us over {} stacks; summary stall_ns_by_order \
+                         (compaction + reclaim): {stall_ns} ns",
+                        lines.len()
+                    ),
+                );
+            }
+        }
+        let fallbacks = report(
+            fragtrace,
+            &[
+                RECORDING,
+                "--folded",
+                "/tmp/fallbacks.folded",
+                "--weight",
+                "fallbacks",
+            ],
+        )
+        .and_then(|_| folded("/tmp/fallbacks.folded"));
+        match fallbacks {
+            Err(e) => self.check("folded_fallbacks", false, e),
+            Ok(lines) => {
+                // The pinner's own allocations: pipe rings, socket buffers, the pages it pins.
+                let named: Vec<&(String, u64)> = lines
+                    .iter()
+                    .filter(|(s, _)| {
+                        s.starts_with("frag-pinner;")
+                            && s.split(';').any(|f| {
+                                [
+                                    "pipe",
+                                    "unix_stream",
+                                    "sock_alloc",
+                                    "skb",
+                                    "handle_mm_fault",
+                                ]
+                                .iter()
+                                .any(|n| f.contains(n))
+                            })
+                    })
+                    .collect();
+                let total: u64 = lines.iter().map(|(_, n)| n).sum();
+                self.check(
+                    "folded_fallbacks",
+                    !named.is_empty(),
+                    format!(
+                        "{} of {} fallback stacks ({total} fallbacks) are frag-pinner's pipe, \
+                         socket or page-fault allocations; heaviest: {}",
+                        named.len(),
+                        lines.len(),
+                        lines.first().map_or("-".into(), |l| clip(&l.0, 300))
+                    ),
+                );
+            }
+        }
+    }
 }

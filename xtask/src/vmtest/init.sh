@@ -20,6 +20,7 @@ cat /sys/kernel/tracing/events/kmem/mm_page_alloc/format
 echo FRAGTRACE-VMTEST-FORMAT-END
 
 MODE=$(sed -n 's/.*fragtrace_vmtest=\([a-z]*\).*/\1/p' /proc/cmdline)
-/bin/frag-scenario guest --mode "${MODE:-full}" --fragtrace /bin/fragtrace
+REPEAT=$(sed -n 's/.*fragtrace_vmtest_repeat=\([0-9]*\).*/\1/p' /proc/cmdline)
+/bin/frag-scenario guest --mode "${MODE:-full}" --repeat "${REPEAT:-1}" --fragtrace /bin/fragtrace
 echo "FRAGTRACE-VMTEST-EXIT $?"
 poweroff -f

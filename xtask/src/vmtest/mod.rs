@@ -34,6 +34,12 @@ pub struct Options {
     /// Only boot, report the kernel's features and the mm_page_alloc format: no scenarios.
     #[arg(long)]
     pub boot_only: bool,
+    /// Scenarios to run: full (every scenario, survive once) or survive (issue 8's only).
+    #[arg(long, default_value = "full")]
+    pub scenarios: String,
+    /// Runs of the survive scenario per boot.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
 }
 
 impl Options {
@@ -42,6 +48,8 @@ impl Options {
             kernel: "all".into(),
             timeout: 420,
             boot_only: false,
+            scenarios: "full".into(),
+            repeat: 1,
         }
     }
 }
@@ -57,6 +65,9 @@ const TAIL: usize = 40;
 
 pub fn run(opts: &Options) -> Result<()> {
     let started = Instant::now();
+    if !matches!(opts.scenarios.as_str(), "full" | "survive") {
+        bail!("--scenarios is full or survive, not {}", opts.scenarios);
+    }
     let selected: Vec<&Kernel> = if opts.kernel == "all" {
         KERNELS.iter().collect()
     } else {
@@ -257,10 +268,18 @@ fn boot(k: &'static Kernel, initrd: &Path, opts: &Options) -> Result<Report> {
     fs::create_dir_all(&out_dir)?;
     let log_path = out_dir.join("console.log");
     let mut log = fs::File::create(&log_path)?;
-    let mode = if opts.boot_only { "boot" } else { "full" };
+    let mode = if opts.boot_only {
+        "boot"
+    } else {
+        match opts.scenarios.as_str() {
+            "survive" => "survive",
+            _ => "full",
+        }
+    };
     let append = format!(
         "console=ttyS0 panic=-1 oops=panic loglevel=4 mitigations=off no_timer_check \
-         tsc=reliable fragtrace_vmtest={mode}"
+         tsc=reliable fragtrace_vmtest={mode} fragtrace_vmtest_repeat={}",
+        opts.repeat.max(1)
     );
     eprintln!("\nxtask vmtest: booting kernel {} ({mode})", k.name);
     // thread=single: one host thread runs both vCPUs. Under multi-threaded TCG a 6.12 guest
@@ -317,7 +336,9 @@ fn boot(k: &'static Kernel, initrd: &Path, opts: &Options) -> Result<Report> {
         log: log_path,
         ..Default::default()
     };
-    let deadline = started + Duration::from_secs(opts.timeout);
+    // Each further survive run takes about a minute and a half at most.
+    let deadline =
+        started + Duration::from_secs(opts.timeout + 90 * (opts.repeat.max(1) as u64 - 1));
     let mut tail = std::collections::VecDeque::new();
     let mut format: Option<Vec<String>> = None;
     let mut booted_at = None;
