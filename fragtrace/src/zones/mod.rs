@@ -190,6 +190,14 @@ impl ZoneState {
                 continue;
             }
             zone.free_pages = Some(c.free_pages);
+            // The kernel's min carries the watermark boost of that moment; low and high (read
+            // from /proc, maybe before a boost) move with it, as the three differ by fixed
+            // amounts until the sysctls change.
+            if let Some(old_min) = zone.min_pages {
+                let shift = |w: Option<u64>| w.map(|w| (w + c.min_pages).saturating_sub(old_min));
+                zone.low_pages = shift(zone.low_pages);
+                zone.high_pages = shift(zone.high_pages);
+            }
             zone.min_pages = Some(c.min_pages);
             zone.free_blocks = c.free_blocks.to_vec();
             zone.free_by_migratetype.clear();
@@ -295,6 +303,11 @@ pub(crate) mod tests {
         assert!(normal.free_by_migratetype.is_empty());
         assert_eq!(normal.highatomic_pages, Some(6));
         assert_eq!(normal.protection, state.zones[2].protection);
+        // Low and high keep their distance from min (a watermark boost moves all three).
+        let before = &state.zones[2];
+        let (old_min, old_high) = (before.min_pages.unwrap(), before.high_pages.unwrap());
+        assert_eq!(normal.high_pages, Some(old_high + 45 - old_min));
+        assert!(normal.min_pages < normal.low_pages && normal.low_pages < normal.high_pages);
         // Zones the snapshot shows unpopulated keep their /proc figures.
         assert_eq!(merged.zones[0], state.zones[0]);
         snap.node = 1;
