@@ -315,8 +315,32 @@ impl Scenario {
             Ok(t) => t,
             Err(e) => return self.check("memcg_fragtrace_started", false, e),
         };
+        // The child counts its ENOMEM calls in memory shared with this program (touched here
+        // first, so charged outside the cgroup): the count survives the cgroup's OOM killer
+        // ending the child mid-way, which a memory cgroup at its limit may do.
+        // SAFETY: a fresh anonymous shared mapping of one page, used as one u32.
+        let counter = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if counter == libc::MAP_FAILED {
+            return self.check("memcg_setup", false, "mmap of the shared counter failed");
+        }
+        ENOMEM_COUNTER.store(counter.cast(), std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: the mapping is one writable page.
+        unsafe { std::ptr::write_volatile(counter.cast::<u32>(), 0) };
         let (pipe_pid, pipe_status) = in_cgroup_child(dir, fill_then_grow_pipes);
-        let enomem = libc::WIFEXITED(pipe_status).then(|| libc::WEXITSTATUS(pipe_status));
+        // SAFETY: as above; the child has exited.
+        let counted = unsafe { std::ptr::read_volatile(counter.cast::<u32>()) };
+        let enomem = (libc::WIFEXITED(pipe_status)
+            || (libc::WIFSIGNALED(pipe_status) && libc::WTERMSIG(pipe_status) == libc::SIGKILL))
+            .then_some(counted as i32);
         let (hog_pid, hog_status) = in_cgroup_child(dir, touch_beyond_limit);
         let hog_killed =
             libc::WIFSIGNALED(hog_status) && libc::WTERMSIG(hog_status) == libc::SIGKILL;
@@ -1995,8 +2019,13 @@ fn in_cgroup_child(dir: &str, work: fn(&str) -> i32) -> (i32, i32) {
     (pid, status)
 }
 
+/// Where `fill_then_grow_pipes` counts its ENOMEM calls as they happen (shared memory).
+static ENOMEM_COUNTER: std::sync::atomic::AtomicPtr<u32> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
 /// Fills the cgroup to 2 MiB below memory.max, then asks for 16 MiB pipe buffers: each needs
-/// an order-6 GFP_KERNEL_ACCOUNT allocation whose charge fails. Exit status: ENOMEM count.
+/// an order-6 GFP_KERNEL_ACCOUNT allocation whose charge fails. Exit status: ENOMEM count,
+/// also kept in `ENOMEM_COUNTER` as it goes.
 fn fill_then_grow_pipes(dir: &str) -> i32 {
     let read = |f: &str| -> u64 {
         fs::read_to_string(format!("{dir}/{f}"))
@@ -2021,6 +2050,10 @@ fn fill_then_grow_pipes(dir: &str) -> i32 {
                 && *libc::__errno_location() == libc::ENOMEM
             {
                 enomem += 1;
+                let counter = ENOMEM_COUNTER.load(std::sync::atomic::Ordering::SeqCst);
+                if !counter.is_null() {
+                    std::ptr::write_volatile(counter, enomem as u32);
+                }
             }
         }
     }
