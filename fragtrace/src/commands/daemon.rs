@@ -114,8 +114,16 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
                 sigterm,
                 sighup,
             };
-            let result =
-                from_kernel_log(why, attach_error, &args, &health, &mut scrapes, signals).await;
+            let result = from_kernel_log(
+                why,
+                attach_error,
+                &args,
+                serving,
+                &health,
+                &mut scrapes,
+                signals,
+            )
+            .await;
             server.abort();
             return result;
         }
@@ -136,11 +144,7 @@ async fn daemon(args: DaemonArgs) -> Result<ExitCode> {
     health.beat(live.drain_heartbeat_ns());
     eprintln!("fragtrace: daemon serving http://{serving}/metrics and /healthz");
 
-    let deadline = tokio::time::sleep(
-        args.duration
-            .map(Duration::from_secs_f64)
-            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
-    );
+    let deadline = live::deadline(args.duration);
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -204,6 +208,7 @@ async fn from_kernel_log(
     why: String,
     attach_error: Option<anyhow::Error>,
     args: &DaemonArgs,
+    serving: SocketAddr,
     health: &Health,
     scrapes: &mut mpsc::Receiver<tokio::sync::oneshot::Sender<String>>,
     mut signals: Signals,
@@ -238,20 +243,8 @@ async fn from_kernel_log(
             "--events and --flight-recorder carry hook events: from the kernel log, only the metrics are kept",
         );
     }
-    let oom_score_adj = match survival::set_oom_score_adj(args.oom_score_adj) {
-        Ok(()) => Some(args.oom_score_adj),
-        Err(e) => {
-            warn(&format!("{e}: the OOM killer may choose fragtrace"));
-            None
-        }
-    };
-    let memory_locked = match survival::lock_memory() {
-        Ok(()) => true,
-        Err(e) => {
-            warn(&format!("{e}: memory pressure may stall fragtrace"));
-            false
-        }
-    };
+    let oom_score_adj = live::protect_from_oom_killer(args.oom_score_adj).ok();
+    let memory_locked = live::lock_memory().is_ok();
     // /dev/kmsg is open: no privilege is needed any more.
     if let Err(e) = survival::drop_capabilities(memory_locked, false) {
         warn(&e);
@@ -286,16 +279,9 @@ async fn from_kernel_log(
     let mut metrics = Metrics::new(&[], &[]);
     metrics.set_source("kernel_log", why);
     health.attached(1, "the kernel log (/dev/kmsg)".into());
-    eprintln!(
-        "fragtrace: daemon serving http://{}/metrics and /healthz",
-        args.listen
-    );
+    eprintln!("fragtrace: daemon serving http://{serving}/metrics and /healthz");
     let mut zones = crate::source::host::ZoneSample::read();
-    let deadline = tokio::time::sleep(
-        args.duration
-            .map(Duration::from_secs_f64)
-            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
-    );
+    let deadline = live::deadline(args.duration);
     tokio::pin!(deadline);
     let mut zone_tick = tokio::time::interval(ZONE_SAMPLE_PERIOD);
     zone_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);

@@ -72,12 +72,9 @@ impl Live {
         let mut health = TracerHealth::default();
         // Out of the OOM killer's choice before the memory-hungry load, so that an incident
         // already under way cannot end the tracer during start-up.
-        match survival::set_oom_score_adj(args.oom_score_adj) {
-            Ok(()) => health.oom_score_adj = Some(args.oom_score_adj),
-            Err(e) => {
-                warn(&format!("{e}: the OOM killer may choose fragtrace"));
-                health.oom_score_adj_error = Some(e);
-            }
+        match protect_from_oom_killer(args.oom_score_adj) {
+            Ok(adj) => health.oom_score_adj = Some(adj),
+            Err(e) => health.oom_score_adj_error = Some(e),
         }
         let tracefs = tracefs::locate(args.tracefs.as_deref())?;
         let mode = match args.force_method.as_deref() {
@@ -156,12 +153,9 @@ impl Live {
         // those pages back before the rest is locked in memory.
         // SAFETY: malloc_trim only releases free heap memory.
         unsafe { libc::malloc_trim(0) };
-        match survival::lock_memory() {
+        match lock_memory() {
             Ok(()) => health.memory_locked = true,
-            Err(e) => {
-                warn(&format!("{e}: memory pressure may stall fragtrace"));
-                health.memory_lock_error = Some(e);
-            }
+            Err(e) => health.memory_lock_error = Some(e),
         }
         let mut live = Self {
             pipeline,
@@ -348,6 +342,28 @@ impl Live {
     pub fn attached_summary(&self) -> String {
         attached_summary(&self.hook_status)
     }
+}
+
+/// Sets fragtrace's own OOM score (the value in force), or says once why it could not.
+pub fn protect_from_oom_killer(oom_score_adj: i32) -> Result<i32, String> {
+    survival::set_oom_score_adj(oom_score_adj)
+        .map(|()| oom_score_adj)
+        .inspect_err(|e| warn(&format!("{e}: the OOM killer may choose fragtrace")))
+}
+
+/// Locks fragtrace's memory, or says once why it could not.
+pub fn lock_memory() -> Result<(), String> {
+    survival::lock_memory()
+        .inspect_err(|e| warn(&format!("{e}: memory pressure may stall fragtrace")))
+}
+
+/// When a run with `--duration` ends: that many seconds from now, or in practice never.
+pub fn deadline(duration: Option<f64>) -> tokio::time::Sleep {
+    tokio::time::sleep(
+        duration
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
+    )
 }
 
 /// Validates `--duration`: positive, finite, below 1e9 s.

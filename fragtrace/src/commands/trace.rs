@@ -55,11 +55,7 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
     let attached = live.attached_summary();
     eprintln!("fragtrace: tracing; Ctrl-C to end");
     status::enable(!args.no_status && !args.show.json);
-    let deadline = tokio::time::sleep(
-        args.duration
-            .map(Duration::from_secs_f64)
-            .unwrap_or(Duration::from_secs(100 * 365 * 86400)),
-    );
+    let deadline = live::deadline(args.duration);
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
