@@ -13,11 +13,14 @@ pub struct Options {
     /// Seconds per target.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    /// Fuzz only this target (repeatable); all of them by default.
+    #[arg(long = "target", value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
+    pub targets: Vec<String>,
 }
 
 impl Options {
     pub fn short() -> Self {
-        Self { seconds: 20 }
+        Self { seconds: 20, targets: Vec::new() }
     }
 }
 
@@ -31,7 +34,12 @@ pub fn nightly_cargo() -> Command {
 
 pub fn run(opts: &Options) -> Result<()> {
     let fuzz_dir = root_dir().join("fuzz");
-    for target in TARGETS {
+    let chosen: Vec<&str> = if opts.targets.is_empty() {
+        TARGETS.to_vec()
+    } else {
+        opts.targets.iter().map(String::as_str).collect()
+    };
+    for target in chosen {
         let corpus = fuzz_dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("cannot create {}", corpus.display()))?;
