@@ -23,6 +23,7 @@ pub fn set_oom_score_adj(value: i32) -> Result<(), String> {
 /// wait for it. Pages never touched stay unallocated (MCL_ONFAULT). Needs CAP_IPC_LOCK or a
 /// memlock limit above fragtrace's resident set.
 pub fn lock_memory() -> Result<(), String> {
+    reserve_heap();
     // SAFETY: plain syscall.
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } == 0 {
         fault_in_own_code();
@@ -36,6 +37,31 @@ pub fn lock_memory() -> Result<(), String> {
         }
         _ => format!("cannot lock memory (mlockall: {e})"),
     })
+}
+
+/// Heap kept resident for what analysis and the outputs allocate while tracing.
+pub const HEAP_RESERVE: usize = 1 << 20;
+
+/// Makes the allocator keep the memory it has: heap freed stays in the heap (no trimming) and
+/// allocations below 32 MiB come from it (no mmap per allocation), then grows the heap by
+/// [`HEAP_RESERVE`] with every page touched. Otherwise glibc hands freed memory back and asks
+/// for it again batch after batch, and each page it asks for is a page fault, which in an
+/// incident waits in direct reclaim: measured in the VM survive scenario, where analysis
+/// stalled for hundreds of ms at a time.
+fn reserve_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
+    let mut reserve: Vec<u8> = Vec::with_capacity(HEAP_RESERVE);
+    let base = reserve.as_mut_ptr();
+    for offset in (0..HEAP_RESERVE).step_by(4096) {
+        // SAFETY: within the capacity just allocated.
+        unsafe { std::ptr::write_volatile(base.add(offset), 0) };
+    }
+    drop(reserve);
 }
 
 /// Whether reading the maps fragtrace holds open still needs a capability: kernels before 6.5
@@ -133,6 +159,41 @@ fn fault_in_own_code() {
 }
 
 /// This process's resident set now and at its peak (VmRSS, VmHWM), in kB.
+/// Page faults fragtrace has taken so far, all threads, minor and major: each one may allocate
+/// a page, and under memory pressure wait in direct reclaim.
+pub fn page_faults() -> u64 {
+    // SAFETY: getrusage writes one rusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    (usage.ru_minflt + usage.ru_majflt) as u64
+}
+
+/// This thread's CPU time (ns) and page faults so far.
+pub fn thread_cpu_and_faults() -> (u64, u64) {
+    // SAFETY: clock_gettime and getrusage write one struct each.
+    unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        (
+            ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+            (usage.ru_minflt + usage.ru_majflt) as u64,
+        )
+    }
+}
+
+/// The time this thread has waited on a run queue for a CPU (ns, from schedstat; 0 where the
+/// kernel keeps none).
+pub fn thread_runqueue_wait_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn rss_kb() -> (Option<u64>, Option<u64>) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {

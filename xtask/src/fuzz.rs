@@ -20,7 +20,10 @@ pub struct Options {
 
 impl Options {
     pub fn short() -> Self {
-        Self { seconds: 20, targets: Vec::new() }
+        Self {
+            seconds: 20,
+            targets: Vec::new(),
+        }
     }
 }
 

@@ -8,8 +8,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use fragtrace_common::{EventHeader, read_record};
 
 use crate::{
+    analysis::histogram::Latency,
     analysis::{analyzer::Analyzer, filter::Filter},
     cli::TraceArgs,
     decode::{
@@ -18,7 +20,7 @@ use crate::{
         tracefs,
     },
     error::{ExitStatus, fatal},
-    health::{Shed, TracerHealth},
+    health::{Shed, StageLag, TracerHealth},
     hooks::outcome::HookJson,
     hooks::{
         catalog,
@@ -59,6 +61,11 @@ pub struct Live {
     /// Events shed by recordings already ended.
     ended_recordings_shed: u64,
     drain: Drain,
+    stage_lag: StageLagRecorder,
+    /// fragtrace's own page faults when tracing began.
+    faults_at_start: u64,
+    /// The main thread's run-queue wait when tracing began.
+    runqueue_wait_at_start: u64,
     /// Kept alive: dropping it detaches every program.
     _loaded: loader::Loaded,
     _bpf_log: Option<tokio::task::JoinHandle<()>>,
@@ -172,6 +179,9 @@ impl Live {
             recording_started: Instant::now(),
             ended_recordings_shed: 0,
             drain,
+            stage_lag: StageLagRecorder::default(),
+            faults_at_start: 0,
+            runqueue_wait_at_start: 0,
             _loaded: loaded,
             _bpf_log: bpf_log,
         };
@@ -191,6 +201,8 @@ impl Live {
             }
         }
         log::info!("start-up: capabilities dropped in {:.0?}", t.elapsed());
+        live.faults_at_start = survival::page_faults();
+        live.runqueue_wait_at_start = survival::thread_runqueue_wait_ns();
         Ok(live)
     }
 
@@ -267,8 +279,11 @@ impl Live {
     /// One batch from the drain thread: /proc read first if its failures need it, then every
     /// record through the pipeline, then the sinks get the batch's output.
     pub fn on_batch(&mut self, batch: RawBatch) {
+        let started = Instant::now();
+        let (cpu0, faults0) = survival::thread_cpu_and_faults();
+        self.stage_lag.taken_up(&batch);
         if self.pipeline.needs_zone_sample(batch.records())
-            && let Some(z) = ZoneSample::read()
+            && let Some(z) = self.health.zone_reads.time(ZoneSample::read)
         {
             self.pipeline.zone_sample(z);
         }
@@ -276,12 +291,17 @@ impl Live {
             self.pipeline.raw(record);
         }
         self.pipeline.end_batch();
+        self.stage_lag.analysed();
+        self.health.batches.add(started.elapsed().as_nanos() as u64);
+        let (cpu1, faults1) = survival::thread_cpu_and_faults();
+        self.health.batches_cpu_ns += cpu1.saturating_sub(cpu0);
+        self.health.batches_page_faults += faults1.saturating_sub(faults0);
         self.batches.recycle(batch);
     }
 
     /// The periodic /proc read, and what the kernel counts and aggregates.
     pub fn on_zone_tick(&mut self) {
-        if let Some(z) = ZoneSample::read() {
+        if let Some(z) = self.health.zone_reads.time(ZoneSample::read) {
             self.pipeline.zone_sample(z);
         }
         self.read_kernel_aggregates();
@@ -328,6 +348,8 @@ impl Live {
             h.output_shed = lines.stats().shed_events.load(Ordering::Relaxed);
             h.output_lag = lines.stats().lag.lock().ok().and_then(|l| l.summary());
         }
+        h.stage_lag = self.stage_lag.summary();
+        h.host_reads = self.pipeline.host.reads;
         h.recording_shed = self.ended_recordings_shed
             + self
                 .pipeline
@@ -335,12 +357,56 @@ impl Live {
                 .as_ref()
                 .map_or(0, Recorder::shed_events);
         (h.rss_kb, h.peak_rss_kb) = survival::rss_kb();
+        h.page_faults = survival::page_faults().saturating_sub(self.faults_at_start);
+        h.analysis_runqueue_wait_ns =
+            survival::thread_runqueue_wait_ns().saturating_sub(self.runqueue_wait_at_start);
         Ok(counters)
     }
 
     /// "19/22 hooks attached", for the status line.
     pub fn attached_summary(&self) -> String {
         attached_summary(&self.hook_status)
+    }
+}
+
+/// How late records are at each stage before their output (see [`StageLag`]).
+#[derive(Default)]
+struct StageLagRecorder {
+    drained: Latency,
+    picked_up: Latency,
+    analysed: Latency,
+    /// The kernel times of the batch under analysis.
+    batch_ts: Vec<u64>,
+}
+
+impl StageLagRecorder {
+    fn taken_up(&mut self, batch: &RawBatch) {
+        let now = MonotonicClock::monotonic_now_ns();
+        self.batch_ts.clear();
+        self.batch_ts.extend(
+            batch
+                .records()
+                .filter_map(|r| Some(read_record::<EventHeader>(r)?.ts_ns)),
+        );
+        for &ts in &self.batch_ts {
+            self.drained.record(batch.handed_ns.saturating_sub(ts));
+            self.picked_up.record(now.saturating_sub(ts));
+        }
+    }
+
+    fn analysed(&mut self) {
+        let now = MonotonicClock::monotonic_now_ns();
+        for &ts in &self.batch_ts {
+            self.analysed.record(now.saturating_sub(ts));
+        }
+    }
+
+    fn summary(&self) -> StageLag {
+        StageLag {
+            drained: self.drained.summary(),
+            picked_up: self.picked_up.summary(),
+            analysed: self.analysed.summary(),
+        }
     }
 }
 

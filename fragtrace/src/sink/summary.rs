@@ -444,6 +444,35 @@ fn health_text(s: &mut String, h: &TracerHealth) {
             human_ns(lag.p99_ns),
             human_ns(lag.max_ns)
         );
+        let stages = [
+            ("drained", &h.stage_lag.drained),
+            ("taken up", &h.stage_lag.picked_up),
+            ("analysed", &h.stage_lag.analysed),
+        ];
+        let p99s: Vec<String> = stages
+            .iter()
+            .filter_map(|(name, l)| Some(format!("{name} {}", human_ns(l.as_ref()?.p99_ns))))
+            .collect();
+        if !p99s.is_empty() {
+            let _ = writeln!(s, "  p99 by stage: {}", p99s.join(", "));
+        }
+        let spent = |t: &crate::health::TimeSpent| {
+            format!(
+                "{} in {} (longest {})",
+                human_ns(t.total_ns),
+                t.count,
+                human_ns(t.max_ns)
+            )
+        };
+        if !h.batches.is_empty() {
+            let _ = writeln!(
+                s,
+                "  analysis: {} batches; /proc and cgroupfs reads {}; zone reads {}",
+                spent(&h.batches),
+                spent(&h.host_reads),
+                spent(&h.zone_reads)
+            );
+        }
     }
     for e in [&h.oom_score_adj_error, &h.memory_lock_error]
         .into_iter()

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::container::{ContainerInfo, ContainerResolver, parse_cgroup_path};
 use crate::{
     decode::event::MonotonicClock,
+    health::TimeSpent,
     zones::{
         ZoneState,
         memcg::{MemcgNames, MemcgUsage},
@@ -95,6 +96,37 @@ pub struct LiveHost {
     memcg_names: MemcgNames,
     /// Answers not yet taken by the recording, when one is made.
     journal: Option<Journal>,
+    /// Time spent reading /proc and cgroupfs (reads that can block under memory pressure).
+    pub reads: TimeSpent,
+    proc_cgroups: ProcCgroups,
+}
+
+/// `/proc/PID/cgroup` texts read in the last [`PROC_CGROUP_FRESH`]: a burst of failures from
+/// one task reads it once. A task that moves to another cgroup v2 shows a new cgroup id in
+/// its events, and is looked up by that id first.
+#[derive(Default)]
+struct ProcCgroups {
+    by_pid: HashMap<u32, (std::time::Instant, Option<String>)>,
+}
+
+const PROC_CGROUP_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+const PROC_CGROUPS_KEPT: usize = 4096;
+
+impl ProcCgroups {
+    fn read(&mut self, pid: u32) -> Option<String> {
+        if let Some((at, text)) = self.by_pid.get(&pid)
+            && at.elapsed() < PROC_CGROUP_FRESH
+        {
+            return text.clone();
+        }
+        if self.by_pid.len() >= PROC_CGROUPS_KEPT {
+            self.by_pid.clear();
+        }
+        let text = read_proc_cgroup(pid);
+        self.by_pid
+            .insert(pid, (std::time::Instant::now(), text.clone()));
+        text
+    }
 }
 
 #[derive(Default)]
@@ -135,7 +167,8 @@ impl LiveHost {
 
 impl Host for LiveHost {
     fn memcg_name(&mut self, ino: u64) -> Option<(u8, String)> {
-        let name = self.memcg_names.name(ino);
+        let names = &mut self.memcg_names;
+        let name = self.reads.time(|| names.name(ino));
         self.note(Fact::MemcgName {
             ino,
             name: name.clone(),
@@ -144,7 +177,8 @@ impl Host for LiveHost {
     }
 
     fn proc_cgroup(&mut self, pid: u32) -> Option<String> {
-        let text = read_proc_cgroup(pid);
+        let cache = &mut self.proc_cgroups;
+        let text = self.reads.time(|| cache.read(pid));
         self.note(Fact::ProcCgroup {
             pid,
             text: text.clone(),
@@ -153,7 +187,12 @@ impl Host for LiveHost {
     }
 
     fn memcg_usage(&mut self, pid: u32) -> Option<MemcgUsage> {
-        let usage = read_proc_cgroup(pid).and_then(|t| MemcgUsage::for_proc_cgroup(&t).ok());
+        let cache = &mut self.proc_cgroups;
+        let usage = self.reads.time(|| {
+            cache
+                .read(pid)
+                .and_then(|t| MemcgUsage::for_proc_cgroup(&t).ok())
+        });
         self.note(Fact::MemcgUsage {
             pid,
             usage: usage.clone(),
@@ -162,9 +201,10 @@ impl Host for LiveHost {
     }
 
     fn container(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerInfo> {
+        let (containers, cache) = (&mut self.containers, &mut self.proc_cgroups);
         let info = self
-            .containers
-            .for_task(cgroup_id, || read_proc_cgroup(pid));
+            .reads
+            .time(|| containers.for_task(cgroup_id, || cache.read(pid)));
         self.note(Fact::Container {
             cgroup_id,
             pid,
@@ -174,9 +214,11 @@ impl Host for LiveHost {
     }
 
     fn comm(&mut self, pid: u32) -> Option<String> {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()
-            .map(|s| s.trim_end().to_string());
+        let comm = self.reads.time(|| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|s| s.trim_end().to_string())
+        });
         self.note(Fact::Comm {
             pid,
             comm: comm.clone(),
@@ -185,8 +227,9 @@ impl Host for LiveHost {
     }
 
     fn pod_uid(&mut self, name: &str) -> Option<String> {
-        let uid =
-            super::container::pod_uid_from_log_dirs(std::path::Path::new(KUBELET_POD_LOGS), name);
+        let uid = self.reads.time(|| {
+            super::container::pod_uid_from_log_dirs(std::path::Path::new(KUBELET_POD_LOGS), name)
+        });
         self.note(Fact::PodUid {
             name: name.to_string(),
             uid: uid.clone(),

@@ -21,6 +21,8 @@ use aya::maps::{Map, MapData, RingBuf};
 pub struct RawBatch {
     bytes: Vec<u8>,
     ends: Vec<u32>,
+    /// When the drain thread handed it on (CLOCK_MONOTONIC ns).
+    pub handed_ns: u64,
 }
 
 impl RawBatch {
@@ -28,6 +30,7 @@ impl RawBatch {
         let mut batch = Self {
             bytes: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(bytes / 128),
+            handed_ns: 0,
         };
         // Touch the pages now, so that they are resident and locked before an incident.
         batch.bytes.resize(bytes, 0);
@@ -288,6 +291,7 @@ impl Handoff {
         // Counted before it can arrive: the consumer may recycle it before try_send returns.
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         loop {
+            batch.handed_ns = crate::decode::event::MonotonicClock::monotonic_now_ns();
             match self.tx.try_send(batch) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Full(b)) if wait && std::time::Instant::now() < deadline => {

@@ -2535,6 +2535,25 @@ impl Scenario {
             &name("output_lag_ms"),
             json!({"p50": ms("p50_ns"), "p99": ms("p99_ns"), "max": ms("max_ns"), "count": lag["count"]}),
         );
+        // Which stage holds events up: the same lag where each stage ends.
+        let stages = &tracer_health["stage_lag"];
+        let p = |stage: &str, k: &str| stages[stage][k].as_f64().map(|n| round1(n / 1e6));
+        self.metric(
+            &name("stage_lag_ms"),
+            json!({
+                "drained": {"p50": p("drained", "p50_ns"), "p99": p("drained", "p99_ns"), "max": p("drained", "max_ns")},
+                "taken_up": {"p50": p("picked_up", "p50_ns"), "p99": p("picked_up", "p99_ns"), "max": p("picked_up", "max_ns")},
+                "analysed": {"p50": p("analysed", "p50_ns"), "p99": p("analysed", "p99_ns"), "max": p("analysed", "max_ns")},
+            }),
+        );
+        let spent = |k: &str| {
+            let t = &tracer_health[k];
+            json!({"count": t["count"], "total_ms": t["total_ns"].as_f64().map(|n| round1(n / 1e6)), "max_ms": t["max_ns"].as_f64().map(|n| round1(n / 1e6))})
+        };
+        self.metric(
+            &name("analysis_time"),
+            json!({"batches": spent("batches"), "host_reads": spent("host_reads"), "zone_reads": spent("zone_reads"), "page_faults": tracer_health["page_faults"], "batches_cpu_ms": tracer_health["batches_cpu_ns"].as_f64().map(|n| round1(n / 1e6)), "batches_page_faults": tracer_health["batches_page_faults"], "runqueue_wait_ms": tracer_health["analysis_runqueue_wait_ns"].as_f64().map(|n| round1(n / 1e6))}),
+        );
         self.metric(
             &name("fragtrace_rss_kb"),
             json!({"rss": tracer_health["rss_kb"], "peak": tracer_health["peak_rss_kb"]}),
