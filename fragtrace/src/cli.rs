@@ -189,6 +189,11 @@ pub struct ProbesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of trying the hooks: what each BPF program of the running fragtrace (tracer or
+    /// daemon) costs, in kernel time per run, measured over SECONDS (5 by default) with the
+    /// kernel's statistics enabled for that window (BPF_ENABLE_STATS, Linux 5.8+).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "5")]
+    pub stats: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]

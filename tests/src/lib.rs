@@ -124,6 +124,8 @@ pub struct Tracer {
     lines: mpsc::Receiver<String>,
     stdout: std::thread::JoinHandle<()>,
     stderr: std::thread::JoinHandle<String>,
+    /// Set while nothing reads standard output (a reader that stopped): the pipe fills up.
+    hold: Option<mpsc::Sender<()>>,
 }
 
 impl Tracer {
@@ -135,6 +137,16 @@ impl Tracer {
     /// Starts `fragtrace SUBCOMMAND... --json ARGS...` (`record -o FILE`, say) and waits until
     /// its hooks are attached.
     pub fn start_command(subcommand: &[&str], args: &[&str]) -> Self {
+        Self::spawn(subcommand, args, false)
+    }
+
+    /// Like [`Tracer::start`], but nothing reads fragtrace's standard output until it is
+    /// stopped: the pipe fills and stays full, as with a reader that hangs.
+    pub fn start_unread(args: &[&str]) -> Self {
+        Self::spawn(&[], args, true)
+    }
+
+    fn spawn(subcommand: &[&str], args: &[&str], unread: bool) -> Self {
         let mut child = Command::new(fragtrace_bin())
             .args(subcommand)
             .arg("--json")
@@ -145,7 +157,11 @@ impl Tracer {
             .expect("spawn fragtrace");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
+        let (hold, held) = mpsc::channel::<()>();
         let stdout = std::thread::spawn(move || {
+            if unread {
+                let _ = held.recv();
+            }
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = tx.send(line);
             }
@@ -182,6 +198,7 @@ impl Tracer {
             lines,
             stdout,
             stderr,
+            hold: unread.then_some(hold),
         }
     }
 
@@ -193,6 +210,10 @@ impl Tracer {
     pub fn stop_with(mut self, signal: i32) -> (Vec<Value>, String) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
+        // A held output is read from now on: the summary must still come.
+        if let Some(hold) = self.hold.take() {
+            let _ = hold.send(());
+        }
         let status = wait_timeout(&mut self.child, Duration::from_secs(30));
         let stderr = self.stderr.join().unwrap_or_default();
         // Every line, to the end of its output.

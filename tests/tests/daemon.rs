@@ -553,3 +553,82 @@ fn flight_recorder_rotates_and_report_replays_the_directory() {
         segments()
     );
 }
+
+/// Stops one thread of `pid` (ptrace, so the rest of the process runs on) until the returned
+/// sender is dropped or sent to. Returns once the thread is stopped.
+fn stop_thread(tid: i32) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (stopped_tx, stopped) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (resume, resumed) = std::sync::mpsc::channel::<()>();
+    // Every ptrace request must come from the thread that attached.
+    let tracer = std::thread::spawn(move || {
+        // SAFETY: ptrace on a thread of our own child; waitpid on the traced thread.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0
+                || libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0) != 0
+            {
+                let _ = stopped_tx.send(Err(std::io::Error::last_os_error().to_string()));
+                return;
+            }
+            let mut status = 0;
+            libc::waitpid(tid, &mut status, libc::__WALL);
+            let _ = stopped_tx.send(Ok(()));
+            let _ = resumed.recv();
+            libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+        }
+    });
+    stopped
+        .recv()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot stop thread {tid}: {e}"));
+    (resume, tracer)
+}
+
+/// The thread of `pid` named `comm`.
+fn thread_named(pid: u32, comm: &str) -> i32 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("daemon {pid} has no thread {comm}"))
+}
+
+/// `/healthz` answers 503, with the reason, once the ring buffer's drain thread has not run for
+/// 5 s (here it is stopped, as a thread stuck in the kernel would be), and 200 again when it
+/// runs; metrics are still served meanwhile.
+#[test]
+fn healthz_fails_while_the_drain_thread_is_stuck() {
+    if !is_root_or_skip("healthz_fails_while_the_drain_thread_is_stuck") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let healthz = daemon.url("/healthz");
+    assert_eq!(get(&healthz).unwrap().status, 200);
+    let drain = thread_named(daemon.pid(), "fragtrace-drain");
+    let (resume, tracer) = stop_thread(drain);
+    let stopped_at = std::time::Instant::now();
+    let sick = wait_for("/healthz to answer 503", Duration::from_secs(60), || {
+        get(&healthz).ok().filter(|a| a.status == 503)
+    });
+    let after = stopped_at.elapsed();
+    assert!(
+        sick.body.contains("ring-buffer drain has not run"),
+        "{}",
+        sick.body
+    );
+    // Not before the documented 5 s (the drain passes at least every 50 ms).
+    assert!(after >= Duration::from_millis(4500), "503 after {after:?}");
+    assert_eq!(get(&daemon.url("/metrics")).unwrap().status, 200);
+    drop(resume);
+    tracer.join().unwrap();
+    let well = wait_for(
+        "/healthz to answer 200 again",
+        Duration::from_secs(60),
+        || get(&healthz).ok().filter(|a| a.status == 200),
+    );
+    assert!(well.body.starts_with("ok: "), "{}", well.body);
+    let (status, _, stderr) = daemon.stop();
+    assert!(status.success(), "{stderr}");
+}

@@ -303,6 +303,55 @@ fn a_ring_buffer_overflow_is_counted_exactly() {
     );
 }
 
+/// A reader that stops reading (its pipe full) during a failure storm never holds the drain
+/// up: the lines that do not fit are shed and counted in `output_shed`, every failure is still
+/// accounted for in the kernel's count, and the output stays whole lines ending with the
+/// summary once the reader reads again.
+#[test]
+fn a_stalled_reader_sheds_lines_and_counts_them() {
+    if !is_root_or_skip("a_stalled_reader_sheds_lines_and_counts_them") {
+        return;
+    }
+    let Some(pressure) = PipePressure::prepare("stalled-reader") else {
+        return;
+    };
+    let tracer = Tracer::start_unread(&["--storm-threshold", "0"]);
+    let produced = storm_failures(storm(&pressure, 5.0));
+    let (events, stderr) = tracer.stop();
+    let s = summary(&events);
+    let shown = of_type(&events, "alloc_fail").len() as u64;
+    let analysed = s["events"].as_u64().unwrap();
+    let output_shed = s["tracer"]["output_shed"].as_u64().unwrap();
+    let kernel: u64 = s["fail_by_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let (dropped, drain_shed, storm) = (
+        s["dropped"].as_u64().unwrap(),
+        s["tracer"]["drain_shed"].as_u64().unwrap(),
+        s["storm_aggregated"].as_u64().unwrap(),
+    );
+    // The pipe holds 64 KiB, about a hundred lines; the storm makes thousands.
+    assert!(
+        output_shed > 0 && shown < analysed,
+        "nothing shed: {shown} lines of {analysed} failures ({produced} produced)\n{stderr}"
+    );
+    // Every failure analysed is a line written or one of those counted as shed (which may
+    // include a few lines of other kinds).
+    assert!(
+        shown + output_shed >= analysed,
+        "{shown} + {output_shed} < {analysed}: {s}"
+    );
+    assert_eq!(analysed + storm + dropped + drain_shed, kernel, "{s}");
+    assert!(kernel >= produced, "kernel {kernel} < produced {produced}");
+    assert!(
+        stderr.contains(&format!("{output_shed} lines not written")),
+        "the summary on stderr does not say lines were shed:\n{stderr}"
+    );
+}
+
 /// Two fragtraces at once, and bpftrace on the same tracepoint: each counts every failure.
 #[test]
 fn other_tracers_on_the_same_hooks_do_not_disturb_the_count() {

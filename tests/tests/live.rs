@@ -34,6 +34,76 @@ fn probes_reports_page_alloc_attached() {
     );
 }
 
+/// `probes --stats` measures the programs of the running tracer: the ids it holds, as bpftool
+/// lists them with the same names, and the page-allocation program's runs and kernel time while
+/// a workload takes page faults; bpftool then shows at least those runs.
+#[test]
+fn probes_stats_measures_the_running_tracers_programs() {
+    const TEST: &str = "probes_stats_measures_the_running_tracers_programs";
+    if !is_root_or_skip(TEST) {
+        return;
+    }
+    if Command::new("bpftool").arg("version").output().is_err() {
+        skip(
+            TEST,
+            "bpftool not installed (cargo xtask setup installs it)",
+        );
+        return;
+    }
+    let tracer = Tracer::start(&[]);
+    let touching = std::thread::spawn(|| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            let v = vec![1u8; 16 << 20];
+            std::hint::black_box(&v);
+        }
+    });
+    let out = Command::new(fragtrace_bin())
+        .args(["probes", "--stats", "2", "--json"])
+        .output()
+        .unwrap();
+    touching.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mine = v["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == tracer.pid())
+        .unwrap_or_else(|| panic!("tracer {} not listed: {v}", tracer.pid()))
+        .clone();
+    let listed = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .unwrap();
+    let kernel: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let programs = mine["programs"].as_array().unwrap();
+    assert!(!programs.is_empty(), "{v}");
+    for p in programs {
+        let k = kernel
+            .iter()
+            .find(|k| k["id"] == p["id"])
+            .unwrap_or_else(|| panic!("bpftool does not list {p}"));
+        let full = k["name"].as_str().unwrap();
+        assert!(full.starts_with(p["name"].as_str().unwrap()), "{p} vs {k}");
+    }
+    let page_alloc = programs
+        .iter()
+        .find(|p| p["name"].as_str().unwrap().starts_with("page_alloc"))
+        .unwrap_or_else(|| panic!("no page_alloc program: {v}"));
+    let runs = page_alloc["runs"].as_u64().unwrap();
+    assert!(
+        runs > 0 && page_alloc["ns_per_run"].as_f64().unwrap() > 0.0,
+        "{page_alloc}"
+    );
+    let k = kernel.iter().find(|k| k["id"] == page_alloc["id"]).unwrap();
+    assert!(
+        k["run_cnt"].as_u64().unwrap_or(0) >= runs,
+        "{k} vs {page_alloc}"
+    );
+    tracer.stop();
+}
+
 #[test]
 fn allocation_counts_move_under_page_faults_and_netns_creation() {
     if !is_root_or_skip("allocation_counts_move_under_page_faults_and_netns_creation") {

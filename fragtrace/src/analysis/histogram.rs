@@ -129,6 +129,27 @@ mod tests {
         assert_eq!((s[1].order, s[1].count), (Some(9), 1));
     }
 
+    /// Allocated whole up front: recording any value never resizes (an hour and beyond is
+    /// kept as an hour), and nothing is reported until something is recorded.
+    #[test]
+    fn histograms_never_grow() {
+        let mut l = Latency::default();
+        assert!(l.summary().is_none());
+        let before = l.inner.distinct_values();
+        for ns in [0, 1, 999, 1_000_000_007, MAX_NS, u64::MAX] {
+            l.record(ns);
+        }
+        assert_eq!(l.inner.distinct_values(), before);
+        let s = l.summary().unwrap();
+        assert_eq!(s.count, 6);
+        assert!(
+            s.max_ns >= MAX_NS && s.max_ns <= MAX_NS + MAX_NS / 100,
+            "{s:?}"
+        );
+        let by_order = LatencyByOrder::default();
+        assert!(by_order.summaries().is_empty());
+    }
+
     #[test]
     fn human_units() {
         assert_eq!(human_ns(850), "850ns");

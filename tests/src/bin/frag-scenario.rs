@@ -27,7 +27,10 @@ use std::{
     ffi::CString,
     fs,
     io::{Read, Seek, SeekFrom},
-    os::{fd::RawFd, unix::process::CommandExt},
+    os::{
+        fd::{AsRawFd, RawFd},
+        unix::process::CommandExt,
+    },
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
@@ -295,7 +298,72 @@ impl Scenario {
         self.record_report(fragtrace, netns.pid);
         self.oom_check();
         self.memcg(fragtrace);
+        self.slab_cache(fragtrace);
         self.metric("scenario_secs", json!(round1(t0.elapsed().as_secs_f64())));
+    }
+
+    /// Scenario 5 (issue 14): a real slab-cache creation failure. The test module built for
+    /// this kernel from tests/kmod asks kmem_cache_create for objects larger than any slab
+    /// order holds, and fails its own init with EAGAIN when the kernel answered NULL (EEXIST
+    /// if it did not). fragtrace must report `slab_create_fail` with the cache's name.
+    fn slab_cache(&mut self, fragtrace: &str) {
+        const CACHE: &str = "fragtrace_test_cache";
+        let path = format!("/lib/modules/{}/fragtrace_slab_fail.ko", uname_release());
+        let module = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return self.check("slab_module", false, format!("{path}: {e}")),
+        };
+        let mut tracer = match Tracer::start(fragtrace) {
+            Ok(t) => t,
+            Err(e) => return self.check("slab_fragtrace_started", false, e),
+        };
+        // SAFETY: finit_module with an open module file and empty parameters.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_finit_module, module.as_raw_fd(), c"".as_ptr(), 0) };
+        let errno = if rc == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        };
+        sleep(Duration::from_secs(1));
+        let out = tracer.stop();
+        let refused = errno == libc::EAGAIN;
+        self.check(
+            "slab_module",
+            refused,
+            match errno {
+                libc::EAGAIN => "kmem_cache_create returned NULL in the module".to_string(),
+                libc::EEXIST => "kmem_cache_create did not fail".to_string(),
+                0 => "the module loaded (it must fail its init)".to_string(),
+                e => format!("finit_module: {}", std::io::Error::from_raw_os_error(e)),
+            },
+        );
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => return self.check("slab_create_fail", false, e),
+        };
+        let seen: Vec<String> = out
+            .slab_create_fails
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} (comm {})",
+                    v["cache"].as_str().unwrap_or("?"),
+                    v["comm"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        self.check(
+            "slab_create_fail",
+            out.slab_create_fails
+                .iter()
+                .any(|v| v["cache"].as_str() == Some(CACHE)),
+            format!(
+                "fragtrace reported {} slab_create_fail: [{}]; want cache {CACHE}",
+                seen.len(),
+                seen.join(", ")
+            ),
+        );
     }
 
     /// Scenario 4: a cgroup v2 memory limit. A child filling the cgroup gets order-6
@@ -2094,6 +2162,7 @@ struct Fail {
 
 struct TracerOutput {
     fails: Vec<Fail>,
+    slab_create_fails: Vec<Value>,
     /// `compaction` records (attempts, passes, retries).
     compactions: usize,
     oom_kills: Vec<Value>,
@@ -2213,6 +2282,7 @@ impl Tracer {
         let stderr = fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default();
         let mut out = TracerOutput {
             fails: Vec::new(),
+            slab_create_fails: Vec::new(),
             compactions: 0,
             oom_kills: Vec::new(),
             first_fail: None,
@@ -2281,6 +2351,7 @@ impl Tracer {
                 }
                 Some("compaction") => out.compactions += 1,
                 Some("oom_kill") => out.oom_kills.push(v),
+                Some("slab_create_fail") => out.slab_create_fails.push(v),
                 Some("summary") => {
                     out.dropped = v.get("dropped").and_then(Value::as_u64);
                     out.summary_by_order = v.get("fail_by_order").and_then(fail_by_order);

@@ -131,6 +131,8 @@ pub struct Contents<'a> {
     pub fragtrace: Option<&'a Path>,
     pub scenario: &'a Path,
     pub init: &'a str,
+    /// Test modules, each under /lib/modules/RELEASE/ for the kernel release it was built for.
+    pub modules: Vec<(String, PathBuf)>,
 }
 
 pub fn build(c: &Contents, out: &Path) -> Result<u64> {
@@ -147,6 +149,15 @@ pub fn build(c: &Contents, out: &Path) -> Result<u64> {
     if let Some(ft) = c.fragtrace {
         cpio.copy(ft, "bin/fragtrace")?;
         libs.extend(shared_libs(ft)?);
+    }
+    for (release, module) in &c.modules {
+        let dir = format!("lib/modules/{release}");
+        cpio.dir(&dir);
+        let name = module
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("test.ko");
+        cpio.copy(module, &format!("{dir}/{name}"))?;
     }
     libs.sort();
     libs.dedup();

@@ -81,8 +81,28 @@ pub fn find(name: &str) -> Result<&'static Kernel> {
     })
 }
 
-/// Fetches and extracts every kernel that is not cached yet. With all cached it only stats files.
+/// The test module built for a kernel (tests/kmod), and the release it was built for.
+pub fn test_module(k: &Kernel) -> (PathBuf, Option<String>) {
+    let dir = kernel_dir(k);
+    let release = fs::read_to_string(dir.join("module-release"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    (dir.join(TEST_MODULE), release)
+}
+
+const TEST_MODULE: &str = "fragtrace_slab_fail.ko";
+
+/// Fetches and extracts every kernel that is not cached yet, and builds the test module for
+/// each. With all cached it only stats files.
 pub fn ensure(kernels: &[&Kernel]) -> Result<()> {
+    ensure_images(kernels)?;
+    for k in kernels {
+        ensure_test_module(k)?;
+    }
+    Ok(())
+}
+
+fn ensure_images(kernels: &[&Kernel]) -> Result<()> {
     let missing: Vec<&&Kernel> = kernels.iter().filter(|k| package_of(k).is_none()).collect();
     if missing.is_empty() {
         return Ok(());
@@ -110,6 +130,106 @@ pub fn ensure(kernels: &[&Kernel]) -> Result<()> {
             })?;
         extract(k, &pkg, &deb)?;
     }
+    Ok(())
+}
+
+/// Builds tests/kmod against the kernel's own Debian headers (fetched once: the headers package
+/// of the image, its -common package and its kbuild tools), unless the module on disk was built
+/// from the same source.
+fn ensure_test_module(k: &Kernel) -> Result<()> {
+    let image = package_of(k).context("kernel image not fetched")?;
+    let release = image
+        .strip_prefix("linux-image-")
+        .with_context(|| format!("{image} is not a linux-image package"))?
+        .to_string();
+    let src = root_dir().join("tests/kmod");
+    let mut stamp = format!("{release}\n");
+    for name in ["Kbuild", "fragtrace_slab_fail.c"] {
+        stamp += &fs::read_to_string(src.join(name))
+            .with_context(|| format!("cannot read {}", src.join(name).display()))?;
+    }
+    let dir = kernel_dir(k);
+    let (module, _) = test_module(k);
+    if module.exists() && fs::read_to_string(dir.join("module-source")).ok() == Some(stamp.clone())
+    {
+        return Ok(());
+    }
+    let headers_root = dir.join("headers");
+    let headers = headers_root.join(format!("usr/src/linux-headers-{release}"));
+    if !headers.join("Makefile").exists() {
+        fetch_headers(&release, &headers_root)?;
+    }
+    let build = dir.join("kmod-build");
+    let _ = fs::remove_dir_all(&build);
+    fs::create_dir_all(&build)?;
+    for name in ["Kbuild", "fragtrace_slab_fail.c"] {
+        fs::copy(src.join(name), build.join(name))?;
+    }
+    eprintln!("xtask vmtest: building the test module for {release}");
+    run(Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(&headers)
+        .arg(format!("M={}", build.display()))
+        // The host's gcc, not the exact one the kernel was built with (Debian's 5.10 wants
+        // gcc-10); module BTF needs pahole and the kernel's vmlinux, which nothing here has.
+        .args(["CC=gcc", "CONFIG_DEBUG_INFO_BTF_MODULES=", "modules"]))
+    .with_context(|| format!("building tests/kmod for {release}"))?;
+    fs::copy(build.join(TEST_MODULE), &module)?;
+    fs::write(dir.join("module-release"), format!("{release}\n"))?;
+    fs::write(dir.join("module-source"), stamp)?;
+    let _ = fs::remove_dir_all(&build);
+    Ok(())
+}
+
+/// Downloads and extracts the headers of `release` and the packages they need to build a
+/// module (-common, kbuild) into `root`; points the arch Makefile at the extracted -common.
+fn fetch_headers(release: &str, root: &Path) -> Result<()> {
+    let apt = Apt::new()?;
+    let pkg = format!("linux-headers-{release}");
+    let depends = |apt: &Apt| -> Result<Vec<String>> {
+        let text = output(apt.cmd("apt-cache").args(["depends", &pkg]))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends: "))
+            .filter(|d| d.starts_with("linux-headers-") || d.starts_with("linux-kbuild-"))
+            .map(str::to_string)
+            .collect())
+    };
+    let mut needed = depends(&apt).unwrap_or_default();
+    if needed.is_empty() {
+        apt.update()?;
+        needed = depends(&apt)?;
+    }
+    needed.push(pkg.clone());
+    eprintln!("xtask vmtest: fetching {}", needed.join(" "));
+    let debs = vmtest_dir().join("apt/headers-debs");
+    let _ = fs::remove_dir_all(&debs);
+    fs::create_dir_all(&debs)?;
+    run(apt
+        .cmd("apt-get")
+        .current_dir(&debs)
+        .args(["-q", "download"])
+        .args(&needed))?;
+    let tmp = root.with_extension("tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    for e in fs::read_dir(&debs)? {
+        run(Command::new("dpkg-deb").arg("-x").arg(e?.path()).arg(&tmp))?;
+    }
+    // `include /usr/src/linux-headers-...-common/Makefile`: the extracted copy instead.
+    let makefile = tmp.join(format!("usr/src/{pkg}/Makefile"));
+    let text = fs::read_to_string(&makefile).with_context(|| format!("{} has no Makefile", pkg))?;
+    fs::write(
+        &makefile,
+        text.replace(
+            "include /usr/src/",
+            &format!("include {}/usr/src/", root.display()),
+        ),
+    )?;
+    let _ = fs::remove_dir_all(root);
+    fs::rename(&tmp, root)?;
+    fs::remove_dir_all(&debs)?;
     Ok(())
 }
 

@@ -96,6 +96,13 @@ pub fn run(opts: &Options) -> Result<()> {
             fragtrace: Some(&fragtrace),
             scenario: &scenario,
             init: include_str!("init.sh"),
+            modules: selected
+                .iter()
+                .filter_map(|k| {
+                    let (path, release) = kernels::test_module(k);
+                    Some((release?, path))
+                })
+                .collect(),
         },
         &initrd,
     )?;
