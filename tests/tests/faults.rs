@@ -58,6 +58,16 @@ fn storm_failures(child: Child) -> u64 {
         .unwrap()
 }
 
+/// The failures the kernel counted, by the summary's `fail_by_order`.
+fn kernel_failures(summary: &Value) -> u64 {
+    summary["fail_by_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
 fn report(file: &str) -> (Vec<Value>, String) {
     let out = Command::new(fragtrace_bin())
         .args(["report", file, "--json"])
@@ -285,12 +295,7 @@ fn a_ring_buffer_overflow_is_counted_exactly() {
     let dropped = s["dropped"].as_u64().unwrap();
     let shed = s["tracer"]["drain_shed"].as_u64().unwrap();
     let storm = s["storm_aggregated"].as_u64().unwrap();
-    let kernel: u64 = s["fail_by_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let kernel = kernel_failures(s);
     assert!(
         dropped > 0,
         "the ring buffer did not overflow (produced {produced})\n{stderr}"
@@ -322,12 +327,7 @@ fn a_stalled_reader_sheds_lines_and_counts_them() {
     let shown = of_type(&events, "alloc_fail").len() as u64;
     let analysed = s["events"].as_u64().unwrap();
     let output_shed = s["tracer"]["output_shed"].as_u64().unwrap();
-    let kernel: u64 = s["fail_by_order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let kernel = kernel_failures(s);
     let (dropped, drain_shed, storm) = (
         s["dropped"].as_u64().unwrap(),
         s["tracer"]["drain_shed"].as_u64().unwrap(),
