@@ -306,6 +306,8 @@ async fn from_kernel_log(
                     memory_locked,
                     oom_score_adj,
                     flight_recorder_bytes: None,
+                    // No ring buffer, no batches: the kernel log is read line by line.
+                    analysis: Default::default(),
                 }));
             }
         }
@@ -428,5 +430,6 @@ fn render(live: &Live, flight: Option<&FlightRecorder>, outputs: &Outputs) -> St
         memory_locked: live.health.memory_locked,
         oom_score_adj: live.health.oom_score_adj,
         flight_recorder_bytes: flight.map(FlightRecorder::bytes),
+        analysis: live.analysis_time_now(),
     })
 }

@@ -28,7 +28,7 @@ use crate::{
         preflight,
     },
     pipeline::Pipeline,
-    sink::{recording::Recorder, status},
+    sink::{metrics::AnalysisTime, recording::Recorder, status},
     source::{
         counters::{CounterValues, Counters},
         host::{Host, LiveHost, ZoneSample},
@@ -268,6 +268,17 @@ impl Live {
                     .recorder
                     .as_ref()
                     .map_or(0, Recorder::shed_events),
+        }
+    }
+
+    /// Analysis's time so far (call from the analysis thread: the run-queue wait is its own).
+    pub fn analysis_time_now(&self) -> AnalysisTime {
+        AnalysisTime {
+            busy_ns: self.health.batches.total_ns,
+            cpu_ns: self.health.batches_cpu_ns,
+            runqueue_wait_ns: survival::thread_runqueue_wait_ns()
+                .saturating_sub(self.runqueue_wait_at_start),
+            page_faults: survival::page_faults().saturating_sub(self.faults_at_start),
         }
     }
 

@@ -184,6 +184,18 @@ pub struct Scrape {
     pub oom_score_adj: Option<i32>,
     /// What the flight recorder keeps on disk, when there is one.
     pub flight_recorder_bytes: Option<u64>,
+    /// Where analysis spent its time, to tell a stalled consumer from a busy one.
+    pub analysis: AnalysisTime,
+}
+
+/// Analysis's time so far: on batches of records (of which on a CPU), waiting for a CPU, and
+/// fragtrace's own page faults, since tracing began.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnalysisTime {
+    pub busy_ns: u64,
+    pub cpu_ns: u64,
+    pub runqueue_wait_ns: u64,
+    pub page_faults: u64,
 }
 
 /// Encodes a [`Scrape`] on each scrape: registered once in the registry.
@@ -624,6 +636,31 @@ impl Collector for ScrapeCollector {
                 ([("stage", "event_lines")], s.shed.event_lines),
                 ([("stage", "flight_recorder")], s.shed.recording),
             ],
+        )?;
+        let a = s.analysis;
+        counter(
+            &mut enc,
+            "fragtrace_analysis_busy_seconds",
+            "Time analysis spent on batches of records from the ring buffer.",
+            a.busy_ns as f64 / 1e9,
+        )?;
+        counter(
+            &mut enc,
+            "fragtrace_analysis_cpu_seconds",
+            "Of that time, time on a CPU (the rest is blocked: /proc reads, page faults).",
+            a.cpu_ns as f64 / 1e9,
+        )?;
+        counter(
+            &mut enc,
+            "fragtrace_analysis_runqueue_wait_seconds",
+            "Time analysis was ready to run but waited for a CPU (schedstat).",
+            a.runqueue_wait_ns as f64 / 1e9,
+        )?;
+        counter(
+            &mut enc,
+            "fragtrace_page_faults",
+            "fragtrace's own page faults since tracing began; each may wait in direct reclaim.",
+            a.page_faults,
         )?;
         counter(
             &mut enc,
