@@ -26,6 +26,9 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     // setcap: the daemon's test as a non-root user with file capabilities.
     "libcap2-bin",
+    // The VM matrix's test module, built against each guest kernel's headers.
+    "make",
+    "gcc",
 ];
 /// From PyPI: the daemon's Kubernetes manifests are validated against the API's schemas.
 const PIP_PACKAGES: &[&str] = &["kubernetes-validate"];
