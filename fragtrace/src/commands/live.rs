@@ -33,7 +33,7 @@ use crate::{
         counters::{CounterValues, Counters},
         host::{Host, LiveHost, ZoneSample},
         recording::{self, CounterSnapshot, Header, Trailer},
-        ringbuf::{Batches, Drain, RawBatch},
+        ringbuf::{Batches, Drain, RECORDS_PER_BATCH, RawBatch},
         stack_maps::StackMaps,
     },
     survival,
@@ -352,7 +352,10 @@ impl Live {
         }
         self.read_kernel_aggregates();
         self.pipeline.end_batch();
+        let spent = self.analysis_time_now();
         let h = &mut self.health;
+        h.page_faults = spent.page_faults;
+        h.analysis_runqueue_wait_ns = spent.runqueue_wait_ns;
         h.records_drained = self.drain.stats.records.load(Ordering::Relaxed);
         h.drain_shed = self.drain.stats.shed.load(Ordering::Relaxed);
         if let Some(lines) = &self.pipeline.lines {
@@ -368,9 +371,7 @@ impl Live {
                 .as_ref()
                 .map_or(0, Recorder::shed_events);
         (h.rss_kb, h.peak_rss_kb) = survival::rss_kb();
-        h.page_faults = survival::page_faults().saturating_sub(self.faults_at_start);
-        h.analysis_runqueue_wait_ns =
-            survival::thread_runqueue_wait_ns().saturating_sub(self.runqueue_wait_at_start);
+
         Ok(counters)
     }
 
@@ -381,13 +382,23 @@ impl Live {
 }
 
 /// How late records are at each stage before their output (see [`StageLag`]).
-#[derive(Default)]
 struct StageLagRecorder {
     drained: Latency,
     picked_up: Latency,
     analysed: Latency,
-    /// The kernel times of the batch under analysis.
+    /// The kernel times of the batch under analysis (sized before tracing for a full batch).
     batch_ts: Vec<u64>,
+}
+
+impl Default for StageLagRecorder {
+    fn default() -> Self {
+        Self {
+            drained: Latency::default(),
+            picked_up: Latency::default(),
+            analysed: Latency::default(),
+            batch_ts: Vec::with_capacity(RECORDS_PER_BATCH),
+        }
+    }
 }
 
 impl StageLagRecorder {

@@ -29,7 +29,7 @@ impl RawBatch {
     fn with_capacity(bytes: usize) -> Self {
         let mut batch = Self {
             bytes: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(bytes / 128),
+            ends: Vec::with_capacity(RECORDS_PER_BATCH),
             handed_ns: 0,
         };
         // Touch the pages now, so that they are resident and locked before an incident.
@@ -74,6 +74,8 @@ impl RawBatch {
 /// the kernel's own 4 MiB buffer.
 const BATCHES: usize = 16;
 const BATCH_BYTES: usize = 128 << 10;
+/// Records a batch can hold at most (the smallest record, an `MmEvent`, is 88 bytes).
+pub const RECORDS_PER_BATCH: usize = BATCH_BYTES / 64;
 
 /// What the drain thread has done, for the summary and the metrics.
 #[derive(Default)]
