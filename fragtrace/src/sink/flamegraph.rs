@@ -139,12 +139,16 @@ impl Flamegraphs {
         mut container_of: impl FnMut(u64) -> Option<String>,
     ) -> Vec<String> {
         let mut counts = self.counts.clone();
-        let (aggregated, per) = match self.weight {
-            Weight::Failures => (&kernel.failures, count as fn(&StackCount) -> u64),
-            Weight::Stall => (&kernel.stalls, micros as fn(&StackCount) -> u64),
-            Weight::Allocations => (&kernel.allocations, count as fn(&StackCount) -> u64),
-            Weight::Fallbacks => (&kernel.fallbacks, count as fn(&StackCount) -> u64),
+        // Stall time is summed in ns per folded line, then shown in whole µs: one rounding per
+        // line, so a line's weight is its stalls' total (kernel entries that fold to the same
+        // line are added first).
+        let (aggregated, per, unit) = match self.weight {
+            Weight::Failures => (&kernel.failures, count as fn(&StackCount) -> u64, 1),
+            Weight::Stall => (&kernel.stalls, total_ns as fn(&StackCount) -> u64, 1000),
+            Weight::Allocations => (&kernel.allocations, count as fn(&StackCount) -> u64, 1),
+            Weight::Fallbacks => (&kernel.fallbacks, count as fn(&StackCount) -> u64, 1),
         };
+        let mut raw: HashMap<String, u64> = HashMap::new();
         for a in aggregated {
             let root = match self.root {
                 Root::Comm => a.comm.clone(),
@@ -155,9 +159,12 @@ impl Flamegraphs {
             // What kind of stall or fallback it was, under the root.
             let mut roots = vec![root.as_str()];
             roots.extend(a.what.as_deref());
-            let w = per(a);
+            *raw.entry(fold(&roots, &a.stack)).or_default() += per(a);
+        }
+        for (stack, value) in raw {
+            let w = value / unit;
             if w > 0 {
-                *counts.entry(fold(&roots, &a.stack)).or_default() += w;
+                *counts.entry(stack).or_default() += w;
             }
         }
         let mut lines: Vec<(String, u64)> = counts.into_iter().collect();
@@ -214,8 +221,8 @@ fn count(a: &StackCount) -> u64 {
     a.count
 }
 
-fn micros(a: &StackCount) -> u64 {
-    a.total_ns / 1000
+fn total_ns(a: &StackCount) -> u64 {
+    a.total_ns
 }
 
 fn container_frame(id: Option<&str>) -> String {
