@@ -122,14 +122,9 @@ async fn trace(args: TraceArgs, record: Option<&Path>) -> Result<ExitCode> {
         kernel: &kernel,
     }
     .render(lines.format());
-    let h = &live.health;
-    if h.shed() > 0 {
-        // Said on stderr too: the output that fell behind may be the one the summary goes to.
-        eprintln!(
-            "fragtrace: fell behind: {} records shed after the ring buffer, {} lines not \
-             written (output too slow), {} records not recorded",
-            h.drain_shed, h.output_shed, h.recording_shed
-        );
+    // Said on stderr too: the output that fell behind may be the one the summary goes to.
+    if let Some(line) = crate::sink::summary::fell_behind(&live.health) {
+        eprintln!("fragtrace: {line}");
     }
     let recording_error = live.end_recording(counters.clone(), duration_s);
     let output_error = lines.finish(&summary);

@@ -388,7 +388,7 @@ impl Summary<'_> {
             t.failures.shown, c.ringbuf_drops, t.failures.undecodable
         );
         for line in self.kernel_reads.inactive() {
-            let _ = writeln!(s, "{line}");
+            let _ = writeln!(s, "fragtrace {line}");
         }
         health_text(&mut s, self.health);
         if let Some(cut) = self.cut {
@@ -426,15 +426,21 @@ fn latency_table(s: &mut String, title: &str, rows: &[LatencySummary]) {
     }
 }
 
-/// What fragtrace lost or suffered itself, when it lost or suffered anything.
-fn health_text(s: &mut String, h: &TracerHealth) {
-    if h.shed() > 0 {
-        let _ = writeln!(
-            s,
-            "fragtrace fell behind: {} records shed after the ring buffer, {} lines not written \
+/// What fragtrace shed after the ring buffer, `fell behind: ...`; None when nothing was.
+pub fn fell_behind(h: &TracerHealth) -> Option<String> {
+    (h.shed() > 0).then(|| {
+        format!(
+            "fell behind: {} records shed after the ring buffer, {} lines not written \
              (output too slow), {} records not recorded",
             h.drain_shed, h.output_shed, h.recording_shed
-        );
+        )
+    })
+}
+
+/// What fragtrace lost or suffered itself, when it lost or suffered anything.
+fn health_text(s: &mut String, h: &TracerHealth) {
+    if let Some(line) = fell_behind(h) {
+        let _ = writeln!(s, "fragtrace {line}");
     }
     if let Some(lag) = &h.output_lag {
         let _ = writeln!(

@@ -91,6 +91,8 @@ pub fn test_module(k: &Kernel) -> (PathBuf, Option<String>) {
 }
 
 const TEST_MODULE: &str = "fragtrace_slab_fail.ko";
+/// The module's source files, under tests/kmod.
+const TEST_MODULE_SOURCES: [&str; 2] = ["Kbuild", "fragtrace_slab_fail.c"];
 
 /// Fetches and extracts every kernel that is not cached yet, and builds the test module for
 /// each. With all cached it only stats files.
@@ -144,7 +146,7 @@ fn ensure_test_module(k: &Kernel) -> Result<()> {
         .to_string();
     let src = root_dir().join("tests/kmod");
     let mut stamp = format!("{release}\n");
-    for name in ["Kbuild", "fragtrace_slab_fail.c"] {
+    for name in TEST_MODULE_SOURCES {
         stamp += &fs::read_to_string(src.join(name))
             .with_context(|| format!("cannot read {}", src.join(name).display()))?;
     }
@@ -162,7 +164,7 @@ fn ensure_test_module(k: &Kernel) -> Result<()> {
     let build = dir.join("kmod-build");
     let _ = fs::remove_dir_all(&build);
     fs::create_dir_all(&build)?;
-    for name in ["Kbuild", "fragtrace_slab_fail.c"] {
+    for name in TEST_MODULE_SOURCES {
         fs::copy(src.join(name), build.join(name))?;
     }
     eprintln!("xtask vmtest: building the test module for {release}");
