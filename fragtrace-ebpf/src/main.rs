@@ -2,7 +2,11 @@
 //! each hook with the first method this kernel accepts.
 #![no_std]
 #![no_main]
+// atomic_xadd: the BPF target has no compare-and-swap, so no AtomicU64::fetch_add.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
+mod bench_floor;
 mod compaction;
 mod maps;
 mod memcg;

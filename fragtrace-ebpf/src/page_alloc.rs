@@ -11,7 +11,6 @@ use aya_ebpf::{
     programs::TracePointContext,
     programs::tracing::StackIdContext,
 };
-use aya_log_ebpf::warn;
 use fragtrace_common::{
     AllocFailEvent, EventKind, MAX_ORDER, MAX_STACK_DEPTH, counter, netns_window,
 };
@@ -138,10 +137,7 @@ fn try_page_alloc<C: StackIdContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i6
 
     let Some(mut entry) = EVENTS.reserve::<AllocFailEvent>(0) else {
         bump(counter::RINGBUF_DROPS);
-        warn!(
-            ctx,
-            "ring buffer full: order-{} failure dropped", alloc.order
-        );
+        stacks::count_failure(ctx, alloc.order);
         return Ok(());
     };
     let ev = entry.as_mut_ptr();

@@ -3,6 +3,8 @@
 //! `--stacks-min-order` and above, and fragmenting migratetype fallbacks. User space reads the
 //! maps (and the `STACKS` frames their keys point to) for the summary, flamegraphs and metrics.
 
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
     macros::map,
@@ -84,15 +86,27 @@ fn key<C: StackIdContext>(ctx: &C, order: u32, tag: u32) -> StackKey {
     }
 }
 
+/// Adds one occurrence and `ns` to a map value, atomically: CPUs in a storm share keys.
+///
+/// # Safety
+/// `v` points at a live map value.
+unsafe fn add_to(v: *mut StackValue, ns: u64) {
+    // SAFETY: map values are 8-byte aligned and live while the program runs. The BPF target
+    // has no compare-and-swap, hence no `AtomicU64::fetch_add`; with its result unused this
+    // intrinsic is the plain atomic add every kernel takes (BPF_XADD).
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*v).count, 1);
+        if ns != 0 {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*v).total_ns, ns);
+        }
+    }
+}
+
 /// Adds one occurrence (and `ns`) under `key`; a full map is counted, never blocks.
 fn add(map: &HashMap<StackKey, StackValue>, which: u32, key: &StackKey, ns: u64) {
     if let Some(v) = map.get_ptr_mut(key) {
-        // SAFETY: a live map value; concurrent updates of one key are rare and only undercount
-        // the sum of that key, never corrupt it.
-        unsafe {
-            (*v).count += 1;
-            (*v).total_ns += ns;
-        }
+        // SAFETY: a live map value.
+        unsafe { add_to(v, ns) };
         return;
     }
     let first = StackValue {
@@ -103,10 +117,7 @@ fn add(map: &HashMap<StackKey, StackValue>, which: u32, key: &StackKey, ns: u64)
     if map.insert(key, first, 1).is_err() {
         match map.get_ptr_mut(key) {
             // SAFETY: as above.
-            Some(v) => unsafe {
-                (*v).count += 1;
-                (*v).total_ns += ns;
-            },
+            Some(v) => unsafe { add_to(v, ns) },
             None => bump(counter::AGG_FULL_BASE + which),
         }
     }
@@ -136,8 +147,14 @@ pub fn failure_as_record<C: StackIdContext>(ctx: &C, order: u32) -> bool {
         return true;
     }
     bump(counter::STORM_AGGREGATED);
-    add(&FAIL_STACKS, aggregation::FAILURES, &key(ctx, order, 0), 0);
+    count_failure(ctx, order);
     false
+}
+
+/// Counts a failure by stack, order and task instead of sending a record: past the storm
+/// threshold, and when the ring buffer has no room.
+pub fn count_failure<C: StackIdContext>(ctx: &C, order: u32) {
+    add(&FAIL_STACKS, aggregation::FAILURES, &key(ctx, order, 0), 0);
 }
 
 /// A successful allocation: aggregated by stack when asked for and of a high enough order.

@@ -150,6 +150,12 @@ pub struct TraceArgs {
     /// Where tracefs is (mounted there if it is not mounted anywhere).
     #[arg(long, value_name = "DIR", hide = true)]
     pub tracefs: Option<PathBuf>,
+    /// Leave the in-kernel reads off: the failure (and OOM) handlers read neither the zones nor
+    /// the task's memory-cgroup counters, so verdicts are judged on /proc and cgroupfs read
+    /// later, as on kernels without `node_data` in kallsyms. For measuring what those reads
+    /// cost (the VM matrix's `cost` scenario); the summary's `kernel_reads` says they were off.
+    #[arg(long, hide = true)]
+    pub no_kernel_reads: bool,
 }
 
 /// Where the daemon's failures come from.
@@ -273,6 +279,7 @@ impl DaemonArgs {
             oom_score_adj: self.oom_score_adj,
             force_method: self.force_method.clone(),
             tracefs: self.tracefs.clone(),
+            no_kernel_reads: false,
         }
     }
 }

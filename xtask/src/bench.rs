@@ -1,13 +1,13 @@
-//! `cargo xtask bench`: what fragtrace costs on the paths it hooks. Two workloads, a page-fault
-//! loop (one order-0 allocation per fault, the hottest path fragtrace hooks) and a getppid()
-//! loop (what every system call pays), run without fragtrace and with it in several
-//! configurations, interleaved round by round so machine noise hits every configuration alike;
-//! results are medians, spreads and ratios against the baseline of the same run, plus
-//! fragtrace's own CPU time, peak memory and, from `kernel.bpf_stats_enabled`, each of its
-//! programs' kernel time per run. Then the failure path, live and replayed from a recording.
-//! The tracer runs on CPU 0 and the workloads on CPU 1 where the machine has both. Needs root.
+//! `cargo xtask bench`: what fragtrace costs. Its parts, each selectable with `--only`:
+//! - the workload matrix (bench_matrix.rs): page faults, getppid(), netns churn, fork+exit and
+//!   loopback TCP under no tracer, the floor program, fragtrace's modes, the daemon, bpftrace
+//!   and perf, interleaved round by round, with each program's kernel time from bpf_stats;
+//! - the failure path (here): memory-cgroup charge failures live, and a recording replayed;
+//! - storms (bench_storm.rs): BPF_PROG_TEST_RUN drives the failure program; counts and costs;
+//! - the daemon on its own (bench_daemon.rs).
+//!
+//! Tracers run on CPU 0 and workloads on CPU 1 where the machine has both. Needs root.
 use std::{
-    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::Path,
@@ -36,6 +36,15 @@ pub struct Options {
     /// getppid() calls per round of the syscall benchmark.
     #[arg(long, default_value_t = 5_000_000)]
     pub syscall_calls: u64,
+    /// Network namespaces created per round (unshare(CLONE_NEWNET)).
+    #[arg(long, default_value_t = 250)]
+    pub netns_ops: u64,
+    /// Processes forked and reaped per round.
+    #[arg(long, default_value_t = 3000)]
+    pub fork_ops: u64,
+    /// 64 KiB loopback TCP writes per round.
+    #[arg(long, default_value_t = 20_000)]
+    pub tcp_ops: u64,
     /// Milliseconds every configuration (the baseline too) waits between the tracer's attach and
     /// the workload, so that start-up and the previous tracer's teardown stay out of the timing.
     #[arg(long, default_value_t = 1000)]
@@ -47,6 +56,31 @@ pub struct Options {
     /// Seconds of failing allocations recorded for the replay (`fragtrace report`) benchmark.
     #[arg(long, default_value_t = 5.0)]
     pub record_secs: f64,
+    /// Seconds per rate step of the storm benchmark (BPF_PROG_TEST_RUN producer).
+    #[arg(long, default_value_t = 3.0)]
+    pub storm_secs: f64,
+    /// Run only these parts (default: all of them, in this order).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Part>,
+}
+
+/// The parts of `cargo xtask bench`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The workload matrix under every tracer configuration, and per-program kernel time.
+    Matrix,
+    /// The failure path: live, and replayed from a recording.
+    Failure,
+    /// Storm mode driven by BPF_PROG_TEST_RUN: rates, exact counts, in-kernel cost.
+    Storm,
+    /// The daemon on its own: start to attached, idle and storm CPU, memory.
+    Daemon,
+}
+
+impl Options {
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_empty() || self.only.contains(&part)
+    }
 }
 
 /// Where the tracer and the workloads run, when the machine has both CPUs: apart, so that the
@@ -95,14 +129,14 @@ pub(crate) fn placement() -> String {
 }
 
 /// `kernel.bpf_stats_enabled` on while the bench runs, its old value back after.
-struct BpfStats {
-    old: Option<String>,
+pub(crate) struct BpfStats {
+    pub(crate) old: Option<String>,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> BpfStats {
+    pub(crate) fn enable() -> BpfStats {
         let old = std::fs::read_to_string(BPF_STATS).ok();
         if old.is_some() && std::fs::write(BPF_STATS, "1").is_err() {
             eprintln!("xtask bench: cannot enable {BPF_STATS}: no per-program figures");
@@ -118,81 +152,6 @@ impl Drop for BpfStats {
             let _ = std::fs::write(BPF_STATS, old.trim());
         }
     }
-}
-
-/// Kernel time and runs of one program, summed over rounds.
-#[derive(Default, Clone, Copy)]
-struct ProgStat {
-    run_time_ns: u64,
-    run_cnt: u64,
-    /// Rounds in which it was attached.
-    rounds: u64,
-}
-
-/// The BPF programs process `pid` holds (from its fds' fdinfo), by name, with their
-/// `run_time_ns` and `run_cnt` (bpftool), counted since each was loaded. None without bpftool.
-fn prog_stats(pid: u32) -> Option<BTreeMap<String, ProgStat>> {
-    let mut ids = BTreeSet::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .ok()?
-        .flatten()
-    {
-        if let Ok(info) = std::fs::read_to_string(fd.path()) {
-            ids.extend(info.lines().filter_map(|l| {
-                l.strip_prefix("prog_id:")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            }));
-        }
-    }
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mut stats = BTreeMap::new();
-    for p in progs.as_array()? {
-        if !p["id"].as_u64().is_some_and(|id| ids.contains(&id)) {
-            continue;
-        }
-        let name = format!(
-            "{} ({})",
-            p["name"].as_str().unwrap_or("?"),
-            p["type"].as_str().unwrap_or("?")
-        );
-        let s: &mut ProgStat = stats.entry(name).or_default();
-        s.run_time_ns += p["run_time_ns"].as_u64().unwrap_or(0);
-        s.run_cnt += p["run_cnt"].as_u64().unwrap_or(0);
-        s.rounds = 1;
-    }
-    Some(stats)
-}
-
-/// The two workloads of the interleaved comparison.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Workload {
-    /// fault-bench: the figure is faults per second (higher is better).
-    Faults,
-    /// syscall-bench: the figure is ns per getppid() call (lower is better).
-    Syscalls,
-}
-
-/// A configuration: no tracer, or fragtrace with these extra arguments.
-struct Config {
-    workload: Workload,
-    name: &'static str,
-    tracer_args: Option<&'static [&'static str]>,
-    /// Per round: faults/s, or ns per call.
-    values: Vec<f64>,
-    /// Per round, syscalls only: the fastest chunk's ns per call.
-    best: Vec<f64>,
-    user_ms: Vec<f64>,
-    sys_ms: Vec<f64>,
-    peak_rss_kib: Vec<u64>,
-    rss_kib: Vec<u64>,
-    progs: BTreeMap<String, ProgStat>,
-    /// Rounds in which bpftool answered.
-    prog_rounds: u64,
 }
 
 pub fn run_bench(opts: &Options) -> Result<()> {
@@ -211,202 +170,26 @@ pub fn run_bench(opts: &Options) -> Result<()> {
         "fail-bench",
         "--bin",
         "syscall-bench",
+        "--bin",
+        "storm-producer",
+        "--bin",
+        "ops-bench",
+        "--bin",
+        "bench-floor",
     ]))?;
-    let daemon: &[&str] = &["daemon", "--listen", "127.0.0.1:0"];
-    let mut configs = vec![
-        config(Workload::Faults, "baseline (no tracer)", None),
-        config(Workload::Faults, "fragtrace (tp_btf, all hooks)", Some(&[])),
-        config(
-            Workload::Faults,
-            "fragtrace --force-method raw_tp",
-            Some(&["--force-method", "raw_tp"]),
-        ),
-        config(
-            Workload::Faults,
-            "fragtrace --force-method tracepoint",
-            Some(&["--force-method", "tracepoint"]),
-        ),
-        config(
-            Workload::Faults,
-            "fragtrace daemon (tp_btf, all hooks)",
-            Some(daemon),
-        ),
-        config(Workload::Syscalls, "baseline (no tracer)", None),
-        config(Workload::Syscalls, "fragtrace (default mode)", Some(&[])),
-        config(
-            Workload::Syscalls,
-            "fragtrace --netns-syscalls",
-            Some(&["--netns-syscalls"]),
-        ),
-        config(Workload::Syscalls, "fragtrace daemon", Some(daemon)),
-    ];
-    eprintln!("xtask bench: {}", placement());
-    for round in 0..opts.rounds {
-        for c in configs.iter_mut() {
-            let sample = measure(c.workload, c.tracer_args, opts, false)
-                .with_context(|| format!("round {round}, {}", c.name))?;
-            eprintln!(
-                "xtask bench: round {}, {}, {}: {:.1}",
-                round + 1,
-                match c.workload {
-                    Workload::Faults => "faults/s",
-                    Workload::Syscalls => "ns per getppid",
-                },
-                c.name,
-                sample.value
-            );
-            c.values.push(sample.value);
-            if let Some(b) = sample.best {
-                c.best.push(b);
-            }
-            if let Some(u) = sample.usage {
-                c.user_ms.push(u.user_ms);
-                c.sys_ms.push(u.sys_ms);
-                c.peak_rss_kib.push(u.peak_rss_kib);
-                c.rss_kib.push(u.rss_kib);
-            }
-        }
-        eprintln!("xtask bench: round {} of {} done", round + 1, opts.rounds);
+    if opts.runs(Part::Matrix) {
+        crate::bench_matrix::run(opts)?;
     }
-    print_machine()?;
-    print_faults(&configs, opts);
-    print_syscalls(&configs, opts);
-    // Per-program figures in rounds of their own: the accounting's clock reads would add to
-    // every run of every program in the timed rounds above.
-    let stats = BpfStats::enable();
-    for round in 0..opts.stats_rounds {
-        for c in configs.iter_mut().filter(|c| c.tracer_args.is_some()) {
-            let sample = measure(c.workload, c.tracer_args, opts, true)
-                .with_context(|| format!("bpf_stats round {round}, {}", c.name))?;
-            if let Some(progs) = sample.progs {
-                c.prog_rounds += 1;
-                for (name, s) in progs {
-                    let t = c.progs.entry(name).or_default();
-                    t.run_time_ns += s.run_time_ns;
-                    t.run_cnt += s.run_cnt;
-                    t.rounds += s.rounds;
-                }
-            }
-        }
-        eprintln!(
-            "xtask bench: bpf_stats round {} of {} done",
-            round + 1,
-            opts.stats_rounds
-        );
+    if opts.runs(Part::Failure) {
+        failure_path(opts)?;
     }
-    let stats_on = stats.old.is_some();
-    drop(stats);
-    print_progs(&configs, stats_on, opts);
-    failure_path(opts)?;
-    crate::bench_daemon::run(opts)
-}
-
-fn config(
-    workload: Workload,
-    name: &'static str,
-    tracer_args: Option<&'static [&'static str]>,
-) -> Config {
-    Config {
-        workload,
-        name,
-        tracer_args,
-        values: Vec::new(),
-        best: Vec::new(),
-        user_ms: Vec::new(),
-        sys_ms: Vec::new(),
-        peak_rss_kib: Vec::new(),
-        rss_kib: Vec::new(),
-        progs: BTreeMap::new(),
-        prog_rounds: 0,
+    if opts.runs(Part::Storm) {
+        crate::bench_storm::run(opts)?;
     }
-}
-
-/// fragtrace's own cost during one round.
-struct Usage {
-    user_ms: f64,
-    sys_ms: f64,
-    peak_rss_kib: u64,
-    rss_kib: u64,
-}
-
-/// One round of one configuration.
-struct Sample {
-    value: f64,
-    best: Option<f64>,
-    usage: Option<Usage>,
-    progs: Option<BTreeMap<String, ProgStat>>,
-}
-
-/// One workload run (on the workload CPU); with a tracer, also what the tracer used.
-fn measure(
-    workload: Workload,
-    tracer_args: Option<&[&str]>,
-    opts: &Options,
-    with_progs: bool,
-) -> Result<Sample> {
-    let bin = root_dir().join("target/release");
-    let mut tracer = match tracer_args {
-        None => None,
-        Some(args) => Some(start_tracer(args, Stdio::null())?),
-    };
-    // Every configuration, the baseline too, waits alike: the tracer's start-up (and the
-    // previous tracer's teardown) out of the timed window.
-    std::thread::sleep(Duration::from_millis(opts.settle_ms));
-    let (value, best) = match workload {
-        Workload::Faults => {
-            let out = output(
-                pin(&mut Command::new(bin.join("fault-bench")), WORKLOAD_CPU)
-                    .arg(opts.mib.to_string())
-                    .arg(opts.passes.to_string()),
-            )?;
-            let v: serde_json::Value =
-                serde_json::from_str(out.trim()).context("fault-bench output")?;
-            (
-                v["pages_per_sec"].as_f64().context("fault-bench output")?,
-                None,
-            )
-        }
-        Workload::Syscalls => {
-            let out = output(
-                pin(&mut Command::new(bin.join("syscall-bench")), WORKLOAD_CPU)
-                    .arg(opts.syscall_calls.to_string()),
-            )?;
-            let v: serde_json::Value =
-                serde_json::from_str(out.trim()).context("syscall-bench output")?;
-            (
-                v["ns_per_call"].as_f64().context("syscall-bench output")?,
-                v["best_chunk_ns_per_call"].as_f64(),
-            )
-        }
-    };
-    let (usage, progs) = match tracer.take() {
-        None => (None, None),
-        Some(child) => {
-            let pid = child.id();
-            let usage = match (
-                cpu_split_ms(pid),
-                status_kib(pid, "VmHWM:"),
-                status_kib(pid, "VmRSS:"),
-            ) {
-                (Some((user_ms, sys_ms)), Some(peak_rss_kib), Some(rss_kib)) => Some(Usage {
-                    user_ms,
-                    sys_ms,
-                    peak_rss_kib,
-                    rss_kib,
-                }),
-                _ => None,
-            };
-            let progs = if with_progs { prog_stats(pid) } else { None };
-            stop_tracer(child)?;
-            (usage, progs)
-        }
-    };
-    Ok(Sample {
-        value,
-        best,
-        usage,
-        progs,
-    })
+    if opts.runs(Part::Daemon) {
+        crate::bench_daemon::run(opts)?;
+    }
+    Ok(())
 }
 
 /// `fragtrace --json --no-status ARGS` (or `fragtrace daemon|record ...` as given), on the
@@ -417,22 +200,25 @@ pub(crate) fn start_tracer(args: &[&str], stdout: Stdio) -> Result<Child> {
     } else {
         &["--json", "--no-status"]
     };
-    let mut child = pin(
-        &mut Command::new(root_dir().join("target/release/fragtrace")),
-        TRACER_CPU,
-    )
-    .args(tracer_flags)
-    .args(args)
-    .stdout(stdout)
-    .stderr(Stdio::piped())
-    .spawn()
-    .context("start fragtrace")?;
+    let mut cmd = Command::new(root_dir().join("target/release/fragtrace"));
+    cmd.args(tracer_flags).args(args);
+    start_attached(cmd, stdout)
+}
+
+/// Starts `cmd` on the tracer CPU and returns once it says on stderr that its hooks are
+/// attached (fragtrace, bench-floor).
+pub(crate) fn start_attached(mut cmd: Command, stdout: Stdio) -> Result<Child> {
+    let mut child = pin(&mut cmd, TRACER_CPU)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {cmd:?}"))?;
     let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut line = String::new();
         if stderr.read_line(&mut line)? == 0 || Instant::now() > deadline {
-            bail!("fragtrace did not attach (run as root)");
+            bail!("{cmd:?} did not attach (run as root)");
         }
         if line.contains("hooks attached") {
             break;
@@ -750,7 +536,7 @@ pub(crate) fn median(v: &[f64]) -> f64 {
 }
 
 /// The machine, the load and the placement, above the tables.
-fn print_machine() -> Result<()> {
+pub(crate) fn print_machine() -> Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
         .lines()
         .find_map(|l| {
@@ -781,7 +567,7 @@ pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
 }
 
 /// `min / p25-p75 / max` of `v`, formatted with `prec` decimals.
-fn spread(v: &[f64], prec: usize) -> String {
+pub(crate) fn spread(v: &[f64], prec: usize) -> String {
     format!(
         "{:.prec$} / {:.prec$}-{:.prec$} / {:.prec$}",
         quantile(v, 0.0),
@@ -789,137 +575,4 @@ fn spread(v: &[f64], prec: usize) -> String {
         quantile(v, 0.75),
         quantile(v, 1.0)
     )
-}
-
-/// Each round's value over the baseline's of the same round.
-fn paired(c: &Config, base: &Config) -> Vec<f64> {
-    c.values
-        .iter()
-        .zip(&base.values)
-        .map(|(v, b)| v / b)
-        .collect()
-}
-
-fn tracer_cpu(c: &Config) -> (String, String) {
-    if c.user_ms.is_empty() {
-        return ("-".into(), "-".into());
-    }
-    let mib = |v: &[u64]| *v.iter().max().unwrap_or(&0) as f64 / 1024.0;
-    (
-        format!("{:.0} / {:.0} ms", median(&c.user_ms), median(&c.sys_ms)),
-        format!("{:.1} / {:.1} MiB", mib(&c.rss_kib), mib(&c.peak_rss_kib)),
-    )
-}
-
-fn print_faults(configs: &[Config], opts: &Options) {
-    let faults: Vec<&Config> = configs
-        .iter()
-        .filter(|c| c.workload == Workload::Faults)
-        .collect();
-    println!();
-    println!(
-        "page faults: fault-bench {} MiB x {} passes per round (one order-0 page allocation per fault, THP off), {} interleaved rounds",
-        opts.mib, opts.passes, opts.rounds
-    );
-    println!();
-    println!(
-        "| configuration | median faults/s | spread: min / p25-p75 / max | ns per fault (added) | ratio of medians | per-round ratio: median (min-max) | fragtrace CPU per round (user / sys) | fragtrace RSS (steady / peak) |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let base = faults[0];
-    let base_ns = 1e9 / median(&base.values);
-    for c in &faults {
-        let m = median(&c.values);
-        let ns = 1e9 / m;
-        let ratios = paired(c, base);
-        let (cpu, rss) = tracer_cpu(c);
-        println!(
-            "| {} | {m:.0} | {} | {ns:.0} ({:+.0}) | {:.3} | {:.3} ({:.3}-{:.3}) | {cpu} | {rss} |",
-            c.name,
-            spread(&c.values, 0),
-            ns - base_ns,
-            m / median(&base.values),
-            median(&ratios),
-            quantile(&ratios, 0.0),
-            quantile(&ratios, 1.0),
-        );
-    }
-}
-
-fn print_syscalls(configs: &[Config], opts: &Options) {
-    let calls: Vec<&Config> = configs
-        .iter()
-        .filter(|c| c.workload == Workload::Syscalls)
-        .collect();
-    println!();
-    println!(
-        "syscalls: syscall-bench, {} getppid() calls per round in 10 chunks, {} interleaved rounds",
-        opts.syscall_calls, opts.rounds
-    );
-    println!();
-    println!(
-        "| configuration | median ns/call | spread: min / p25-p75 / max | ns added per call | ratio of medians | per-round ratio: median (min-max) | fastest chunk, median ns/call (ratio) | fragtrace CPU per round (user / sys) |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let base = calls[0];
-    let (base_ns, base_best) = (median(&base.values), median(&base.best));
-    for c in &calls {
-        let m = median(&c.values);
-        let best = median(&c.best);
-        let ratios = paired(c, base);
-        let (cpu, _) = tracer_cpu(c);
-        println!(
-            "| {} | {m:.1} | {} | {:+.1} | {:.3} | {:.3} ({:.3}-{:.3}) | {best:.1} ({:.3}) | {cpu} |",
-            c.name,
-            spread(&c.values, 1),
-            m - base_ns,
-            m / base_ns,
-            median(&ratios),
-            quantile(&ratios, 0.0),
-            quantile(&ratios, 1.0),
-            best / base_best,
-        );
-    }
-}
-
-/// Kernel time per run of each of fragtrace's programs that ran, from bpf_stats.
-fn print_progs(configs: &[Config], stats_on: bool, opts: &Options) {
-    println!();
-    if !stats_on {
-        println!("per-program kernel cost: skipped, kernel.bpf_stats_enabled could not be set");
-        return;
-    }
-    if configs.iter().all(|c| c.prog_rounds == 0) {
-        println!("per-program kernel cost: skipped, bpftool not found (cargo xtask setup)");
-        return;
-    }
-    println!(
-        "per-program kernel cost: {} more rounds per tracer configuration with kernel.bpf_stats_enabled=1 (not the timed ones); bpftool prog show, the programs the tracer's fds hold; summed over rounds, from load to the end of the workload, all CPUs; includes the accounting's own clock reads",
-        opts.stats_rounds
-    );
-    println!();
-    println!(
-        "| workload | configuration | program (type) | runs per round | ns per run | attached in rounds |"
-    );
-    println!("|---|---|---|---:|---:|---:|");
-    for c in configs.iter().filter(|c| c.prog_rounds > 0) {
-        let workload = match c.workload {
-            Workload::Faults => "page faults",
-            Workload::Syscalls => "getppid",
-        };
-        let idle = c.progs.values().filter(|s| s.run_cnt == 0).count();
-        for (name, s) in c.progs.iter().filter(|(_, s)| s.run_cnt > 0) {
-            println!(
-                "| {workload} | {} | {name} | {:.1} | {:.1} | {} |",
-                c.name,
-                s.run_cnt as f64 / c.prog_rounds as f64,
-                s.run_time_ns as f64 / s.run_cnt as f64,
-                s.rounds
-            );
-        }
-        println!(
-            "| {workload} | {} | {idle} more attached, never run | | | |",
-            c.name
-        );
-    }
 }

@@ -1,6 +1,8 @@
 //! Project tasks: `cargo xtask setup | build | run | test | vmtest | fuzz | bench | lint`.
 mod bench;
 mod bench_daemon;
+mod bench_matrix;
+mod bench_storm;
 mod fuzz;
 mod image;
 mod setup;

@@ -24,6 +24,8 @@ const APT_PACKAGES: &[&str] = &[
     // beside fragtrace on the same tracepoints.
     "bpftool",
     "bpftrace",
+    // cargo xtask bench compares fragtrace with `perf record` and `perf kmem record`.
+    "linux-perf",
     // setcap: the daemon's test as a non-root user with file capabilities.
     "libcap2-bin",
     // The VM matrix's test module, built against each guest kernel's headers.

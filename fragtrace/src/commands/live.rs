@@ -114,6 +114,7 @@ impl Live {
             opted_in,
             storm_threshold: args.storm_threshold,
             stacks_min_order: args.stacks_min_order,
+            no_kernel_reads: args.no_kernel_reads,
         };
         let mut loaded = loader::load(&tracefs, request, &kallsyms)?;
         loaded.require_any_attached()?;

@@ -18,7 +18,9 @@ use crate::{
     error::{ExitStatus, fatal},
 };
 
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fragtrace"));
+/// The eBPF object: every program and map of fragtrace-ebpf (the benchmarks load its
+/// `bench_floor` program alone).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fragtrace"));
 
 /// The outcome of one attach method.
 #[derive(Debug, Clone)]
@@ -113,6 +115,9 @@ pub struct Request<'a> {
     pub storm_threshold: u32,
     /// Aggregate the stacks of successful allocations of this order and above.
     pub stacks_min_order: Option<u32>,
+    /// Leave the in-kernel zone and memory-cgroup reads off (`--no-kernel-reads`), as where the
+    /// kernel does not allow them: for measuring their cost.
+    pub no_kernel_reads: bool,
 }
 
 impl Request<'_> {
@@ -123,9 +128,13 @@ impl Request<'_> {
             opted_in: &[],
             storm_threshold: DEFAULT_STORM_THRESHOLD,
             stacks_min_order: None,
+            no_kernel_reads: false,
         }
     }
 }
+
+/// Why the in-kernel reads are off when `--no-kernel-reads` turned them off.
+const KERNEL_READS_TURNED_OFF: &str = "turned off by --no-kernel-reads";
 
 /// Failure records per second and CPU before storm mode aggregates them in the kernel.
 pub const DEFAULT_STORM_THRESHOLD: u32 = 2000;
@@ -158,27 +167,33 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
     // Without these the failure handler skips the memory-cgroup read, and user space falls
     // back to reading cgroupfs when the event arrives.
     let mut kernel_reads = KernelReads::default();
-    let t_layout = std::time::Instant::now();
-    let layout_btf = kernel_layout::open_btf();
-    match kernel_layout::memcg_globals(&layout_btf) {
-        Ok(offsets) => globals.extend(offsets),
-        Err(e) => kernel_reads.memcg = Some(format!("{e:#}")),
-    }
     // Without these the failure handler skips the zone read, and the verdict is judged
     // against /proc read when the event arrives.
     let mut pgdat_symbol_addr = 0u64;
-    match kernel_layout::zone_globals(&layout_btf, kallsyms.pgdat) {
-        Ok(offsets) => {
-            globals.extend(offsets);
-            pgdat_symbol_addr = kallsyms.pgdat.map_or(0, |(addr, _)| addr);
+    if request.no_kernel_reads {
+        // ZONE_LAYOUT_KNOWN and MEMCG_LAYOUT_KNOWN stay 0: the handlers read neither.
+        kernel_reads.memcg = Some(KERNEL_READS_TURNED_OFF.into());
+        kernel_reads.zones = Some(KERNEL_READS_TURNED_OFF.into());
+    } else {
+        let t_layout = std::time::Instant::now();
+        let layout_btf = kernel_layout::open_btf();
+        match kernel_layout::memcg_globals(&layout_btf) {
+            Ok(offsets) => globals.extend(offsets),
+            Err(e) => kernel_reads.memcg = Some(format!("{e:#}")),
         }
-        Err(e) => kernel_reads.zones = Some(format!("{e:#}")),
+        match kernel_layout::zone_globals(&layout_btf, kallsyms.pgdat) {
+            Ok(offsets) => {
+                globals.extend(offsets);
+                pgdat_symbol_addr = kallsyms.pgdat.map_or(0, |(addr, _)| addr);
+            }
+            Err(e) => kernel_reads.zones = Some(format!("{e:#}")),
+        }
+        drop(layout_btf);
+        log::info!(
+            "start-up: struct layouts read from BTF in {:.0?}",
+            t_layout.elapsed()
+        );
     }
-    drop(layout_btf);
-    log::info!(
-        "start-up: struct layouts read from BTF in {:.0?}",
-        t_layout.elapsed()
-    );
     match page_alloc_offsets(&page_alloc_format) {
         Ok(offsets) => globals.extend(offsets),
         Err(e) => kernel.missing_offsets.push(("page_alloc_tp", e)),

@@ -1,8 +1,10 @@
 //! The EVENTS ring buffer, drained by a thread that does nothing else: it waits for records,
 //! copies them into preallocated batches and hands each batch on through a bounded channel.
-//! It never blocks on the consumer: when no batch is free or the channel is full, the records
-//! are shed and counted. Whatever the consumer does (/proc reads, cgroupfs, output, its own
-//! allocations), the kernel's buffer keeps being emptied.
+//! It never blocks on the consumer (/proc reads, cgroupfs, output, its own allocations): when
+//! no batch is free and the channel is full, it leaves the records in the kernel's buffer and
+//! comes back a few milliseconds later. Should that buffer fill, the kernel counts each failure
+//! it cannot send by stack, order and task instead (with the ring-buffer drops), so a consumer
+//! that falls behind costs failure records their detail, never their count.
 use std::{
     os::fd::{AsRawFd, RawFd},
     sync::{
@@ -36,6 +38,11 @@ impl RawBatch {
         batch.bytes.resize(bytes, 0);
         batch.bytes.clear();
         batch
+    }
+
+    /// Whether any record still fits.
+    fn has_room(&self) -> bool {
+        self.bytes.len() + MAX_RECORD_BYTES <= self.bytes.capacity()
     }
 
     fn push(&mut self, record: &[u8]) -> bool {
@@ -76,13 +83,16 @@ const BATCHES: usize = 16;
 const BATCH_BYTES: usize = 128 << 10;
 /// Records a batch can hold at most (the smallest record, an `MmEvent`, is 88 bytes).
 pub const RECORDS_PER_BATCH: usize = BATCH_BYTES / 64;
+/// The largest record, an `AllocFailEvent`.
+const MAX_RECORD_BYTES: usize = std::mem::size_of::<fragtrace_common::AllocFailEvent>();
 
 /// What the drain thread has done, for the summary and the metrics.
 #[derive(Default)]
 pub struct DrainStats {
     /// Records copied out of the kernel's buffer.
     pub records: AtomicU64,
-    /// Records shed because the consumer was behind (no free batch, or the channel full).
+    /// Records read and then lost: the consumer stopped taking them at the end, or one was
+    /// larger than a batch.
     pub shed: AtomicU64,
     /// Passes that found records.
     pub wakeups: AtomicU64,
@@ -195,65 +205,73 @@ struct Handoff {
 }
 
 /// How long a wait for records lasts before the stop flag is looked at again, and, while a
-/// filled batch waits for the consumer, before it is offered again.
+/// filled batch or the kernel's records wait for the consumer, before they are tried again.
 const POLL_MS: i32 = 50;
 const RETRY_MS: i32 = 5;
 
 impl Worker {
     fn run(mut self) {
         let fd = self.ring.as_raw_fd();
+        let mut blocked = false;
         while !self.stop.load(Ordering::Acquire) {
             self.out.stats.heartbeat_ns.store(
                 crate::decode::event::MonotonicClock::monotonic_now_ns(),
                 Ordering::Relaxed,
             );
-            let waiting = self.pending.as_ref().is_some_and(|b| !b.is_empty());
-            wait_readable(fd, if waiting { RETRY_MS } else { POLL_MS });
-            self.drain_once(false);
+            if blocked {
+                // Records wait in the kernel's buffer: polling would return at once.
+                thread::sleep(Duration::from_millis(RETRY_MS as u64));
+            } else {
+                let waiting = self.pending.as_ref().is_some_and(|b| !b.is_empty());
+                wait_readable(fd, if waiting { RETRY_MS } else { POLL_MS });
+            }
+            blocked = self.drain_once(false);
         }
-        // The final pass: nothing may be shed now, the consumer reads until the channel closes.
+        // The final pass: the consumer reads until the channel closes. What it did not take
+        // within the wait is lost, and counted.
         self.drain_once(true);
-        if let Some(b) = self.pending.take().filter(|b| !b.is_empty()) {
-            self.out
-                .stats
-                .shed
-                .fetch_add(b.len() as u64, Ordering::Relaxed);
+        let mut lost = self.pending.take().map_or(0, |b| b.len() as u64);
+        while self.ring.next().is_some() {
+            lost += 1;
         }
+        self.out.stats.shed.fetch_add(lost, Ordering::Relaxed);
     }
 
-    /// Copies every pending record into the batch being filled, handing full batches on.
-    fn drain_once(&mut self, last: bool) {
+    /// Copies the pending records into the batch being filled, handing full batches on. Stops
+    /// when no batch has room: the rest stays in the kernel's buffer until the consumer frees
+    /// one.
+    /// Returns whether it stopped for want of room.
+    fn drain_once(&mut self, last: bool) -> bool {
         let (out, pending) = (&self.out, &mut self.pending);
+        let mut blocked = false;
         let mut shed = 0u64;
         let mut copied = 0u64;
-        while let Some(item) = self.ring.next() {
-            copied += 1;
-            loop {
-                if pending.is_none() {
-                    *pending = out.free_batch(last);
-                }
-                let Some(b) = pending.as_mut() else {
-                    shed += 1;
-                    break;
-                };
-                if b.push(&item) {
-                    break;
-                }
-                if b.is_empty() {
-                    // Larger than a batch: no record of fragtrace-common is.
-                    shed += 1;
-                    break;
-                }
-                // Full: on to the consumer if it has room; else this record is shed and the
-                // batch keeps waiting.
+        loop {
+            if pending.as_ref().is_some_and(|b| !b.has_room()) {
+                // Full: on to the consumer if it has room; else it keeps waiting.
                 match out.offer(pending.take().expect("checked above"), last) {
                     Ok(()) => {}
                     Err(full) => {
                         *pending = Some(full);
-                        shed += 1;
+                        blocked = true;
                         break;
                     }
                 }
+            }
+            if pending.is_none() {
+                *pending = out.free_batch(last);
+            }
+            let Some(b) = pending.as_mut() else {
+                blocked = true;
+                break;
+            };
+            let Some(item) = self.ring.next() else {
+                break;
+            };
+            copied += 1;
+            if !b.push(&item) {
+                // Larger than a batch: no record of fragtrace-common is.
+                shed += 1;
             }
         }
         let idle = out.in_flight.load(Ordering::Acquire) == 0;
@@ -271,6 +289,7 @@ impl Worker {
         if shed > 0 {
             out.stats.shed.fetch_add(shed, Ordering::Relaxed);
         }
+        blocked
     }
 }
 

@@ -1,7 +1,7 @@
 //! In-guest scenario program of `cargo xtask vmtest` (issue #3). Runs as the guest's only real
 //! workload, as root, on a throwaway VM: it fragments memory for real and must not run elsewhere.
 //!
-//! `frag-scenario guest --mode boot|full|survive [--repeat N] --fragtrace PATH`
+//! `frag-scenario guest --mode boot|full|survive|cost [--repeat N] --fragtrace PATH`
 //!
 //! Prints `FRAGTRACE-VMTEST-FEATURE`, `-CHECK <name> <pass|fail|info> <detail>`, `-METRIC k=v`
 //! and one `-RESULT {json}` line; the host judges the checks. Scenarios (mode full):
@@ -22,6 +22,9 @@
 //!    called a cgroup OOM, both from counters read in the kernel.
 //! 5. Survive (issue 8; mode survive runs only this, `--repeat N` times): see
 //!    [`Scenario::survive`].
+//!
+//! Mode cost (issue 9, not part of full) runs only [`Scenario::cost`]: what the failure
+//! program's in-kernel zone and memory-cgroup reads cost, with and without `--no-kernel-reads`.
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
@@ -60,7 +63,7 @@ fn main() {
         Some("guest") => {}
         _ => {
             eprintln!(
-                "usage: frag-scenario guest [--mode boot|full|survive] [--repeat N] [--fragtrace PATH]"
+                "usage: frag-scenario guest [--mode boot|full|survive|cost] [--repeat N] [--fragtrace PATH]"
             );
             std::process::exit(2);
         }
@@ -81,6 +84,10 @@ fn main() {
     s.check("boot", true, format!("kernel {}", uname_release()));
     if mode == "full" {
         s.full(&fragtrace);
+    }
+    // Issue 9's cost measurement only on demand: it adds a minute and a half or more.
+    if mode == "cost" {
+        s.cost(&fragtrace);
     }
     // Issue 8's survive scenario last: it ends with OOM kills.
     if mode == "full" || mode == "survive" {
@@ -2189,7 +2196,20 @@ impl Tracer {
 
     /// `fragtrace ARGS... --json ... --duration secs`.
     fn start_with(bin: &str, args: &[&str], secs: u32) -> Result<Self, String> {
+        Self::start_into(bin, args, secs, 0)
+    }
+
+    /// As [`Tracer::start_with`], the output file's first `prealloc` bytes allocated (zeros)
+    /// before fragtrace writes: its lines then take no new page while it runs.
+    fn start_into(bin: &str, args: &[&str], secs: u32, prealloc: i64) -> Result<Self, String> {
         let out = fs::File::create("/tmp/fragtrace.jsonl").map_err(|e| e.to_string())?;
+        // SAFETY: fallocate on a file this program just opened.
+        if prealloc > 0 && unsafe { libc::fallocate(out.as_raw_fd(), 0, 0, prealloc) } != 0 {
+            return Err(format!(
+                "fallocate /tmp/fragtrace.jsonl: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
         let err = fs::File::create("/tmp/fragtrace.err").map_err(|e| e.to_string())?;
         let started = Instant::now();
         // fragtrace starts as any tool would, at OOM score 0 (not this program's -1000), and
@@ -2279,6 +2299,8 @@ impl Tracer {
             sleep(Duration::from_millis(100));
         };
         let text = fs::read_to_string("/tmp/fragtrace.jsonl").map_err(|e| e.to_string())?;
+        // A preallocated file ends in zeros past what fragtrace wrote.
+        let text = text.split('\0').next().unwrap_or_default();
         let stderr = fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default();
         let mut out = TracerOutput {
             fails: Vec::new(),
@@ -2890,5 +2912,641 @@ impl Scenario {
                 );
             }
         }
+    }
+}
+
+/// Rounds of each variant in the cost scenario, interleaved.
+const COST_ROUNDS: usize = 5;
+/// Seconds of memory-cgroup charge failures per round.
+const COST_SECS: f64 = 4.0;
+const COST_CGROUP: &str = "/sys/fs/cgroup/fragtrace-cost";
+/// fragtrace's output file in the cost scenario, allocated before it starts (a round's lines
+/// take a few MiB).
+const COST_OUTPUT_BYTES: i64 = 32 << 20;
+
+/// A child in a limited memory cgroup that makes order-6 charge failures on demand, as
+/// fail-bench does (on cgroup v2): filled to 2 MiB below `memory.max`, pipes resized to 16 MiB
+/// until one fails, then that pipe asked again and again. Each call fires `mm_page_alloc` once,
+/// with no page.
+struct FailWorker {
+    pid: i32,
+    report: Value,
+    cmd: RawFd,
+    res: RawFd,
+}
+
+impl FailWorker {
+    fn spawn(dir: &str) -> Result<Self, String> {
+        let (mut cmd, mut res) = ([0; 2], [0; 2]);
+        // SAFETY: plain system calls on arrays of two descriptors.
+        unsafe {
+            if libc::pipe(cmd.as_mut_ptr()) != 0 || libc::pipe(res.as_mut_ptr()) != 0 {
+                return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+            }
+        }
+        // SAFETY: the child runs plain system calls and allocations, then _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(format!("fork: {}", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            let name = CString::new("cost-worker").unwrap();
+            // SAFETY: as above.
+            unsafe {
+                libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+                libc::close(res[0]);
+                libc::close(cmd[1]);
+            }
+            fail_worker(dir, cmd[0], res[1]);
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: closing this side's copies of the child's ends.
+        unsafe {
+            libc::close(res[1]);
+            libc::close(cmd[0]);
+        }
+        let text = read_line(res[0]);
+        let report: Value = serde_json::from_str(text.trim())
+            .map_err(|_| format!("the worker died before reporting: {}", clip(&text, 200)))?;
+        let worker = Self {
+            pid,
+            report,
+            cmd: cmd[1],
+            res: res[0],
+        };
+        if let Some(e) = worker.report["error"].as_str() {
+            let e = e.to_string();
+            worker.stop();
+            return Err(e);
+        }
+        Ok(worker)
+    }
+
+    /// Charge failures for `secs`: `{"calls","failures","secs"}`.
+    fn run(&self, secs: f64) -> Result<Value, String> {
+        write_line(self.cmd, &secs.to_string());
+        let text = read_line(self.res);
+        serde_json::from_str(text.trim()).map_err(|_| {
+            format!(
+                "the worker did not answer ({}): {}",
+                if alive(self.pid) { "alive" } else { "gone" },
+                clip(&text, 200)
+            )
+        })
+    }
+
+    fn stop(self) {
+        let mut status = 0;
+        // SAFETY: our own descriptors and child.
+        unsafe {
+            libc::close(self.cmd);
+            libc::close(self.res);
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+}
+
+/// The worker's body: joins `dir`, fills it, reports, then runs each request read from `cmd`
+/// (seconds) and answers on `res`, until `cmd` closes.
+fn fail_worker(dir: &str, cmd: RawFd, res: RawFd) {
+    let fail = |e: String| write_line(res, &json!({ "error": e }).to_string());
+    if let Err(e) = write(&format!("{dir}/cgroup.procs"), "0") {
+        return fail(e);
+    }
+    let read = |f: &str| -> u64 {
+        fs::read_to_string(format!("{dir}/{f}"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let limit = read("memory.max");
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    while read("memory.current").saturating_add(2 << 20) + (256 << 10) <= limit {
+        held.push(std::hint::black_box(vec![1u8; 256 << 10]));
+    }
+    // Pipes resized until the first failure stay open: their rings hold the last headroom.
+    let mut fds = [0i32; 2];
+    let mut kept = 0;
+    loop {
+        // SAFETY: valid array for pipe(2); fcntl on a pipe this process owns.
+        unsafe {
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return fail(format!("pipe: {}", std::io::Error::last_os_error()));
+            }
+            if libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 16 << 20) < 0 {
+                break;
+            }
+        }
+        kept += 1;
+        if kept >= 1000 {
+            return fail("F_SETPIPE_SZ never fails: is the memory cgroup limited?".into());
+        }
+    }
+    write_line(
+        res,
+        &json!({"held_mib": held.len() / 4, "pipes_resized": kept, "memory_current": read("memory.current"), "memory_max": limit})
+            .to_string(),
+    );
+    loop {
+        let line = read_line(cmd);
+        let Ok(secs) = line.trim().parse::<f64>() else {
+            break;
+        };
+        let (started, limit_time) = (Instant::now(), Duration::from_secs_f64(secs));
+        let (mut calls, mut failures) = (0u64, 0u64);
+        while started.elapsed() < limit_time {
+            for _ in 0..16 {
+                calls += 1;
+                // SAFETY: fcntl on a pipe this process owns.
+                if unsafe { libc::fcntl(fds[0], libc::F_SETPIPE_SZ, 16 << 20) } < 0 {
+                    failures += 1;
+                }
+            }
+        }
+        write_line(
+            res,
+            &json!({"calls": calls, "failures": failures, "secs": round1(started.elapsed().as_secs_f64())})
+                .to_string(),
+        );
+    }
+    drop(held);
+}
+
+/// One BPF program's accounting as its holder's fdinfo shows it.
+#[derive(Clone, Debug)]
+struct ProgramRuns {
+    id: u32,
+    name: String,
+    run_time_ns: u64,
+    run_cnt: u64,
+}
+
+/// The `kmem:mm_page_alloc` program fragtrace `pid` holds (`page_alloc_btf`, `_raw` or `_tp`),
+/// from /proc/PID/fdinfo: the one of those names that ran most.
+fn page_alloc_program(pid: u32) -> Result<ProgramRuns, String> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let entries = fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
+    let mut found: Vec<ProgramRuns> = Vec::new();
+    let mut ids = BTreeSet::new();
+    for e in entries.flatten() {
+        let Ok(info) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |k: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let (Some(id), Some(run_time_ns), Some(run_cnt)) =
+            (field("prog_id"), field("run_time_ns"), field("run_cnt"))
+        else {
+            continue;
+        };
+        // A link's fdinfo names its program too, without the counters.
+        if !ids.insert(id) {
+            continue;
+        }
+        let name = bpf_prog_name(id as u32).unwrap_or_default();
+        if name.starts_with("page_alloc_") {
+            found.push(ProgramRuns {
+                id: id as u32,
+                name,
+                run_time_ns,
+                run_cnt,
+            });
+        }
+    }
+    found
+        .into_iter()
+        .max_by_key(|p| p.run_cnt)
+        .ok_or_else(|| format!("no page_alloc_* program among the {} in {dir}", ids.len()))
+}
+
+/// The name the kernel keeps for BPF program `id` (15 characters at most):
+/// BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD.
+fn bpf_prog_name(id: u32) -> Option<String> {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // union bpf_attr, zeroed: { prog_id } and then { bpf_fd, info_len, info }.
+    let mut attr = [0u64; 16];
+    attr[0] = id as u64;
+    // SAFETY: the attribute buffer is 128 readable bytes, the rest zero as the kernel wants.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_GET_FD_BY_ID,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // struct bpf_prog_info, zeroed; `name` is at offset 64 in every version.
+    let mut info = [0u64; 32];
+    let mut attr = [0u64; 16];
+    attr[0] = fd as u64 | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: as above; `info` is 256 writable bytes and outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    // SAFETY: the descriptor the first call returned.
+    unsafe { libc::close(fd as i32) };
+    if r != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let name = &bytes[64..80];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// The median of `v` (the mean of the middle two for an even count); None when empty.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// One round of the cost scenario.
+struct CostRound {
+    /// The pair of rounds (one of each variant, back to back) it belongs to.
+    pair: usize,
+    reads: bool,
+    program: ProgramRuns,
+    runs: u64,
+    run_time_ns: u64,
+    worker: Value,
+    failures: u64,
+    /// The worker's alloc_fail lines, and of them those judged on zones read in the kernel
+    /// (zone state lag 0, memcg counters read `at the failure`) and those that name a read in
+    /// the kernel at all (`at the failure`).
+    lines: usize,
+    judged_in_kernel: usize,
+    naming_kernel_reads: usize,
+    kernel_reads: Value,
+    stderr_says_off: bool,
+    /// Failures counted in the kernel at order 6, storm-aggregated, dropped.
+    order6: u64,
+    storm: u64,
+    dropped: u64,
+    exit: String,
+}
+
+impl CostRound {
+    fn ns_per_run(&self) -> f64 {
+        self.run_time_ns as f64 / self.runs.max(1) as f64
+    }
+
+    fn variant(&self) -> &'static str {
+        if self.reads { "with" } else { "without" }
+    }
+
+    /// Every failure of the window took the record path (none aggregated or dropped) and ran
+    /// the program once.
+    fn complete(&self) -> bool {
+        self.failures > 0
+            && self.storm == 0
+            && self.dropped == 0
+            && self.order6 >= self.failures
+            && self.runs >= self.failures
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "pair": self.pair + 1,
+            "variant": self.variant(),
+            "program": format!("{} (id {})", self.program.name, self.program.id),
+            "runs": self.runs,
+            "run_time_ns": self.run_time_ns,
+            "ns_per_run": round1(self.ns_per_run()),
+            "failures": self.failures,
+            "calls": self.worker["calls"],
+            "secs": self.worker["secs"],
+            "lines": self.lines,
+            "judged_in_kernel": self.judged_in_kernel,
+            "naming_kernel_reads": self.naming_kernel_reads,
+            "order6_counted": self.order6,
+            "storm_aggregated": self.storm,
+            "dropped": self.dropped,
+        })
+    }
+}
+
+impl Scenario {
+    /// Issue 9, target 6 (mode cost; not in full): what the failure program's in-kernel zone and
+    /// memory-cgroup reads cost. With `kernel.bpf_stats_enabled`, fragtrace runs
+    /// `--storm-threshold 0` (every failure takes the record path) with and without
+    /// `--no-kernel-reads`, in interleaved rounds, while a worker makes order-6 memory-cgroup
+    /// charge failures for [`COST_SECS`]; the `page_alloc_*` program's run_time_ns and run_cnt
+    /// over that window come from fragtrace's fdinfo. TCG distorts absolute times: the figure is
+    /// the ratio of the medians, and the reads' share `(with - without) / with`. `cargo xtask
+    /// vmtest --scenarios cost` boots one vCPU with `-icount`, so these times count guest
+    /// instructions (4 ns each), not host time: memory latency is not in them.
+    fn cost(&mut self, fragtrace: &str) {
+        let t0 = Instant::now();
+        let setup = write("/proc/sys/kernel/bpf_stats_enabled", "1")
+            .and_then(|_| write("/sys/fs/cgroup/cgroup.subtree_control", "+memory"))
+            .and_then(|_| match fs::create_dir(COST_CGROUP) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    Err(format!("mkdir {COST_CGROUP}: {e}"))
+                }
+                _ => Ok(()),
+            })
+            .and_then(|_| {
+                write(
+                    &format!("{COST_CGROUP}/memory.max"),
+                    &(32u64 << 20).to_string(),
+                )
+            })
+            .and_then(|_| write("/proc/sys/fs/pipe-max-size", &(16u32 << 20).to_string()));
+        if let Err(e) = setup {
+            return self.check("cost_setup", false, e);
+        }
+        let worker = match FailWorker::spawn(COST_CGROUP) {
+            Ok(w) => w,
+            Err(e) => return self.check("cost_setup", false, format!("worker: {e}")),
+        };
+        self.metric("cost_worker", worker.report.clone());
+        let mut rounds: Vec<CostRound> = Vec::new();
+        let mut errors = Vec::new();
+        // with, without; without, with; ...: drift over the boot weighs on both alike.
+        'rounds: for i in 0..COST_ROUNDS {
+            let order = if i % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for reads in order {
+                match Self::cost_round(fragtrace, &worker, reads) {
+                    Ok(r) => rounds.push(CostRound { pair: i, ..r }),
+                    Err(e) => {
+                        errors.push(format!(
+                            "round {} {}: {e}",
+                            i + 1,
+                            if reads { "with" } else { "without" }
+                        ));
+                        if errors.len() > 2 {
+                            break 'rounds;
+                        }
+                    }
+                }
+            }
+        }
+        worker.stop();
+        let _ = fs::remove_dir(COST_CGROUP);
+        let _ = write("/proc/sys/kernel/bpf_stats_enabled", "0");
+        self.metric(
+            "cost_rounds",
+            Value::Array(rounds.iter().map(CostRound::json).collect()),
+        );
+        self.check(
+            "cost_rounds",
+            errors.is_empty() && rounds.len() == 2 * COST_ROUNDS,
+            format!(
+                "{} of {} rounds measured{}",
+                rounds.len(),
+                2 * COST_ROUNDS,
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", errors.join("; "))
+                }
+            ),
+        );
+        let incomplete: Vec<String> = rounds
+            .iter()
+            .filter(|r| !r.complete())
+            .map(|r| {
+                format!(
+                    "{}: {} failures, {} runs, {} counted at order 6, {} storm-aggregated, {} \
+                     dropped, fragtrace {}",
+                    r.variant(),
+                    r.failures,
+                    r.runs,
+                    r.order6,
+                    r.storm,
+                    r.dropped,
+                    r.exit
+                )
+            })
+            .collect();
+        self.check(
+            "cost_every_failure_recorded",
+            !rounds.is_empty() && incomplete.is_empty(),
+            if incomplete.is_empty() {
+                "every round: each worker failure counted at order 6 and sent as a record (none \
+                 storm-aggregated or dropped), the program ran at least once per failure"
+                    .to_string()
+            } else {
+                incomplete.join("; ")
+            },
+        );
+
+        // The switch works: with it the failures are judged on what the kernel read at the
+        // failure, without it on /proc and cgroupfs read later.
+        let with: Vec<&CostRound> = rounds.iter().filter(|r| r.reads).collect();
+        let without: Vec<&CostRound> = rounds.iter().filter(|r| !r.reads).collect();
+        let sum =
+            |v: &[&CostRound], f: fn(&CostRound) -> usize| v.iter().map(|r| f(r)).sum::<usize>();
+        let kernel_reads_on =
+            |r: &&CostRound| r.kernel_reads == json!({"memcg": null, "zones": null});
+        let kernel_reads_off = |r: &&CostRound| {
+            ["memcg", "zones"].iter().all(|k| {
+                r.kernel_reads[k]
+                    .as_str()
+                    .is_some_and(|s| s.contains("--no-kernel-reads"))
+            })
+        };
+        self.check(
+            "cost_reads_on",
+            !with.is_empty()
+                && with
+                    .iter()
+                    .all(|r| kernel_reads_on(r) && r.lines > 0 && r.judged_in_kernel == r.lines),
+            format!(
+                "without the switch: {} of {} worker failures judged on zones and memcg counters \
+                 read in the kernel at the failure (zone_state_lag_ms 0, reason `at the \
+                 failure`); summary kernel_reads {}",
+                sum(&with, |r| r.judged_in_kernel),
+                sum(&with, |r| r.lines),
+                with.first()
+                    .map_or("-".into(), |r| r.kernel_reads.to_string())
+            ),
+        );
+        self.check(
+            "cost_reads_off",
+            !without.is_empty()
+                && without.iter().all(|r| {
+                    kernel_reads_off(r)
+                        && r.stderr_says_off
+                        && r.lines > 0
+                        && r.naming_kernel_reads == 0
+                }),
+            format!(
+                "with --no-kernel-reads: {} of {} worker failures name a read in the kernel; \
+                 summary kernel_reads {}; stderr says so in {} of {} rounds",
+                sum(&without, |r| r.naming_kernel_reads),
+                sum(&without, |r| r.lines),
+                without
+                    .first()
+                    .map_or("-".into(), |r| r.kernel_reads.to_string()),
+                without.iter().filter(|r| r.stderr_says_off).count(),
+                without.len()
+            ),
+        );
+
+        let per_run =
+            |v: &[&CostRound]| median(&v.iter().map(|r| r.ns_per_run()).collect::<Vec<_>>());
+        let (Some(w), Some(wo)) = (per_run(&with), per_run(&without)) else {
+            return self.check("cost_measured", false, "no round of one variant");
+        };
+        let program = rounds
+            .first()
+            .map_or("?".into(), |r| r.program.name.clone());
+        let runs = |v: &[&CostRound]| v.iter().map(|r| r.runs).collect::<Vec<_>>();
+        let failures = |v: &[&CostRound]| v.iter().map(|r| r.failures).collect::<Vec<_>>();
+        let ratio = w / wo;
+        let share = (w - wo) / w;
+        // Each pair's own ratio: the two rounds ran back to back, under the same host load.
+        let pair_ratios: Vec<f64> = (0..COST_ROUNDS)
+            .filter_map(|p| {
+                let of = |reads: bool| rounds.iter().find(|r| r.pair == p && r.reads == reads);
+                Some(of(true)?.ns_per_run() / of(false)?.ns_per_run())
+            })
+            .collect();
+        let pooled = |v: &[&CostRound]| {
+            v.iter().map(|r| r.run_time_ns).sum::<u64>() as f64
+                / v.iter().map(|r| r.runs).sum::<u64>().max(1) as f64
+        };
+        let per_failure = |v: &[&CostRound]| {
+            v.iter().map(|r| r.runs).sum::<u64>() as f64
+                / v.iter().map(|r| r.failures).sum::<u64>().max(1) as f64
+        };
+        self.metric("cost_program", json!(program));
+        self.metric("cost_ns_per_run_with_reads", json!(round1(w)));
+        self.metric("cost_ns_per_run_without_reads", json!(round1(wo)));
+        self.metric(
+            "cost_ratio_with_over_without",
+            json!((ratio * 1000.0).round() / 1000.0),
+        );
+        self.metric("cost_reads_share_pct", json!(round1(share * 100.0)));
+        self.metric(
+            "cost_pair_ratios",
+            json!({
+                "each": pair_ratios.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                "median": median(&pair_ratios).map(|r| (r * 1000.0).round() / 1000.0),
+            }),
+        );
+        self.metric(
+            "cost_pooled_ns_per_run",
+            json!({"with": round1(pooled(&with)), "without": round1(pooled(&without)),
+                   "ratio": ((pooled(&with) / pooled(&without)) * 1000.0).round() / 1000.0}),
+        );
+        self.metric(
+            "cost_runs",
+            json!({"with": runs(&with), "without": runs(&without)}),
+        );
+        self.metric(
+            "cost_runs_per_failure",
+            json!({"with": (per_failure(&with) * 1000.0).round() / 1000.0,
+                   "without": (per_failure(&without) * 1000.0).round() / 1000.0}),
+        );
+        self.metric(
+            "cost_failures",
+            json!({"with": failures(&with), "without": failures(&without)}),
+        );
+        self.info(
+            "cost",
+            format!(
+                "{program}: {w:.0} ns per run with the zone and memcg reads, {wo:.0} without \
+                 (medians of {} and {} rounds of {COST_SECS} s of order-6 memcg charge \
+                 failures, ~{} runs each): ratio {ratio:.3} (median of the pairs' own ratios \
+                 {}), the reads {:.1}% of the program's cost (TCG: compare ratios, not times)",
+                with.len(),
+                without.len(),
+                rounds.iter().map(|r| r.runs).sum::<u64>() / rounds.len().max(1) as u64,
+                median(&pair_ratios).map_or("-".into(), |r| format!("{r:.3}")),
+                share * 100.0
+            ),
+        );
+        self.metric("cost_secs", json!(round1(t0.elapsed().as_secs_f64())));
+    }
+
+    /// One round: fragtrace with (`reads`) or without the in-kernel reads, the worker's
+    /// failures, the failure program's accounting over the worker's window.
+    fn cost_round(fragtrace: &str, worker: &FailWorker, reads: bool) -> Result<CostRound, String> {
+        let mut args = vec!["--storm-threshold", "0"];
+        if !reads {
+            args.push("--no-kernel-reads");
+        }
+        // The lines go to a file allocated beforehand: writing them allocates no page, so the
+        // program's runs in the window are the worker's failures (and few others).
+        let mut tracer = Tracer::start_into(fragtrace, &args, 300, COST_OUTPUT_BYTES)?;
+        let pid = tracer.pid();
+        let before = page_alloc_program(pid);
+        let run = worker.run(COST_SECS);
+        let after = page_alloc_program(pid);
+        let out = tracer.stop()?;
+        let (before, run, after) = (before?, run?, after?);
+        if before.id != after.id {
+            return Err(format!(
+                "the page_alloc program changed: {} then {}",
+                before.id, after.id
+            ));
+        }
+        let summary = out.summary.clone().unwrap_or(Value::Null);
+        let stderr = fs::read_to_string("/tmp/fragtrace.err").unwrap_or_default();
+        let lines: Vec<&Fail> = out.fails.iter().filter(|f| f.pid == worker.pid).collect();
+        Ok(CostRound {
+            pair: 0,
+            reads,
+            runs: after.run_cnt.saturating_sub(before.run_cnt),
+            run_time_ns: after.run_time_ns.saturating_sub(before.run_time_ns),
+            program: after,
+            failures: run["failures"].as_u64().unwrap_or(0),
+            worker: run,
+            lines: lines.len(),
+            judged_in_kernel: lines
+                .iter()
+                .filter(|f| f.zone_state_lag_ms == Some(0) && f.reason.contains("at the failure"))
+                .count(),
+            naming_kernel_reads: lines
+                .iter()
+                .filter(|f| f.reason.contains("at the failure"))
+                .count(),
+            kernel_reads: summary["kernel_reads"].clone(),
+            stderr_says_off: stderr.contains(
+                "zones not read in the kernel at failures (turned off by --no-kernel-reads)",
+            ),
+            order6: out
+                .summary_by_order
+                .as_ref()
+                .and_then(|m| m.get(&6).copied())
+                .unwrap_or(0) as u64,
+            storm: summary["storm_aggregated"].as_u64().unwrap_or(u64::MAX),
+            dropped: out.dropped.unwrap_or(u64::MAX),
+            exit: if out.exit_ok {
+                "exited 0".into()
+            } else {
+                format!("{} {}", out.status, out.stderr_tail)
+            },
+        })
     }
 }

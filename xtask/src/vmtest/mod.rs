@@ -1,7 +1,8 @@
 //! `cargo xtask vmtest`: the kernel matrix in qemu (issue #3).
 //!
-//! For each kernel: boot `qemu-system-x86_64 -accel tcg,thread=single` (512 MiB, 2 vCPUs) on
-//! the Debian cloud kernel with an initramfs holding busybox-static, fragtrace and
+//! For each kernel: boot `qemu-system-x86_64 -accel tcg,thread=single` (512 MiB, 2 vCPUs; for
+//! the cost scenario 1 vCPU with `-icount`, see [`icount`]) on the Debian cloud kernel with an
+//! initramfs holding busybox-static, fragtrace and
 //! `frag-scenario` (the in-guest scenario program, tests/src/bin/frag-scenario.rs). The guest's init (init.sh) runs the
 //! scenarios and prints `FRAGTRACE-VMTEST-*` lines; the host keeps the console log under
 //! `target/vmtest/<kernel>/console.log` and judges: a run passes only when the guest booted, every
@@ -34,7 +35,10 @@ pub struct Options {
     /// Only boot, report the kernel's features and the mm_page_alloc format: no scenarios.
     #[arg(long)]
     pub boot_only: bool,
-    /// Scenarios to run: full (every scenario, survive once) or survive (issue 8's only).
+    /// Scenarios to run: full (every scenario, survive once), survive (issue 8's only) or cost
+    /// (issue 9's only, not in full: the failure program's cost with and without its in-kernel
+    /// zone and memcg reads, in interleaved rounds; booted on one vCPU with -icount, so times
+    /// are instruction counts).
     #[arg(long, default_value = "full")]
     pub scenarios: String,
     /// Runs of the survive scenario per boot.
@@ -65,8 +69,11 @@ const TAIL: usize = 40;
 
 pub fn run(opts: &Options) -> Result<()> {
     let started = Instant::now();
-    if !matches!(opts.scenarios.as_str(), "full" | "survive") {
-        bail!("--scenarios is full or survive, not {}", opts.scenarios);
+    if !matches!(opts.scenarios.as_str(), "full" | "survive" | "cost") {
+        bail!(
+            "--scenarios is full, survive or cost, not {}",
+            opts.scenarios
+        );
     }
     let selected: Vec<&Kernel> = if opts.kernel == "all" {
         KERNELS.iter().collect()
@@ -280,6 +287,7 @@ fn boot(k: &'static Kernel, initrd: &Path, opts: &Options) -> Result<Report> {
     } else {
         match opts.scenarios.as_str() {
             "survive" => "survive",
+            "cost" => "cost",
             _ => "full",
         }
     };
@@ -293,16 +301,11 @@ fn boot(k: &'static Kernel, initrd: &Path, opts: &Options) -> Result<Report> {
     // once hit a stale int3 while the kernel live-patched a static key (CI, "Oops: int3" in
     // syscall_trace_enter); scenario time is the same either way.
     let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg,thread=single",
-            "-m",
-            "512M",
-            "-smp",
-            "2",
-            "-nodefaults",
-        ])
+        .args(["-accel", "tcg,thread=single", "-m", "512M", "-nodefaults"])
+        // One vCPU for the cost scenario: see `icount`.
+        .args(["-smp", if mode == "cost" { "1" } else { "2" }])
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(icount(mode))
         .args(["-no-reboot", "-kernel"])
         .arg(kernels::vmlinuz(k))
         .arg("-initrd")
@@ -395,6 +398,20 @@ fn boot(k: &'static Kernel, initrd: &Path, opts: &Options) -> Result<Report> {
     }
     fs::write(out_dir.join("features.txt"), r.features.join("\n") + "\n")?;
     Ok(r)
+}
+
+/// The cost scenario times BPF programs with the guest's clock (the kernel's run_time_ns).
+/// Under plain TCG that clock is the host's, and with two vCPUs on one host thread a program's
+/// time also holds the other vCPU's turns: rounds of the same variant varied by 2x. So the cost
+/// scenario boots one vCPU with `-icount`: guest time is its instruction count (4 ns each, idle
+/// time skipped), and a program's run_time_ns counts the instructions it (and any interrupt
+/// during it) executed, whatever the host runs meanwhile.
+fn icount(mode: &str) -> &'static [&'static str] {
+    if mode == "cost" {
+        &["-icount", "shift=2,sleep=off"]
+    } else {
+        &[]
+    }
 }
 
 fn parse_line(line: &str, r: &mut Report, format: &mut Option<Vec<String>>) {

@@ -1,0 +1,76 @@
+//! Storm mode counts exactly: a synthetic storm made with BPF_PROG_TEST_RUN on fragtrace's own
+//! `page_alloc_raw` program (`storm-producer`, one call per failure, page NULL) from two
+//! threads as fast as they go, far past the storm threshold. fragtrace's count of the
+//! producer's failures (records analysed plus failures counted by stack in the kernel, both for
+//! the producer's task name) must equal the producer's own count of successful calls.
+use std::process::Command;
+
+use fragtrace_tests::{Scratch, Tracer, is_root_or_skip, summary};
+use serde_json::Value;
+
+/// The producer's task name (its threads' too): fragtrace's counts are matched on it.
+const COMM: &str = "storm-producer";
+
+#[test]
+fn a_storm_is_counted_exactly_records_and_aggregation_together() {
+    if !is_root_or_skip("a_storm_is_counted_exactly_records_and_aggregation_together") {
+        return;
+    }
+    let dir = Scratch::new("storm");
+    let folded = dir.file("storm.folded");
+    let tracer = Tracer::start(&[
+        "--force-method",
+        "raw_tp",
+        "--comm",
+        COMM,
+        "--folded",
+        &folded,
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_storm-producer"))
+        .args(["--pid", &tracer.pid().to_string()])
+        .args(["--threads", "2", "--seconds", "3", "--comm", COMM])
+        .output()
+        .expect("run storm-producer");
+    let (events, stderr) = tracer.stop();
+    assert!(
+        out.status.success(),
+        "storm-producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: Value = serde_json::from_slice(&out.stdout).expect("storm-producer prints JSON");
+    let produced = p["calls"].as_u64().unwrap();
+    assert_eq!(p["errors"], 0, "calls failed: {p}");
+    assert_eq!(p["comm"], COMM);
+
+    let s = summary(&events);
+    let u = |v: &Value| v.as_u64().unwrap();
+    // Records analysed (the --comm filter leaves only the producer's) and, with them, the
+    // failures counted by stack in storm mode, under the task's name as the root frame.
+    let records = u(&s["events"]);
+    let counted: u64 = std::fs::read_to_string(&folded)
+        .expect("the folded stacks")
+        .lines()
+        .filter(|l| l.split(';').next() == Some(COMM))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum();
+    let storm = counted.saturating_sub(records);
+    let kernel: u64 = s["fail_by_order"].as_array().unwrap().iter().map(u).sum();
+    let breakdown = format!(
+        "produced {produced} ({:.0}/s); fragtrace counted {counted}: {records} records + {storm} \
+         storm-aggregated for {COMM}; storm_aggregated (all tasks, the kernel's counter) {}; \
+         dropped {}, drain_shed {}, output_shed {}; kernel failure count (all tasks) {kernel}\n\
+         stderr:\n{stderr}",
+        p["rate"].as_f64().unwrap(),
+        s["storm_aggregated"],
+        s["dropped"],
+        s["tracer"]["drain_shed"],
+        s["tracer"]["output_shed"],
+    );
+    eprintln!("storm: {}", breakdown.lines().next().unwrap());
+    // Every call ran the program: the kernel's own count has them all.
+    assert!(kernel >= produced, "{breakdown}");
+    // Two threads unpaced make far more than the threshold's 2000 records/s per CPU.
+    assert!(records > 0, "no failure record was sent: {breakdown}");
+    assert!(storm > 0, "storm mode never engaged: {breakdown}");
+    assert_eq!(counted, produced, "not counted exactly: {breakdown}");
+}
