@@ -146,6 +146,10 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
     preflight::raise_memlock_limit();
     let page_alloc_format =
         EventFormat::read(tracefs, "kmem", "mm_page_alloc").map_err(|e| format!("{e:#}"));
+    // aya's loader parses kernel BTF when created; dropping that copy before parsing the one
+    // kept here means the two never coexist (peak RSS).
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
     let btf = preflight::kernel_btf();
     log::info!("start-up: kernel BTF parsed (aya) in {:.0?}", t.elapsed());
     let mut kernel = Kernel {
@@ -228,7 +232,6 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
         t.elapsed()
     );
     let t = std::time::Instant::now();
-    let mut loader = EbpfLoader::new();
     loader.btf(kernel.btf.as_ref().ok());
     for (name, value) in &globals {
         loader.override_global(name, value, true);
