@@ -35,7 +35,7 @@ pub fn running_fragtraces() -> Vec<Holder> {
 }
 
 /// The `prog_id` of every BPF program file descriptor `pid` holds.
-fn program_ids_of(pid: u32) -> Vec<u32> {
+pub fn program_ids_of(pid: u32) -> Vec<u32> {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return Vec::new();
     };

@@ -250,21 +250,11 @@ fn tracer_pid(given: Option<u32>) -> Result<u32, String> {
 
 /// The `page_alloc_raw` program `pid` holds, opened by id, and its id.
 fn find_program(pid: u32) -> Result<(OwnedFd, u32), String> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    let mut ids: Vec<u32> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{dir}: {e} (run as root)"))?
-        .flatten()
-        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    let ids = fragtrace::source::program_stats::program_ids_of(pid);
     if ids.is_empty() {
-        return Err(format!("process {pid} holds no BPF program"));
+        return Err(format!(
+            "process {pid} holds no BPF program (or /proc/{pid}/fdinfo is unreadable: run as root)"
+        ));
     }
     let mut seen = Vec::new();
     for id in ids {
