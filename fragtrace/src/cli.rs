@@ -123,7 +123,7 @@ pub struct TraceArgs {
     pub no_status: bool,
     /// Also time netns creations with the unshare/clone/clone3/setns syscall tracepoints, where
     /// copy_net_ns cannot be hooked. Costly: while attached, every system call on the node takes
-    /// the syscall-tracing slow path (measured on 6.18: getppid 180 -> 265 ns).
+    /// the syscall-tracing slow path (measured on 6.18: getppid 191 -> 269 ns).
     #[arg(long)]
     pub netns_syscalls: bool,
     /// Failure records per second and CPU before storm mode counts further failures in the
