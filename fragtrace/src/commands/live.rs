@@ -117,6 +117,11 @@ impl Live {
             no_kernel_reads: args.no_kernel_reads,
         };
         let mut loaded = loader::load(&tracefs, request, &kallsyms)?;
+        // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed; fragtrace
+        // never trims its heap by itself): give those pages back before the ring buffer is
+        // mapped (8 MiB of RSS) and the rest is locked in memory, or the two add up in the peak.
+        // SAFETY: malloc_trim only releases free heap memory.
+        unsafe { libc::malloc_trim(0) };
         loaded.require_any_attached()?;
         report_hooks(&loaded.hooks);
         for line in loaded.kernel_reads.inactive() {
@@ -157,10 +162,6 @@ impl Live {
             t.elapsed()
         );
         let t = Instant::now();
-        // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed): give
-        // those pages back before the rest is locked in memory.
-        // SAFETY: malloc_trim only releases free heap memory.
-        unsafe { libc::malloc_trim(0) };
         match lock_memory() {
             Ok(()) => health.memory_locked = true,
             Err(e) => health.memory_lock_error = Some(e),
