@@ -37,50 +37,14 @@ pub fn raise_memlock_limit() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-
 /// The kernel's BTF, or why there is none (tp_btf and fexit need it; raw_tp does not).
 pub fn kernel_btf() -> Result<aya::Btf, String> {
-    if !std::path::Path::new(VMLINUX_BTF).exists() {
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err("kernel has no BTF (/sys/kernel/btf/vmlinux missing; needs \
                     CONFIG_DEBUG_INFO_BTF=y)"
             .to_string());
     }
-    parse_mapped_btf()
-        .unwrap_or_else(aya::Btf::from_sys_fs)
-        .map_err(|e| format!("cannot parse kernel BTF: {e}"))
-}
-
-/// Kernel BTF parsed straight from a mapping of the kernel's own pages (Linux 6.16+), which
-/// count in no process's memory: reading it instead (`Btf::from_sys_fs`) adds a 5 MB copy to
-/// fragtrace's peak. None where the kernel refuses the mapping.
-fn parse_mapped_btf() -> Option<Result<aya::Btf, aya::BtfError>> {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(VMLINUX_BTF).ok()?;
-    let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
-    if len == 0 {
-        return None;
-    }
-    // SAFETY: a read-only private mapping of an open file, unmapped below; nothing else holds it.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            file.as_raw_fd(),
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return None;
-    }
-    // SAFETY: `len` readable bytes at `addr` until the munmap below; aya copies what it keeps.
-    let data = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len) };
-    let btf = aya::Btf::parse(data, aya::Endianness::default());
-    // SAFETY: the mapping made above, no longer borrowed.
-    unsafe { libc::munmap(addr, len) };
-    Some(btf)
+    aya::Btf::from_sys_fs().map_err(|e| format!("cannot parse kernel BTF: {e}"))
 }
 
 /// Whether kprobes can attach: the kprobe PMU or tracefs `kprobe_events` must exist.
