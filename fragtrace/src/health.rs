@@ -10,7 +10,8 @@ use crate::analysis::histogram::LatencySummary;
 pub struct TracerHealth {
     /// Records copied out of the kernel's ring buffer.
     pub records_drained: u64,
-    /// Records copied out of the ring buffer that analysis did not take before exit.
+    /// Records lost at exit: analysis did not take them in time, or they were still in the
+    /// kernel's buffer.
     pub drain_shed: u64,
     /// Events whose lines were shed because standard output was too slow.
     pub output_shed: u64,
@@ -110,8 +111,8 @@ impl TimeSpent {
 /// Events lost after the ring buffer, by where they were shed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Shed {
-    /// Records the drain thread copied out that analysis did not take (only at exit: while
-    /// tracing, records wait in the kernel's buffer instead).
+    /// Records lost at exit: analysis did not take them in time, or they were still in the
+    /// kernel's buffer (while tracing, records wait there instead of being shed).
     pub analysis: u64,
     /// Events whose lines were shed because their output was too slow.
     pub event_lines: u64,

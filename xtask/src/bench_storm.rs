@@ -80,12 +80,13 @@ struct Outcome {
     calls: u64,
     errors: u64,
     seconds: f64,
-    /// fragtrace's count for COMM: records analysed and storm-aggregated, from the folded stacks.
+    /// fragtrace's count for COMM: records analysed and counted by stack, from the folded stacks.
     counted: u64,
     /// Failure records analysed (summary `events`, filtered to COMM).
     records: u64,
-    /// Storm-mode failures of COMM (folded stacks minus records).
-    storm: u64,
+    /// Failures of COMM counted by stack in the kernel, past the storm threshold or with the
+    /// ring buffer full (folded stacks minus records).
+    by_stack: u64,
     /// The kernel's storm-mode counter, all tasks.
     storm_all: u64,
     /// The kernel's failure count, all tasks.
@@ -233,7 +234,7 @@ fn run_step(
         seconds: p["seconds"].as_f64().unwrap_or(0.0),
         counted,
         records,
-        storm: counted.saturating_sub(records),
+        by_stack: counted.saturating_sub(records),
         storm_all: u(&summary["storm_aggregated"]),
         kernel: summary["fail_by_order"]
             .as_array()
@@ -256,11 +257,11 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
         placement()
     );
     println!(
-        "counted = fragtrace's records analysed + storm-aggregated failures of the producer's task ({COMM}), from the folded failure stacks; storm = counted - records; lost = ring buffer full (dropped) / shed after the ring buffer (drain_shed), all tasks"
+        "counted = fragtrace's records analysed + failures of the producer's task ({COMM}) counted by stack in the kernel, from the folded failure stacks; by stack = counted - records: past the storm threshold (storm mode) or with the ring buffer full (dropped, all tasks, counted by stack too); drain_shed = lost at exit"
     );
     println!();
     println!(
-        "| step | threads | reached failures/s | producer count | fragtrace count | exact? | records analysed (per s) | storm-aggregated: {COMM} / all tasks | lost: dropped / drain_shed | program runs: calls + others (others' est. share of its time) | kernel ns per failure |"
+        "| step | threads | reached failures/s | producer count | fragtrace count | exact? | records analysed (per s) | counted by stack: {COMM} / storm mode, all tasks | dropped / drain_shed | program runs: calls + others (others' est. share of its time) | kernel ns per failure |"
     );
     println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     for (step, o) in STEPS.iter().zip(outcomes) {
@@ -293,7 +294,7 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
             o.counted,
             o.records,
             o.records as f64 / o.seconds.max(f64::MIN_POSITIVE),
-            o.storm,
+            o.by_stack,
             o.storm_all,
             o.dropped,
             o.drain_shed,
@@ -320,24 +321,22 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
         );
         for (step, o) in STEPS.iter().zip(outcomes).filter(|(_, o)| !o.exact()) {
             println!(
-                "  {}: {} produced, {} counted ({} records + {} storm); shed after the ring buffer {} and dropped in the kernel {} (not attributed to a task); storm-mode counter {} vs {} by stack ({} fewer, which other tasks' storms cannot explain if none stormed); kernel failure count {} (all tasks); {} lines not written",
+                "  {}: {} produced, {} counted ({} records + {} by stack); lost at exit {}; storm-mode counter + dropped (all tasks) {} vs {} by stack for the producer (a difference other tasks' storms cannot explain if none stormed); kernel failure count {} (all tasks); {} lines not written",
                 step.name,
                 o.calls,
                 o.counted,
                 o.records,
-                o.storm,
+                o.by_stack,
                 o.drain_shed,
-                o.dropped,
-                o.storm_all,
-                o.storm,
-                o.storm_all as i64 - o.storm as i64,
+                o.storm_all + o.dropped,
+                o.by_stack,
                 o.kernel,
                 o.output_shed,
             );
         }
     }
     // Where records stop: the first step with storm-mode counts.
-    if let Some((step, o)) = STEPS.iter().zip(outcomes).find(|(_, o)| o.storm > 0) {
+    if let Some((step, o)) = STEPS.iter().zip(outcomes).find(|(_, o)| o.storm_all > 0) {
         println!(
             "aggregation takes over from {} ({:.0} failures/s on {} CPU(s)): records level off at about {THRESHOLD}/s per CPU ({:.0}/s here)",
             step.name,
@@ -356,8 +355,9 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
     println!(
         "kernel ns per failure: page_alloc_raw's run_time_ns over its runs during the step (bpf_stats), less its other runs (the machine's own page allocations) at their cost measured for {BASELINE_SECS} s before the calls, over the calls; the synthetic failure's stack is the short bpf() syscall path"
     );
-    // Each step's time on the calls is records x r + storm-aggregated x s (failures shed or
-    // dropped after the program are records to it): least squares over the steps for r and s.
+    // Each step's time on the calls is records x r + storm-aggregated x s (failures that found
+    // the ring buffer full count as records here: they paid for the record's reads and the
+    // stack; few in practice): least squares over the steps for r and s.
     let points: Vec<(f64, f64, f64)> = outcomes
         .iter()
         .filter_map(|o| {

@@ -83,16 +83,33 @@ const BATCHES: usize = 16;
 const BATCH_BYTES: usize = 128 << 10;
 /// Records a batch can hold at most (the smallest record, an `MmEvent`, is 88 bytes).
 pub const RECORDS_PER_BATCH: usize = BATCH_BYTES / 64;
-/// The largest record, an `AllocFailEvent`.
-const MAX_RECORD_BYTES: usize = std::mem::size_of::<fragtrace_common::AllocFailEvent>();
+/// The largest record: a batch with this much room takes any record.
+const MAX_RECORD_BYTES: usize = {
+    use fragtrace_common::{AllocFailEvent, MmEvent, OomVictimEvent, SlabCreateFailEvent};
+    use std::mem::size_of;
+    let sizes = [
+        size_of::<AllocFailEvent>(),
+        size_of::<OomVictimEvent>(),
+        size_of::<MmEvent>(),
+        size_of::<SlabCreateFailEvent>(),
+    ];
+    let (mut i, mut max) = (0, 0);
+    while i < sizes.len() {
+        if sizes[i] > max {
+            max = sizes[i];
+        }
+        i += 1;
+    }
+    max
+};
 
 /// What the drain thread has done, for the summary and the metrics.
 #[derive(Default)]
 pub struct DrainStats {
     /// Records copied out of the kernel's buffer.
     pub records: AtomicU64,
-    /// Records read and then lost: the consumer stopped taking them at the end, or one was
-    /// larger than a batch.
+    /// Records lost at exit (read but not taken by the consumer within the wait, or still in
+    /// the kernel's buffer), and records of no known size.
     pub shed: AtomicU64,
     /// Passes that found records.
     pub wakeups: AtomicU64,
@@ -228,7 +245,7 @@ impl Worker {
             blocked = self.drain_once(false);
         }
         // The final pass: the consumer reads until the channel closes. What it did not take
-        // within the wait is lost, and counted.
+        // within the wait, and what the kernel's buffer still holds, is lost and counted.
         self.drain_once(true);
         let mut lost = self.pending.take().map_or(0, |b| b.len() as u64);
         while self.ring.next().is_some() {
@@ -270,13 +287,14 @@ impl Worker {
             };
             copied += 1;
             if !b.push(&item) {
-                // Larger than a batch: no record of fragtrace-common is.
+                // Larger than any record of fragtrace-common: not one of them.
                 shed += 1;
             }
         }
         let idle = out.in_flight.load(Ordering::Acquire) == 0;
         if let Some(b) = pending.take() {
-            if b.is_empty() || !(idle || last) {
+            // At the end, a batch the consumer did not take above is not offered again.
+            if b.is_empty() || !(idle || last) || (blocked && last) {
                 *pending = Some(b);
             } else if let Err(waiting) = out.offer(b, last) {
                 *pending = Some(waiting);

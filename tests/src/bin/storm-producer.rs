@@ -205,14 +205,15 @@ fn parse_args() -> Result<Args, String> {
     if args.threads == 0 {
         return Err("--threads must be at least 1".into());
     }
-    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
-        return Err("--seconds must be a positive number".into());
+    // A day at most, and at least one call a second: the durations derived stay representable.
+    if !(args.seconds > 0.0 && args.seconds <= 86_400.0) {
+        return Err("--seconds must be above 0, at most 86400".into());
     }
-    if !(args.baseline >= 0.0 && args.baseline.is_finite()) {
-        return Err("--baseline must be a number of seconds".into());
+    if !(args.baseline >= 0.0 && args.baseline <= 86_400.0) {
+        return Err("--baseline must be 0 to 86400 seconds".into());
     }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err("--rate must be a positive number".into());
+    if args.rate.is_some_and(|r| !(r >= 1.0 && r.is_finite())) {
+        return Err("--rate must be at least 1 call per second".into());
     }
     if args.comm.is_empty() || args.comm.len() > 15 || args.comm.contains('\0') {
         return Err("--comm must be 1 to 15 bytes (the kernel's TASK_COMM_LEN)".into());
