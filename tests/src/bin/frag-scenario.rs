@@ -1578,27 +1578,16 @@ const NETNS_MAX_SECS: u64 = 30;
 const NETNS_BATCH_TIMEOUT_MS: i32 = 60_000;
 
 impl NetnsMaker {
+    /// Panics when no child can be made: every later step needs it.
     fn fork() -> Self {
-        let (mut go, mut res) = ([0; 2], [0; 2]);
-        unsafe {
-            libc::pipe(go.as_mut_ptr());
-            libc::pipe(res.as_mut_ptr());
-        }
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let name = CString::new(NETNS_COMM).unwrap();
-            unsafe {
-                libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
-                libc::close(go[1]);
-                libc::close(res[0]);
-            }
+        let (pid, go, result) = fork_piped(NETNS_COMM, |go, res| {
             // Strings with room enough, so that the loop's own heap does not grow.
             let mut errs = String::with_capacity(16 << 10);
             let mut msg = String::with_capacity(16 << 10);
             let mut byte = 0u8;
             // A count of 0 ends it (the pinner, forked later, holds the pipe's write end too: no
             // end of file comes).
-            while unsafe { libc::read(go[0], &mut byte as *mut u8 as *mut libc::c_void, 1) } == 1
+            while unsafe { libc::read(go, &mut byte as *mut u8 as *mut libc::c_void, 1) } == 1
                 && byte > 0
             {
                 let mut ok = 0;
@@ -1615,19 +1604,11 @@ impl NetnsMaker {
                 }
                 msg.clear();
                 msg.push_str(&format!("{ok} {errs}\n"));
-                unsafe { libc::write(res[1], msg.as_ptr() as *const libc::c_void, msg.len()) };
+                unsafe { libc::write(res, msg.as_ptr() as *const libc::c_void, msg.len()) };
             }
-            unsafe { libc::_exit(0) };
-        }
-        unsafe {
-            libc::close(go[0]);
-            libc::close(res[1]);
-        }
-        Self {
-            pid,
-            go: go[1],
-            result: res[0],
-        }
+        })
+        .unwrap_or_else(|e| panic!("cannot start {NETNS_COMM}: {e}"));
+        Self { pid, go, result }
     }
 
     /// Asks for `n` namespaces; (created, errors), or why there is no answer.
@@ -1838,22 +1819,7 @@ impl Pinner {
 
     /// `oom_score_adj`: the pinner's own, or None to leave it as the kernel sets it (0).
     fn spawn_with(oom_score_adj: Option<i32>) -> Result<Self, String> {
-        let (mut cmd, mut res) = ([0; 2], [0; 2]);
-        unsafe {
-            libc::pipe(cmd.as_mut_ptr());
-            libc::pipe(res.as_mut_ptr());
-        }
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            let name = CString::new("frag-pinner").unwrap();
-            unsafe {
-                libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
-                libc::close(res[0]);
-                libc::close(cmd[1]);
-            }
+        let (pid, cmd, res) = fork_piped("frag-pinner", |cmd, res| {
             // This program's -1000 is inherited: the pinner's own score, or the kernel's 0.
             let _ = fs::write(
                 "/proc/self/oom_score_adj",
@@ -1871,9 +1837,9 @@ impl Pinner {
                 "pcp_blocks": f.pcp_blocks,
                 "error": r.err(),
             });
-            write_line(res[1], &report.to_string());
+            write_line(res, &report.to_string());
             let mut byte = 0u8;
-            while unsafe { libc::read(cmd[0], &mut byte as *mut u8 as *mut libc::c_void, 1) } == 1 {
+            while unsafe { libc::read(cmd, &mut byte as *mut u8 as *mut libc::c_void, 1) } == 1 {
                 let before = Buddy::read();
                 let allocs = f.consume_allocs;
                 let r = f.consume(false);
@@ -1883,25 +1849,19 @@ impl Pinner {
                     "allocs": f.consume_allocs - allocs,
                     "error": r.err(),
                 });
-                write_line(res[1], &report.to_string());
+                write_line(res, &report.to_string());
             }
             // The parent is gone: hold on until killed.
             loop {
                 unsafe { libc::pause() };
             }
-        }
-        unsafe {
-            libc::close(res[1]);
-            libc::close(cmd[0]);
-        }
-        let text = read_line(res[0]);
-        let report = serde_json::from_str(text.trim())
-            .map_err(|_| format!("the pinner died before reporting: {}", clip(&text, 200)))?;
+        })?;
+        let report = first_report(res, "the pinner")?;
         Ok(Self {
             pid,
             report,
-            cmd: cmd[1],
-            res: res[0],
+            cmd,
+            res,
         })
     }
 
@@ -1923,13 +1883,62 @@ impl Pinner {
     }
 
     fn release(self) {
-        let mut status = 0;
-        unsafe {
-            libc::close(self.cmd);
-            libc::close(self.res);
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, &mut status, 0);
+        kill_piped(self.pid, self.cmd, self.res);
+    }
+}
+
+/// Forks a child named `comm` with a pipe each way, runs `body(commands, results)` in it on the
+/// child's ends, then `_exit(0)`. The parent gets the pid, the commands' write end and the
+/// results' read end.
+fn fork_piped(comm: &str, body: impl FnOnce(RawFd, RawFd)) -> Result<(i32, RawFd, RawFd), String> {
+    let (mut cmd, mut res) = ([0; 2], [0; 2]);
+    // SAFETY: plain system calls on arrays of two descriptors.
+    unsafe {
+        if libc::pipe(cmd.as_mut_ptr()) != 0 || libc::pipe(res.as_mut_ptr()) != 0 {
+            return Err(format!("pipe: {}", std::io::Error::last_os_error()));
         }
+    }
+    // SAFETY: the children run plain system calls and allocations, then _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let name = CString::new(comm).unwrap();
+        // SAFETY: naming this process and closing the parent's ends in it.
+        unsafe {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
+            libc::close(res[0]);
+            libc::close(cmd[1]);
+        }
+        body(cmd[0], res[1]);
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: closing this side's copies of the child's ends.
+    unsafe {
+        libc::close(res[1]);
+        libc::close(cmd[0]);
+    }
+    Ok((pid, cmd[1], res[0]))
+}
+
+/// The first line a piped child writes, as JSON.
+fn first_report(res: RawFd, who: &str) -> Result<Value, String> {
+    let text = read_line(res);
+    serde_json::from_str(text.trim())
+        .map_err(|_| format!("{who} died before reporting: {}", clip(&text, 200)))
+}
+
+/// Closes a piped child's pipes, kills it and reaps it.
+fn kill_piped(pid: i32, cmd: RawFd, res: RawFd) {
+    let mut status = 0;
+    // SAFETY: our own descriptors and child.
+    unsafe {
+        libc::close(cmd);
+        libc::close(res);
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
     }
 }
 
@@ -2937,43 +2946,13 @@ struct FailWorker {
 
 impl FailWorker {
     fn spawn(dir: &str) -> Result<Self, String> {
-        let (mut cmd, mut res) = ([0; 2], [0; 2]);
-        // SAFETY: plain system calls on arrays of two descriptors.
-        unsafe {
-            if libc::pipe(cmd.as_mut_ptr()) != 0 || libc::pipe(res.as_mut_ptr()) != 0 {
-                return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-            }
-        }
-        // SAFETY: the child runs plain system calls and allocations, then _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            let name = CString::new("cost-worker").unwrap();
-            // SAFETY: as above.
-            unsafe {
-                libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
-                libc::close(res[0]);
-                libc::close(cmd[1]);
-            }
-            fail_worker(dir, cmd[0], res[1]);
-            // SAFETY: ends the child.
-            unsafe { libc::_exit(0) };
-        }
-        // SAFETY: closing this side's copies of the child's ends.
-        unsafe {
-            libc::close(res[1]);
-            libc::close(cmd[0]);
-        }
-        let text = read_line(res[0]);
-        let report: Value = serde_json::from_str(text.trim())
-            .map_err(|_| format!("the worker died before reporting: {}", clip(&text, 200)))?;
+        let (pid, cmd, res) = fork_piped("cost-worker", |cmd, res| fail_worker(dir, cmd, res))?;
+        let report = first_report(res, "the worker")?;
         let worker = Self {
             pid,
             report,
-            cmd: cmd[1],
-            res: res[0],
+            cmd,
+            res,
         };
         if let Some(e) = worker.report["error"].as_str() {
             let e = e.to_string();
@@ -2997,14 +2976,7 @@ impl FailWorker {
     }
 
     fn stop(self) {
-        let mut status = 0;
-        // SAFETY: our own descriptors and child.
-        unsafe {
-            libc::close(self.cmd);
-            libc::close(self.res);
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, &mut status, 0);
-        }
+        kill_piped(self.pid, self.cmd, self.res);
     }
 }
 
