@@ -20,7 +20,7 @@ use crate::{
         BpfStats, Options, TRACER_CPU, WORKLOAD_CPU, cpu_split_ms, median, pin, placement,
         quantile, spread, start_tracer, status_kib, stop_tracer,
     },
-    util::{output, root_dir},
+    util::{output, root_dir, succeeds},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -209,7 +209,7 @@ pub fn run(opts: &Options) -> Result<()> {
     ];
     let missing: Vec<&str> = ["bpftrace", "perf"]
         .into_iter()
-        .filter(|tool| !on_path(tool))
+        .filter(|tool| !succeeds(Command::new(tool).arg("--version")))
         .collect();
     if !missing.is_empty() {
         eprintln!(
@@ -287,15 +287,6 @@ pub fn run(opts: &Options) -> Result<()> {
     print_progs(&configs, stats_on, opts);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// The tracer's own cost during one round.
