@@ -23,10 +23,13 @@
 //!        [--gfp G] [--migratetype M] [--comm NAME] [--baseline S] [--bpf-stats]
 use std::{
     ffi::CString,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd},
     sync::{Arc, Barrier},
     time::{Duration, Instant},
 };
+
+use aya::programs::ProgramFd;
+use fragtrace::source::program_stats::{self, ProgramCost};
 
 const USAGE: &str = "usage: storm-producer [--pid PID] [--threads N] [--seconds S] [--rate R] \
                      [--order O] [--gfp G] [--migratetype M] [--comm NAME] [--baseline S] [--bpf-stats]";
@@ -34,13 +37,9 @@ const USAGE: &str = "usage: storm-producer [--pid PID] [--threads N] [--seconds 
 /// The program to drive, by its name in the kernel (BPF_OBJ_NAME_LEN allows 15 characters).
 const PROGRAM: &str = "page_alloc_raw";
 
-// enum bpf_cmd and bpf_prog_type values (include/uapi/linux/bpf.h).
+// enum bpf_cmd and bpf_prog_type values (include/uapi/linux/bpf.h). aya loads and inspects
+// programs but has no public BPF_PROG_TEST_RUN.
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_ENABLE_STATS: libc::c_long = 32;
-/// enum bpf_stats_type: BPF_STATS_RUN_TIME.
-const BPF_STATS_RUN_TIME: u32 = 0;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 
 /// `union bpf_attr` for BPF_PROG_TEST_RUN (the `test` member).
@@ -66,46 +65,6 @@ struct TestRunAttr {
     _pad: u32,
 }
 
-/// `union bpf_attr` for BPF_PROG_GET_FD_BY_ID.
-#[allow(dead_code)]
-#[repr(C)]
-#[derive(Default)]
-struct GetFdAttr {
-    prog_id: u32,
-    next_id: u32,
-    open_flags: u32,
-}
-
-/// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
-#[allow(dead_code)]
-#[repr(C)]
-#[derive(Default)]
-struct InfoAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
-}
-
-/// The start of `struct bpf_prog_info` up to the fields read here, padded to the whole struct
-/// of 6.x kernels (232 bytes); the kernel fills what it has and zeroes nothing beyond.
-#[allow(dead_code)]
-#[repr(C)]
-struct ProgInfo {
-    prog_type: u32,
-    id: u32,
-    tag: [u8; 8],
-    _lens_and_pointers: [u64; 4],
-    _uid_and_maps: [u64; 2],
-    name: [u8; 16],
-    _middle: [u64; 14],
-    run_time_ns: u64,
-    run_cnt: u64,
-    _rest: [u64; 3],
-}
-
-const _: () = assert!(std::mem::size_of::<ProgInfo>() == 232);
-const _: () = assert!(std::mem::offset_of!(ProgInfo, name) == 64);
-const _: () = assert!(std::mem::offset_of!(ProgInfo, run_time_ns) == 192);
 const _: () = assert!(std::mem::size_of::<TestRunAttr>() == 80);
 
 fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> Result<libc::c_long, std::io::Error> {
@@ -124,23 +83,6 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> Result<libc::c_long, std::io::
     } else {
         Ok(r)
     }
-}
-
-fn prog_info(fd: &OwnedFd) -> Result<ProgInfo, std::io::Error> {
-    // SAFETY: all-zero is a valid ProgInfo (integers and byte arrays).
-    let mut info: ProgInfo = unsafe { std::mem::zeroed() };
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<ProgInfo>() as u32,
-        info: &mut info as *mut ProgInfo as u64,
-    };
-    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(info)
-}
-
-fn name_of(info: &ProgInfo) -> String {
-    let end = info.name.iter().position(|&b| b == 0).unwrap_or(16);
-    String::from_utf8_lossy(&info.name[..end]).into_owned()
 }
 
 struct Args {
@@ -223,22 +165,16 @@ fn parse_args() -> Result<Args, String> {
 
 /// The running fragtrace: the one given, or the only one there is.
 fn tracer_pid(given: Option<u32>) -> Result<u32, String> {
-    let comm = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok();
     if let Some(pid) = given {
-        return match comm(pid) {
-            Some(_) => Ok(pid),
-            None => Err(format!("no process {pid}")),
+        return match std::fs::metadata(format!("/proc/{pid}")) {
+            Ok(_) => Ok(pid),
+            Err(_) => Err(format!("no process {pid}")),
         };
     }
-    let me = std::process::id();
-    let mut found: Vec<u32> = std::fs::read_dir("/proc")
-        .map_err(|e| format!("/proc: {e}"))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|&pid| comm(pid).is_some_and(|c| c.trim_end() == "fragtrace"))
+    let found: Vec<u32> = program_stats::running_fragtraces()
+        .iter()
+        .map(|h| h.pid)
         .collect();
-    found.sort_unstable();
     match found.as_slice() {
         [] => Err("no fragtrace is running (start one with --force-method raw_tp)".into()),
         [pid] => Ok(*pid),
@@ -250,29 +186,25 @@ fn tracer_pid(given: Option<u32>) -> Result<u32, String> {
 }
 
 /// The `page_alloc_raw` program `pid` holds, opened by id, and its id.
-fn find_program(pid: u32) -> Result<(OwnedFd, u32), String> {
-    let ids = fragtrace::source::program_stats::program_ids_of(pid);
+fn find_program(pid: u32) -> Result<(ProgramFd, u32), String> {
+    let ids = program_stats::program_ids_of(pid);
     if ids.is_empty() {
         return Err(format!(
             "process {pid} holds no BPF program (or /proc/{pid}/fdinfo is unreadable: run as root)"
         ));
     }
     let mut seen = Vec::new();
-    for id in ids {
-        let mut attr = GetFdAttr {
-            prog_id: id,
-            ..Default::default()
-        };
-        let fd = match sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) {
-            // SAFETY: the kernel just returned this new descriptor to us.
-            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as i32) },
-            // Unloaded meanwhile.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(format!("BPF_PROG_GET_FD_BY_ID {id}: {e}")),
-        };
-        let info = prog_info(&fd).map_err(|e| format!("BPF_OBJ_GET_INFO_BY_FD {id}: {e}"))?;
-        let name = name_of(&info);
-        if name == PROGRAM && info.prog_type == BPF_PROG_TYPE_RAW_TRACEPOINT {
+    // Programs unloaded meanwhile are skipped.
+    for info in aya::programs::loaded_programs().flatten() {
+        let id = info.id();
+        if !ids.contains(&id) {
+            continue;
+        }
+        let name = info.name_as_str().unwrap_or("?").to_string();
+        if name == PROGRAM && info.program_type() as u32 == BPF_PROG_TYPE_RAW_TRACEPOINT {
+            let fd = info
+                .fd()
+                .map_err(|e| format!("BPF_PROG_GET_FD_BY_ID {id}: {e}"))?;
             return Ok((fd, id));
         }
         seen.push(name);
@@ -417,24 +349,24 @@ fn run() -> Result<String, String> {
     let (prog, prog_id) = find_program(tracer)?;
     // Held to the end: the kernel counts while any such descriptor is open.
     let _stats = if args.bpf_stats {
-        let mut attr = [BPF_STATS_RUN_TIME, 0u32];
-        let fd =
-            sys_bpf(BPF_ENABLE_STATS, &mut attr).map_err(|e| format!("BPF_ENABLE_STATS: {e}"))?;
-        // SAFETY: the kernel just returned this new descriptor to us.
-        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        program_stats::enable()?
     } else {
         None
     };
     let comm = CString::new(args.comm.clone()).map_err(|e| e.to_string())?;
     // The main thread too: whatever it might make counts under the same name.
     set_comm(&comm).map_err(|e| format!("PR_SET_NAME: {e}"))?;
-    let info = |prog: &OwnedFd| prog_info(prog).map_err(|e| format!("BPF_OBJ_GET_INFO_BY_FD: {e}"));
+    let info = || -> Result<ProgramCost, String> {
+        program_stats::read_costs()
+            .remove(&prog_id)
+            .ok_or_else(|| format!("program {prog_id} was unloaded"))
+    };
     // The program's runs without calls: the tracepoint on the machine's own allocations.
-    let idle_from = info(&prog)?;
+    let idle_from = info()?;
     let idle_started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(args.baseline));
     let idle_seconds = idle_started.elapsed().as_secs_f64();
-    let idle_to = info(&prog)?;
+    let idle_to = info()?;
     let cpus = allowed_cpus();
     let ctx = [0u64, args.order, args.gfp, args.migratetype];
     let start = Arc::new(Barrier::new(args.threads + 1));
@@ -442,7 +374,7 @@ fn run() -> Result<String, String> {
     let mut handles = Vec::new();
     for i in 0..args.threads {
         let job = Job {
-            prog_fd: prog.as_raw_fd(),
+            prog_fd: prog.as_fd().as_raw_fd(),
             ctx,
             cpu: cpus[i % cpus.len()],
             comm: comm.clone(),
@@ -456,7 +388,7 @@ fn run() -> Result<String, String> {
                 .map_err(|e| format!("cannot start a thread: {e}"))?,
         );
     }
-    let before = info(&prog)?;
+    let before = info()?;
     let started = Instant::now();
     start.wait();
     let results: Vec<ThreadResult> = handles
@@ -467,7 +399,7 @@ fn run() -> Result<String, String> {
         })
         .collect::<Result<_, _>>()?;
     let seconds = started.elapsed().as_secs_f64();
-    let after = info(&prog)?;
+    let after = info()?;
     let calls: u64 = results.iter().map(|r| r.calls).sum();
     let errors: u64 = results.iter().map(|r| r.errors).sum();
     let first_error = results.iter().find_map(|r| r.first_error.clone());
@@ -490,10 +422,10 @@ fn run() -> Result<String, String> {
         "pid": std::process::id(),
         "tracer_pid": tracer,
         "prog_id": prog_id,
-        "prog_run_cnt": after.run_cnt.wrapping_sub(before.run_cnt),
+        "prog_run_cnt": after.run_count.wrapping_sub(before.run_count),
         "prog_run_time_ns": after.run_time_ns.wrapping_sub(before.run_time_ns),
         "baseline_seconds": idle_seconds,
-        "baseline_run_cnt": idle_to.run_cnt.wrapping_sub(idle_from.run_cnt),
+        "baseline_run_cnt": idle_to.run_count.wrapping_sub(idle_from.run_count),
         "baseline_run_time_ns": idle_to.run_time_ns.wrapping_sub(idle_from.run_time_ns),
         "per_thread": per_thread,
     });
