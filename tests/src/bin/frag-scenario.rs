@@ -39,6 +39,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fragtrace::source::program_stats;
 use serde_json::{Value, json};
 
 const PAGE: usize = 4096;
@@ -3046,7 +3047,7 @@ fn fail_worker(dir: &str, cmd: RawFd, res: RawFd) {
     drop(held);
 }
 
-/// One BPF program's accounting as its holder's fdinfo shows it.
+/// One BPF program's accounting, as the kernel keeps it.
 #[derive(Clone, Debug)]
 struct ProgramRuns {
     id: u32,
@@ -3055,90 +3056,27 @@ struct ProgramRuns {
     run_cnt: u64,
 }
 
-/// The `kmem:mm_page_alloc` program fragtrace `pid` holds (`page_alloc_btf`, `_raw` or `_tp`),
-/// from /proc/PID/fdinfo: the one of those names that ran most.
+/// The `kmem:mm_page_alloc` program fragtrace `pid` holds (`page_alloc_btf`, `_raw` or `_tp`):
+/// the one of those names that ran most.
 fn page_alloc_program(pid: u32) -> Result<ProgramRuns, String> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    let entries = fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
-    let mut found: Vec<ProgramRuns> = Vec::new();
-    let mut ids = BTreeSet::new();
-    for e in entries.flatten() {
-        let Ok(info) = fs::read_to_string(e.path()) else {
-            continue;
-        };
-        let field = |k: &str| -> Option<u64> {
-            info.lines()
-                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse().ok())
-        };
-        let (Some(id), Some(run_time_ns), Some(run_cnt)) =
-            (field("prog_id"), field("run_time_ns"), field("run_cnt"))
-        else {
-            continue;
-        };
-        // A link's fdinfo names its program too, without the counters.
-        if !ids.insert(id) {
-            continue;
-        }
-        let name = bpf_prog_name(id as u32).unwrap_or_default();
-        if name.starts_with("page_alloc_") {
-            found.push(ProgramRuns {
-                id: id as u32,
-                name,
-                run_time_ns,
-                run_cnt,
-            });
-        }
-    }
-    found
-        .into_iter()
+    let ids = program_stats::program_ids_of(pid);
+    let costs = program_stats::read_costs();
+    ids.iter()
+        .filter_map(|id| Some((*id, costs.get(id)?)))
+        .filter(|(_, c)| c.name.starts_with("page_alloc_"))
+        .map(|(id, c)| ProgramRuns {
+            id,
+            name: c.name.clone(),
+            run_time_ns: c.run_time_ns,
+            run_cnt: c.run_count,
+        })
         .max_by_key(|p| p.run_cnt)
-        .ok_or_else(|| format!("no page_alloc_* program among the {} in {dir}", ids.len()))
-}
-
-/// The name the kernel keeps for BPF program `id` (15 characters at most):
-/// BPF_PROG_GET_FD_BY_ID, then BPF_OBJ_GET_INFO_BY_FD.
-fn bpf_prog_name(id: u32) -> Option<String> {
-    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    // union bpf_attr, zeroed: { prog_id } and then { bpf_fd, info_len, info }.
-    let mut attr = [0u64; 16];
-    attr[0] = id as u64;
-    // SAFETY: the attribute buffer is 128 readable bytes, the rest zero as the kernel wants.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_GET_FD_BY_ID,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // struct bpf_prog_info, zeroed; `name` is at offset 64 in every version.
-    let mut info = [0u64; 32];
-    let mut attr = [0u64; 16];
-    attr[0] = fd as u64 | ((std::mem::size_of_val(&info) as u64) << 32);
-    attr[1] = info.as_mut_ptr() as u64;
-    // SAFETY: as above; `info` is 256 writable bytes and outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    // SAFETY: the descriptor the first call returned.
-    unsafe { libc::close(fd as i32) };
-    if r != 0 {
-        return None;
-    }
-    let bytes: Vec<u8> = info.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let name = &bytes[64..80];
-    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    Some(String::from_utf8_lossy(&name[..end]).into_owned())
+        .ok_or_else(|| {
+            format!(
+                "no page_alloc_* program among the {} process {pid} holds",
+                ids.len()
+            )
+        })
 }
 
 /// The median of `v` (the mean of the middle two for an even count); None when empty.
