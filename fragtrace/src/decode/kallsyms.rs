@@ -1,5 +1,8 @@
 //! Kernel symbolization from `/proc/kallsyms`: loaded once, sorted, searched by binary search.
-use std::path::Path;
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 
@@ -34,10 +37,18 @@ impl Kallsyms {
         Self::load_from(Path::new("/proc/kallsyms"))
     }
 
+    /// Reads line by line: the file is 5 MB of text on a 6.x kernel, more than the table.
     pub fn load_from(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(Self::parse(&text))
+        let cannot = || format!("cannot read {}", path.display());
+        let mut file = BufReader::new(std::fs::File::open(path).with_context(cannot)?);
+        let mut table = Self::default();
+        let mut line = String::new();
+        while file.read_line(&mut line).with_context(cannot)? > 0 {
+            table.add_line(&line);
+            line.clear();
+        }
+        table.finish();
+        Ok(table)
     }
 
     /// Parses `ADDR TYPE NAME [MODULE]` lines. Zero addresses (kptr_restrict) are dropped, so
@@ -45,53 +56,66 @@ impl Kallsyms {
     pub fn parse(text: &str) -> Self {
         let mut table = Self::default();
         for line in text.lines() {
-            let mut it = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            if addr != 0 && it.clone().next().is_none() {
-                match name {
-                    "node_data" => table.pgdat = Some((addr, true)),
-                    "contig_page_data" if table.pgdat.is_none() => {
-                        table.pgdat = Some((addr, false))
-                    }
-                    _ => {}
-                }
-            }
-            // Text symbols only: stacks hold code addresses.
-            if addr == 0 || !matches!(kind, "t" | "T" | "w" | "W") || name.len() > u16::MAX as usize
-            {
-                continue;
-            }
-            let module = match it.next() {
-                Some(m) => {
-                    let m = m.trim_start_matches('[').trim_end_matches(']');
-                    // Modules come in runs: usually the last one.
-                    match table.modules.iter().rposition(|x| x == m) {
-                        Some(i) => i as u16,
-                        None => {
-                            table.modules.push(m.to_string());
-                            (table.modules.len() - 1) as u16
-                        }
-                    }
-                }
-                None => u16::MAX,
-            };
-            table.syms.push(Symbol {
-                addr,
-                name_start: table.names.len() as u32,
-                name_len: name.len() as u16,
-                module,
-            });
-            table.names.push_str(name);
+            table.add_line(line);
         }
-        table.syms.sort_by_key(|s| s.addr);
-        table.syms.shrink_to_fit();
-        table.names.shrink_to_fit();
+        table.finish();
         table
+    }
+
+    fn add_line(&mut self, line: &str) {
+        let mut it = line.split_ascii_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            return;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        if addr != 0 && it.clone().next().is_none() {
+            match name {
+                "node_data" => self.pgdat = Some((addr, true)),
+                "contig_page_data" if self.pgdat.is_none() => self.pgdat = Some((addr, false)),
+                _ => {}
+            }
+        }
+        // Text symbols only: stacks hold code addresses. Not the padding before each
+        // function (`__pfx_`, 6.2+; `__cfi_`, kCFI), half of all text symbols on 6.2+: no
+        // stack points into it, and a noreturn call ending a function leaves a return
+        // address at the next padding, which belongs to the caller.
+        if addr == 0
+            || !matches!(kind, "t" | "T" | "w" | "W")
+            || name.len() > u16::MAX as usize
+            || name.starts_with("__pfx_")
+            || name.starts_with("__cfi_")
+        {
+            return;
+        }
+        let module = match it.next() {
+            Some(m) => {
+                let m = m.trim_start_matches('[').trim_end_matches(']');
+                // Modules come in runs: usually the last one.
+                match self.modules.iter().rposition(|x| x == m) {
+                    Some(i) => i as u16,
+                    None => {
+                        self.modules.push(m.to_string());
+                        (self.modules.len() - 1) as u16
+                    }
+                }
+            }
+            None => u16::MAX,
+        };
+        self.syms.push(Symbol {
+            addr,
+            name_start: self.names.len() as u32,
+            name_len: name.len() as u16,
+            module,
+        });
+        self.names.push_str(name);
+    }
+
+    fn finish(&mut self) {
+        self.syms.sort_by_key(|s| s.addr);
+        self.syms.shrink_to_fit();
+        self.names.shrink_to_fit();
     }
 
     fn name_of(&self, s: &Symbol) -> &str {
@@ -192,8 +216,10 @@ mod tests {
 ffffffff81000000 T _stext
 ffffffff81000000 T startup_64
 ffffffff812a0000 T __alloc_pages_noprof
+ffffffff812a07f0 t __pfx___alloc_pages_slowpath
 ffffffff812a0800 t __alloc_pages_slowpath
 ffffffff812a0400 D some_data
+ffffffffc0a00ff0 t __cfi_nf_conntrack_init_net\t[nf_conntrack]
 ffffffffc0a01000 t nf_conntrack_init_net\t[nf_conntrack]
 0000000000000000 A fixed_percpu_data
 ";
@@ -205,6 +231,11 @@ ffffffffc0a01000 t nf_conntrack_init_net\t[nf_conntrack]
         // Data symbols are skipped: 0x...0500 still belongs to __alloc_pages_noprof.
         assert_eq!(k.format(0xffffffff812a0500), "__alloc_pages_noprof+0x500");
         assert_eq!(k.format(0xffffffff812a0800), "__alloc_pages_slowpath+0x0");
+        // Function padding is not a symbol: a return address after a noreturn call at the
+        // end of a function lands there, and belongs to that function.
+        assert_eq!(k.format(0xffffffff812a07f0), "__alloc_pages_noprof+0x7f0");
+        assert_eq!(k.address_of("__pfx___alloc_pages_slowpath"), None);
+        assert_eq!(k.syms.len(), 5);
         assert_eq!(
             k.format(0xffffffffc0a01101),
             "nf_conntrack_init_net+0x101 [nf_conntrack]"
