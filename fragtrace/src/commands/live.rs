@@ -76,6 +76,7 @@ impl Live {
     /// starts draining. `record` adds a recording sink. Call from inside a tokio runtime.
     pub fn attach(args: &TraceArgs, record: Option<&Path>) -> Result<Self> {
         preflight::require_privileges()?;
+        survival::return_large_blocks_when_freed();
         let mut health = TracerHealth::default();
         // Out of the OOM killer's choice before the memory-hungry load, so that an incident
         // already under way cannot end the tracer during start-up.
@@ -117,12 +118,13 @@ impl Live {
             no_kernel_reads: args.no_kernel_reads,
         };
         let mut loaded = loader::load(&tracefs, request, &kallsyms)?;
-        // Loading parsed the kernel's BTF and kallsyms text (tens of MB, now freed; fragtrace
-        // never trims its heap by itself): give those pages back before the ring buffer is
-        // mapped (8 MiB of RSS) and the rest is locked in memory, or the two add up in the peak.
+        // Loading parsed the kernel's BTF (tens of MB, now freed): give back what is left in
+        // the heap before the ring buffer is mapped (8 MiB of RSS) and the rest is locked in
+        // memory, or the two add up in the peak.
         // SAFETY: malloc_trim only releases free heap memory.
         unsafe { libc::malloc_trim(0) };
         loaded.require_any_attached()?;
+        health.ring_buffer_bytes = loaded.ring_buffer_bytes.into();
         report_hooks(&loaded.hooks);
         for line in loaded.kernel_reads.inactive() {
             eprintln!("fragtrace: {line}");
