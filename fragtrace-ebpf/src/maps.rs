@@ -14,8 +14,8 @@ use fragtrace_common::{EventHeader, EventKind, MmEvent, counter};
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Events for user space. 4 MiB holds ~2,300 failure records (1,776 bytes each) between two
-/// drains.
+/// Events for user space. Resized at load to the online CPUs (user space's
+/// `loader::ring_buffer_bytes`: 1 MiB holds ~590 failure records of 1,776 bytes).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 

@@ -8,6 +8,9 @@ use crate::analysis::histogram::LatencySummary;
 /// protected itself. A recording keeps the live run's figures.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TracerHealth {
+    /// The kernel's ring buffer size, in bytes (scaled to the online CPUs).
+    #[serde(default)]
+    pub ring_buffer_bytes: u64,
     /// Records copied out of the kernel's ring buffer.
     pub records_drained: u64,
     /// Records lost at exit: analysis did not take them in time, or they were still in the

@@ -277,8 +277,8 @@ fn a_ring_buffer_overflow_is_counted_exactly() {
     };
     let tracer = Tracer::start(&["--storm-threshold", "0"]);
     let pid = tracer.pid() as i32;
-    // Stopped for the whole storm: the 4 MiB ring buffer holds about 2,300 failure records,
-    // and the storm makes several thousand.
+    // Stopped for the whole storm: the ring buffer (1 MiB on 2 CPUs, 4 MiB on 8) holds
+    // about 590 failure records per MiB, and the storm makes several thousand.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let produced = storm_failures(storm(&pressure, 10.0));

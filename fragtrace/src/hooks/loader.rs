@@ -66,6 +66,8 @@ pub struct Loaded {
     /// The `kmem/mm_page_alloc` format, when tracefs has it (gfp names come from it).
     pub page_alloc_format: Result<EventFormat, String>,
     pub kernel_reads: KernelReads,
+    /// The size given to the EVENTS ring buffer ([`ring_buffer_bytes`]).
+    pub ring_buffer_bytes: u32,
 }
 
 /// What the failure handler reads in the kernel at the failure itself, or why it cannot here.
@@ -138,6 +140,19 @@ const KERNEL_READS_TURNED_OFF: &str = "turned off by --no-kernel-reads";
 
 /// Failure records per second and CPU before storm mode aggregates them in the kernel.
 pub const DEFAULT_STORM_THRESHOLD: u32 = 2000;
+
+/// The EVENTS ring buffer's size: 512 KiB (about 290 failure records) per online CPU, a power
+/// of two from 1 MiB to 16 MiB. Records come at most [`DEFAULT_STORM_THRESHOLD`] per second
+/// per CPU, so the buffer covers about 150 ms of every CPU at that rate. It is mapped twice
+/// into fragtrace (so it counts twice in RSS); failures that find it full are still counted
+/// by stack in the kernel.
+pub fn ring_buffer_bytes(online_cpus: usize) -> u32 {
+    const PER_CPU: usize = 512 << 10;
+    const MAX: usize = 16 << 20;
+    (online_cpus.min(MAX / PER_CPU) * PER_CPU)
+        .next_power_of_two()
+        .clamp(1 << 20, MAX) as u32
+}
 
 /// Callers check privileges first ([`preflight::require_privileges`]).
 pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result<Loaded> {
@@ -237,6 +252,9 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
         loader.override_global(name, value, true);
     }
     loader.override_global("PGDAT_SYMBOL_ADDR", &pgdat_symbol_addr, true);
+    let online_cpus = aya::util::online_cpus().map_or(1, |cpus| cpus.len());
+    let ring_buffer_bytes = ring_buffer_bytes(online_cpus);
+    loader.map_max_entries("EVENTS", ring_buffer_bytes);
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
         fatal(
             ExitStatus::Unsupported,
@@ -247,8 +265,10 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
         )
     })?;
     log::info!(
-        "start-up: eBPF object and maps loaded in {:.0?}",
-        t.elapsed()
+        "start-up: eBPF object and maps loaded in {:.0?} (ring buffer {} KiB for {online_cpus} \
+         online CPUs)",
+        t.elapsed(),
+        ring_buffer_bytes >> 10
     );
 
     let mut hooks = Vec::new();
@@ -294,6 +314,7 @@ pub fn load(tracefs: &Path, request: Request<'_>, kallsyms: &Kallsyms) -> Result
         hooks,
         page_alloc_format,
         kernel_reads,
+        ring_buffer_bytes,
     })
 }
 
@@ -494,5 +515,21 @@ impl Loaded {
         self.ebpf
             .take_map(name)
             .with_context(|| format!("map {name} missing from the eBPF object"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_buffer_bytes;
+
+    #[test]
+    fn ring_buffer_scales_with_cpus_within_bounds() {
+        let mib = 1 << 20;
+        assert_eq!(ring_buffer_bytes(0), mib);
+        assert_eq!(ring_buffer_bytes(2), mib);
+        assert_eq!(ring_buffer_bytes(3), 2 * mib);
+        assert_eq!(ring_buffer_bytes(8), 4 * mib);
+        assert_eq!(ring_buffer_bytes(512), 16 * mib);
+        assert_eq!(ring_buffer_bytes(usize::MAX), 16 * mib);
     }
 }

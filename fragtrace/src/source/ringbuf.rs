@@ -78,7 +78,7 @@ impl RawBatch {
 }
 
 /// Batches preallocated: together they hold 2 MiB of records, about 1,100 failures, beyond
-/// the kernel's own 4 MiB buffer.
+/// the kernel's own buffer (1 to 16 MiB, by online CPUs).
 const BATCHES: usize = 16;
 const BATCH_BYTES: usize = 128 << 10;
 /// Records a batch can hold at most (the smallest record, an `MmEvent`, is 88 bytes).
