@@ -68,7 +68,6 @@ pub struct Live {
     runqueue_wait_at_start: u64,
     /// Kept alive: dropping it detaches every program.
     _loaded: loader::Loaded,
-    _bpf_log: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Live {
@@ -141,7 +140,6 @@ impl Live {
         if let Some(e) = gfp_error {
             warn(&format!("gfp flags shown as hex: {e}"));
         }
-        let bpf_log = start_bpf_logger(&mut loaded.ebpf);
         let counters = Counters::new(loaded.take_map("COUNTERS")?)?;
         let stack_maps = StackMaps::new(|name| loaded.take_map(name))?;
         let (drain, batches) = Drain::start(loaded.take_map("EVENTS")?)?;
@@ -187,7 +185,6 @@ impl Live {
             faults_at_start: 0,
             runqueue_wait_at_start: 0,
             _loaded: loaded,
-            _bpf_log: bpf_log,
         };
         if let Some(path) = record {
             live.begin_recording(path)?;
@@ -575,33 +572,4 @@ fn attached_summary(hooks: &[HookStatus]) -> String {
 
 pub fn warn(msg: &str) {
     status::suspend(|| eprintln!("fragtrace: warning: {msg}"));
-}
-
-/// Forwards the eBPF programs' aya-log messages to stderr. Optional: tracing works without it.
-fn start_bpf_logger(ebpf: &mut aya::Ebpf) -> Option<tokio::task::JoinHandle<()>> {
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, _: &log::Metadata) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record) {
-            status::suspend(|| eprintln!("fragtrace: bpf {}: {}", record.level(), record.args()));
-        }
-        fn flush(&self) {}
-    }
-    let logger = aya_log::EbpfLogger::init_with_logger(ebpf, Stderr).ok()?;
-    // SAFETY: the AsyncFd owns the logger and its ring buffer fd.
-    let mut fd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-    }
-    .ok()?;
-    Some(tokio::spawn(async move {
-        loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            guard.get_inner_mut().flush();
-            guard.clear_ready();
-        }
-    }))
 }
