@@ -71,7 +71,8 @@ pub struct StackKey {
     /// The task's cgroup v2 id.
     pub cgroup_id: u64,
     pub comm: [u8; TASK_COMM_LEN],
-    /// Id in the `STACKS` map; negative (an errno) when the stack could not be kept.
+    /// Id in the `STACKS` map; negative (an errno) when the stack could not be kept, or
+    /// [`STACK_NOT_TAKEN`].
     pub stack_id: i32,
     /// The order asked for (a fallback's: the order it fell back at).
     pub order: u32,
@@ -79,6 +80,10 @@ pub struct StackKey {
     pub tag: u32,
     pub _pad: u32,
 }
+
+/// A failure counted in the kernel without its stack: past the stack budget
+/// (`STORM_STACKS_PER_SEC` per CPU), which bounds what stack walks cost in a storm.
+pub const STACK_NOT_TAKEN: i32 = -1;
 
 /// How often, and for stalls how long in all.
 #[repr(C)]

@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
 };
-use fragtrace_common::{StackKey, StackValue, aggregation, counter, stall_kind};
+use fragtrace_common::{STACK_NOT_TAKEN, StackKey, StackValue, aggregation, counter, stall_kind};
 
 use crate::maps::{bump, current_tid, load_const};
 
@@ -46,14 +46,21 @@ static STALL_START: HashMap<u32, StallStart> = HashMap::with_max_entries(16384, 
 #[map]
 static COMPACT_REQUEST: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(16384, 0);
 
-/// Per CPU: [start of the current second, failure records sent in it].
+/// Per CPU: [start of the current second, failure records sent in it, stacks taken in it for
+/// failures counted here].
 #[map]
-static STORM_WINDOW: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+static STORM_WINDOW: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Failure records per second and CPU before storm mode counts them here instead. Set by user
 /// space (`--storm-threshold`); 0 never aggregates.
 #[unsafe(no_mangle)]
 static STORM_RECORDS_PER_SEC: u32 = 2000;
+
+/// Stacks walked per second and CPU for failures counted here (`--storm-stacks`): a walk
+/// costs microseconds, so past this budget a failure is counted under its order and task
+/// with [`STACK_NOT_TAKEN`].
+#[unsafe(no_mangle)]
+static STORM_STACKS_PER_SEC: u32 = 1000;
 
 /// Successful allocations of this order and above are aggregated by stack
 /// (`--stacks-min-order`); above MAX_ORDER (the default) none are.
@@ -75,11 +82,15 @@ fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
 }
 
 fn key<C: StackIdContext>(ctx: &C, order: u32, tag: u32) -> StackKey {
+    key_with(stack_id(ctx), order, tag)
+}
+
+fn key_with(stack_id: i32, order: u32, tag: u32) -> StackKey {
     StackKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        stack_id: stack_id(ctx),
+        stack_id,
         order,
         tag,
         _pad: 0,
@@ -123,6 +134,20 @@ fn add(map: &HashMap<StackKey, StackValue>, which: u32, key: &StackKey, ns: u64)
     }
 }
 
+/// This CPU's counts for the current second, the window rolled over first if a second has
+/// passed.
+fn this_second() -> Option<*mut [u64; 3]> {
+    let window = STORM_WINDOW.get_ptr_mut(0)?;
+    let t = now();
+    // SAFETY: per-CPU slot; BPF programs run with migration disabled.
+    unsafe {
+        if t.wrapping_sub((*window)[0]) >= NS_PER_SEC {
+            *window = [t, 0, 0];
+        }
+    }
+    Some(window)
+}
+
 /// Whether this failure goes to the ring buffer; past the threshold it is aggregated instead
 /// (and counted), so that every failure is counted exactly whatever the rate.
 pub fn failure_as_record<C: StackIdContext>(ctx: &C, order: u32) -> bool {
@@ -130,16 +155,11 @@ pub fn failure_as_record<C: StackIdContext>(ctx: &C, order: u32) -> bool {
     if limit == 0 {
         return true;
     }
-    let Some(window) = STORM_WINDOW.get_ptr_mut(0) else {
+    let Some(window) = this_second() else {
         return true;
     };
-    let t = now();
-    // SAFETY: per-CPU slot; BPF programs run with migration disabled.
+    // SAFETY: as in `this_second`.
     let under = unsafe {
-        if t.wrapping_sub((*window)[0]) >= NS_PER_SEC {
-            (*window)[0] = t;
-            (*window)[1] = 0;
-        }
         (*window)[1] += 1;
         (*window)[1] <= limit
     };
@@ -147,14 +167,37 @@ pub fn failure_as_record<C: StackIdContext>(ctx: &C, order: u32) -> bool {
         return true;
     }
     bump(counter::STORM_AGGREGATED);
-    count_failure(ctx, order);
+    count_in(ctx, order, Some(window));
     false
 }
 
 /// Counts a failure by stack, order and task instead of sending a record: past the storm
 /// threshold, and when the ring buffer has no room.
 pub fn count_failure<C: StackIdContext>(ctx: &C, order: u32) {
-    add(&FAIL_STACKS, aggregation::FAILURES, &key(ctx, order, 0), 0);
+    count_in(ctx, order, this_second());
+}
+
+fn count_in<C: StackIdContext>(ctx: &C, order: u32, window: Option<*mut [u64; 3]>) {
+    let budget = load_const(&STORM_STACKS_PER_SEC) as u64;
+    let take_stack = match window {
+        // SAFETY: as in `this_second`.
+        Some(w) => unsafe {
+            (*w)[2] += 1;
+            (*w)[2] <= budget
+        },
+        None => true,
+    };
+    let stack_id = if take_stack {
+        stack_id(ctx)
+    } else {
+        STACK_NOT_TAKEN
+    };
+    add(
+        &FAIL_STACKS,
+        aggregation::FAILURES,
+        &key_with(stack_id, order, 0),
+        0,
+    );
 }
 
 /// A successful allocation: aggregated by stack when asked for and of a high enough order.

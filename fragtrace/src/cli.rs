@@ -131,6 +131,11 @@ pub struct TraceArgs {
     /// sends every failure.
     #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_THRESHOLD)]
     pub storm_threshold: u32,
+    /// Stacks walked per second and CPU for failures counted in the kernel (storm mode, or the
+    /// ring buffer full). A walk costs microseconds; past N a failure is still counted, by
+    /// order and task, under "[stack not taken]".
+    #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_STACKS)]
+    pub storm_stacks: u32,
     /// Also count, by stack, successful allocations of order N and above: who asks for
     /// high-order blocks before anything fails (`--weight allocations` flamegraphs). Costs a
     /// stack walk per such allocation; order-0 allocations cost nothing more.
@@ -244,6 +249,10 @@ pub struct DaemonArgs {
     /// each. 0 sends every failure.
     #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_THRESHOLD)]
     pub storm_threshold: u32,
+    /// As for the tracer: stacks walked per second and CPU for failures counted in the kernel;
+    /// past N they are counted under "[stack not taken]".
+    #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_STACKS)]
+    pub storm_stacks: u32,
     /// As for the tracer: fragtrace's own OOM score adjustment (-1000..1000).
     #[arg(long, value_name = "N", default_value_t = crate::survival::DEFAULT_OOM_SCORE_ADJ,
           allow_negative_numbers = true,
@@ -275,6 +284,7 @@ impl DaemonArgs {
             no_status: true,
             netns_syscalls: self.netns_syscalls,
             storm_threshold: self.storm_threshold,
+            storm_stacks: self.storm_stacks,
             stacks_min_order: None,
             oom_score_adj: self.oom_score_adj,
             force_method: self.force_method.clone(),

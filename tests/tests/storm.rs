@@ -48,17 +48,28 @@ fn a_storm_is_counted_exactly_records_and_aggregation_together() {
     // failures counted by stack in the kernel (storm mode, or the ring buffer full), under the
     // task's name as the root frame.
     let records = u(&s["events"]);
-    let counted: u64 = std::fs::read_to_string(&folded)
-        .expect("the folded stacks")
-        .lines()
-        .filter(|l| l.split(';').next() == Some(COMM))
-        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
-        .sum();
+    let folded = std::fs::read_to_string(&folded).expect("the folded stacks");
+    let count_of = |keep: &dyn Fn(&str) -> bool| -> u64 {
+        folded
+            .lines()
+            .filter(|l| l.split(';').next() == Some(COMM) && keep(l))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum()
+    };
+    let counted = count_of(&|_| true);
     let by_stack = counted.saturating_sub(records);
+    // Past --storm-stacks (1000 a second per CPU by default) failures are counted without a
+    // stack walk.
+    let not_taken = count_of(&|l| l.contains(";[stack not taken]"));
+    // SAFETY: plain sysconf.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u64;
+    let seconds = p["seconds"].as_f64().unwrap();
+    let stack_budget = 1000 * cpus * (seconds.ceil() as u64 + 1);
     let kernel: u64 = s["fail_by_order"].as_array().unwrap().iter().map(u).sum();
     let breakdown = format!(
         "produced {produced} ({:.0}/s); fragtrace counted {counted}: {records} records + {by_stack} \
-         counted by stack for {COMM}; storm_aggregated (all tasks, the kernel's counter) {}; \
+         counted by stack for {COMM} ({not_taken} of them past the stack budget, \
+         {stack_budget} at most walked); storm_aggregated (all tasks, the kernel's counter) {}; \
          dropped {}, drain_shed {}, output_shed {}; kernel failure count (all tasks) {kernel}\n\
          stderr:\n{stderr}",
         p["rate"].as_f64().unwrap(),
@@ -77,4 +88,10 @@ fn a_storm_is_counted_exactly_records_and_aggregation_together() {
         "storm mode never engaged: {breakdown}"
     );
     assert_eq!(counted, produced, "not counted exactly: {breakdown}");
+    // The stack budget holds, and the storm went past it.
+    assert!(
+        by_stack.saturating_sub(not_taken) <= stack_budget,
+        "more stacks walked than --storm-stacks allows: {breakdown}"
+    );
+    assert!(not_taken > 0, "the stack budget never ran out: {breakdown}");
 }

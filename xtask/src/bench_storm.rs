@@ -23,6 +23,8 @@ use crate::{
 const COMM: &str = "storm-producer";
 /// fragtrace's default `--storm-threshold`: failure records per second and CPU.
 const THRESHOLD: u64 = 2000;
+/// fragtrace's default `--storm-stacks`: stacks walked per second and CPU in storm mode.
+const STACK_BUDGET: u64 = 1000;
 /// Seconds the producer watches the program without calling it, before each step.
 const BASELINE_SECS: f64 = 0.5;
 
@@ -34,6 +36,8 @@ struct Step {
     rate: Option<u64>,
     /// Run the producer on the workload CPU alone.
     pinned: bool,
+    /// fragtrace's `--storm-stacks`, if not its default: a stack walked for every failure.
+    every_stack: bool,
 }
 
 const STEPS: &[Step] = &[
@@ -42,36 +46,49 @@ const STEPS: &[Step] = &[
         threads: 2,
         rate: Some(1_000),
         pinned: false,
+        every_stack: false,
     },
     Step {
         name: "paced 5k/s",
         threads: 2,
         rate: Some(5_000),
         pinned: false,
+        every_stack: false,
     },
     Step {
         name: "paced 20k/s",
         threads: 2,
         rate: Some(20_000),
         pinned: false,
+        every_stack: false,
     },
     Step {
         name: "paced 100k/s",
         threads: 2,
         rate: Some(100_000),
         pinned: false,
+        every_stack: false,
     },
     Step {
         name: "unpaced, 1 thread",
         threads: 1,
         rate: None,
         pinned: true,
+        every_stack: false,
     },
     Step {
         name: "unpaced, 2 threads",
         threads: 2,
         rate: None,
         pinned: false,
+        every_stack: false,
+    },
+    Step {
+        name: "unpaced, 2 threads, every stack walked",
+        threads: 2,
+        rate: None,
+        pinned: false,
+        every_stack: true,
     },
 ];
 
@@ -87,6 +104,8 @@ struct Outcome {
     /// Failures of COMM counted by stack in the kernel, past the storm threshold or with the
     /// ring buffer full (folded stacks minus records).
     by_stack: u64,
+    /// Of `by_stack`: counted without a stack, past the stack budget (`--storm-stacks`).
+    stack_not_taken: u64,
     /// The kernel's storm-mode counter, all tasks.
     storm_all: u64,
     /// The kernel's failure count, all tasks.
@@ -169,17 +188,19 @@ fn run_step(
 ) -> Result<Outcome> {
     let json = scratch.join(format!("step{index}.jsonl"));
     let folded = scratch.join(format!("step{index}.folded"));
-    let tracer = start_tracer(
-        &[
-            "--force-method",
-            "raw_tp",
-            "--comm",
-            COMM,
-            "--folded",
-            folded.to_str().context("path")?,
-        ],
-        Stdio::from(std::fs::File::create(&json)?),
-    )?;
+    let mut args = vec![
+        "--force-method",
+        "raw_tp",
+        "--comm",
+        COMM,
+        "--folded",
+        folded.to_str().context("path")?,
+    ];
+    let every = u32::MAX.to_string();
+    if step.every_stack {
+        args.extend(["--storm-stacks", &every]);
+    }
+    let tracer = start_tracer(&args, Stdio::from(std::fs::File::create(&json)?))?;
     std::thread::sleep(Duration::from_millis(opts.settle_ms));
     let mut producer = Command::new(root_dir().join("target/release/storm-producer"));
     if step.pinned {
@@ -221,11 +242,16 @@ fn run_step(
         .find(|v| v["type"] == "summary")
         .context("fragtrace printed no summary")?;
     // Records and storm-mode counts of COMM, whatever their stacks; the root frame is the task.
-    let counted: u64 = std::fs::read_to_string(&folded)?
-        .lines()
-        .filter(|l| l.split(';').next() == Some(COMM))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
-        .sum();
+    let folded = std::fs::read_to_string(&folded)?;
+    let count_of = |keep: &dyn Fn(&str) -> bool| -> u64 {
+        folded
+            .lines()
+            .filter(|l| l.split(';').next() == Some(COMM) && keep(l))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
+            .sum()
+    };
+    let counted = count_of(&|_| true);
+    let stack_not_taken = count_of(&|l| l.contains(";[stack not taken]"));
     let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     let records = u(&summary["events"]);
     Ok(Outcome {
@@ -235,6 +261,7 @@ fn run_step(
         counted,
         records,
         by_stack: counted.saturating_sub(records),
+        stack_not_taken,
         storm_all: u(&summary["storm_aggregated"]),
         kernel: summary["fail_by_order"]
             .as_array()
@@ -252,7 +279,7 @@ fn run_step(
 fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
     println!();
     println!(
-        "storm mode: storm-producer calls fragtrace's page_alloc_raw (--force-method raw_tp) with BPF_PROG_TEST_RUN, page NULL, order 6, one call per failure, {} s per step; storm threshold {THRESHOLD} records/s per CPU (the default); {}; producer threads pinned round robin to CPUs 0 and 1 (1 thread: CPU {WORKLOAD_CPU})",
+        "storm mode: storm-producer calls fragtrace's page_alloc_raw (--force-method raw_tp) with BPF_PROG_TEST_RUN, page NULL, order 6, one call per failure, {} s per step; storm threshold {THRESHOLD} records/s per CPU and {STACK_BUDGET} stacks walked per second and CPU past it (the defaults; the last step walks every stack: --storm-stacks 4294967295); {}; producer threads pinned round robin to CPUs 0 and 1 (1 thread: CPU {WORKLOAD_CPU})",
         opts.storm_secs,
         placement()
     );
@@ -261,7 +288,7 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
     );
     println!();
     println!(
-        "| step | threads | reached failures/s | producer count | fragtrace count | exact? | records analysed (per s) | counted by stack: {COMM} / storm mode, all tasks | dropped / drain_shed | program runs: calls + others (others' est. share of its time) | kernel ns per failure |"
+        "| step | threads | reached failures/s | producer count | fragtrace count | exact? | records analysed (per s) | counted by stack: {COMM} (of which without a stack) / storm mode, all tasks | dropped / drain_shed | program runs: calls + others (others' est. share of its time) | kernel ns per failure |"
     );
     println!("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     for (step, o) in STEPS.iter().zip(outcomes) {
@@ -286,7 +313,7 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
             )
         };
         println!(
-            "| {} | {} | {:.0} | {} | {} | {exact} | {} ({:.0}) | {} / {} | {} / {} | {runs} | {ns} |",
+            "| {} | {} | {:.0} | {} | {} | {exact} | {} ({:.0}) | {} ({}) / {} | {} / {} | {runs} | {ns} |",
             step.name,
             step.threads,
             o.calls as f64 / o.seconds.max(f64::MIN_POSITIVE),
@@ -295,6 +322,7 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
             o.records,
             o.records as f64 / o.seconds.max(f64::MIN_POSITIVE),
             o.by_stack,
+            o.stack_not_taken,
             o.storm_all,
             o.dropped,
             o.drain_shed,
@@ -355,33 +383,25 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
     println!(
         "kernel ns per failure: page_alloc_raw's run_time_ns over its runs during the step (bpf_stats), less its other runs (the machine's own page allocations) at their cost measured for {BASELINE_SECS} s before the calls, over the calls; the synthetic failure's stack is the short bpf() syscall path"
     );
-    // Each step's time on the calls is records x r + storm-aggregated x s (failures that found
-    // the ring buffer full count as records here: they paid for the record's reads and the
-    // stack; few in practice): least squares over the steps for r and s.
-    let points: Vec<(f64, f64, f64)> = outcomes
+    // Each step's time on the calls is records x r + storm-aggregated with a stack x s +
+    // without one x n (failures that found the ring buffer full count as records here: they
+    // paid for the record's reads and the stack; few in practice): least squares over the
+    // steps.
+    let points: Vec<([f64; 3], f64)> = outcomes
         .iter()
         .filter_map(|o| {
             let t = o.calls_ns()?;
             let storm = o.storm_all.min(o.calls) as f64;
-            Some((o.calls as f64 - storm, storm, t))
+            let without = (o.stack_not_taken as f64).min(storm);
+            Some(([o.calls as f64 - storm, storm - without, without], t))
         })
         .collect();
-    let (mut rr, mut rs, mut ss, mut rt, mut st) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (r, s, t) in &points {
-        rr += r * r;
-        rs += r * s;
-        ss += s * s;
-        rt += r * t;
-        st += s * t;
-    }
-    let det = rr * ss - rs * rs;
-    if points.len() >= 2 && det.abs() > f64::EPSILON {
-        println!(
-            "  fit over the {} steps (time = records x r + storm-aggregated x s): record mode r = {:.0} ns per failure, storm mode s = {:.0} ns per failure",
+    match least_squares(&points) {
+        Some([r, s, n]) => println!(
+            "  fit over the {} steps (time = records x r + storm-aggregated with a stack x s + without one x n): record mode r = {r:.0} ns, storm mode with a stack s = {s:.0} ns, past the stack budget n = {n:.0} ns per failure",
             points.len(),
-            (rt * ss - st * rs) / det,
-            (st * rr - rt * rs) / det
-        );
+        ),
+        None => println!("  no fit: the steps do not separate the three kinds of failure"),
     }
     let mut other: Vec<f64> = outcomes
         .iter()
@@ -395,5 +415,63 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
             outcomes.len()
         ),
         None => println!("  the program did not run otherwise during the baselines"),
+    }
+}
+
+/// Least squares for `t = x . c` over the points: the normal equations, by Cramer's rule.
+fn least_squares(points: &[([f64; 3], f64)]) -> Option<[f64; 3]> {
+    let mut a = [[0.0; 3]; 3];
+    let mut b = [0.0; 3];
+    for (x, t) in points {
+        for i in 0..3 {
+            b[i] += x[i] * t;
+            for j in 0..3 {
+                a[i][j] += x[i] * x[j];
+            }
+        }
+    }
+    let det = |m: &[[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(&a);
+    if points.len() < 3 || d.abs() <= f64::EPSILON * a[0][0].abs().max(1.0) {
+        return None;
+    }
+    let mut c = [0.0; 3];
+    for (k, ck) in c.iter_mut().enumerate() {
+        let mut m = a;
+        for i in 0..3 {
+            m[i][k] = b[i];
+        }
+        *ck = det(&m) / d;
+    }
+    Some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_squares;
+
+    #[test]
+    fn least_squares_recovers_exact_costs() {
+        let cost = [7000.0, 1800.0, 300.0];
+        let xs = [
+            [1000.0, 0.0, 0.0],
+            [4000.0, 2000.0, 1000.0],
+            [4000.0, 2000.0, 90_000.0],
+            [4000.0, 2000.0, 600_000.0],
+            [2000.0, 1000.0, 300_000.0],
+        ];
+        let points: Vec<([f64; 3], f64)> = xs
+            .iter()
+            .map(|x| (*x, x.iter().zip(&cost).map(|(a, b)| a * b).sum()))
+            .collect();
+        let c = least_squares(&points).unwrap();
+        for (got, want) in c.iter().zip(cost) {
+            assert!((got - want).abs() < 1e-3 * want, "{c:?}");
+        }
+        assert!(least_squares(&points[..2]).is_none());
     }
 }

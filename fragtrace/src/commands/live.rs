@@ -113,6 +113,7 @@ impl Live {
             mode,
             opted_in,
             storm_threshold: args.storm_threshold,
+            storm_stacks: args.storm_stacks,
             stacks_min_order: args.stacks_min_order,
             no_kernel_reads: args.no_kernel_reads,
         };

@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use fragtrace_common::{
     AllocFailEvent, EventHeader, EventKind, MemcgCounters, MmEvent, NetnsOp, OomVictimEvent,
-    SlabCreateFailEvent, ZoneSnapshot, read_record, stall_kind,
+    STACK_NOT_TAKEN, SlabCreateFailEvent, ZoneSnapshot, read_record, stall_kind,
 };
 use serde::{Deserialize, Serialize};
 use std::{cell::RefCell, collections::HashMap};
@@ -431,6 +431,10 @@ pub struct StackCount {
     pub total_ns: u64,
 }
 
+/// The one frame of failures counted past the stack budget (`--storm-stacks`), as bcc's
+/// `[Missed Kernel Stack]`.
+pub const STACK_NOT_TAKEN_FRAME: &str = "[stack not taken]";
+
 /// The kernel's stack aggregations, named.
 #[derive(Debug, Clone, Default)]
 pub struct KernelStacks {
@@ -451,11 +455,11 @@ impl Decoder {
             cgroup_id: a.cgroup_id,
             order: a.order,
             what,
-            stack: agg
-                .stacks
-                .get(&a.stack_id)
-                .map(|frames| self.symbolize(frames))
-                .unwrap_or_default(),
+            stack: match agg.stacks.get(&a.stack_id) {
+                Some(frames) => self.symbolize(frames),
+                None if a.stack_id == STACK_NOT_TAKEN => vec![STACK_NOT_TAKEN_FRAME.to_string()],
+                None => Vec::new(),
+            },
             count: a.count,
             total_ns: a.total_ns,
         };
@@ -624,6 +628,45 @@ mod tests {
         let age = jiff::Timestamp::now().duration_since(ev.task.time);
         assert!(age.as_secs_f64().abs() < 5.0, "wall time off by {age:?}");
         assert!(d.decode(&record_bytes(&raw)[..40]).is_err());
+    }
+
+    /// Aggregated failures: a kept stack is symbolized; one past the stack budget has the one
+    /// `[stack not taken]` frame; one the kernel could not keep (an errno) has none.
+    #[test]
+    fn kernel_stacks_name_missing_stacks() {
+        use crate::source::stack_maps::Aggregated;
+        let (d, _) = Decoder::new(
+            &KernelTables::default(),
+            Kallsyms::parse("ffffffff812a0000 T __alloc_pages_noprof\n"),
+        );
+        let failure = |stack_id| Aggregated {
+            cgroup_id: 1,
+            comm: "storm".into(),
+            stack_id,
+            order: 3,
+            tag: 0,
+            count: 10,
+            total_ns: 0,
+        };
+        let agg = AggregatedStacks {
+            failures: vec![failure(4), failure(STACK_NOT_TAKEN), failure(-17)],
+            stacks: [(4, vec![0xffffffff812a0010])].into(),
+            ..Default::default()
+        };
+        let stacks: Vec<Vec<String>> = d
+            .kernel_stacks(&agg)
+            .failures
+            .into_iter()
+            .map(|f| f.stack)
+            .collect();
+        assert_eq!(
+            stacks,
+            [
+                vec!["__alloc_pages_noprof+0x10".to_string()],
+                vec![STACK_NOT_TAKEN_FRAME.to_string()],
+                vec![],
+            ]
+        );
     }
 
     /// An OOM record carries the zones as they were when the victim was chosen.
