@@ -1,11 +1,11 @@
 //! `oom:mark_victim`. Its arguments changed (int pid on 5.x, task_struct on 6.x), so it is read
 //! as a classic tracepoint whose `pid` field offset comes from tracefs.
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use fragtrace_common::{EventKind, MmEvent, OomVictimEvent, counter};
 
 use crate::{
-    maps::{EVENTS, bump, header, load_const},
+    maps::{EVENTS, bump, current_comm_into, header, load_const},
     memcg::current_memcg_counters,
     zones::snapshot_current_node,
 };
@@ -31,9 +31,10 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     unsafe {
         (*ev).mm = MmEvent {
             header: header(EventKind::OomVictim),
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            comm: [0; 16],
             args: [pid as u32 as u64, 0, 0, 0, 0, 0],
         };
+        current_comm_into(&mut (*ev).mm.comm);
         // The current task invoked the OOM killer; for a memory-cgroup OOM its cgroup (or an
         // ancestor) is the one at its limit. Read now: the victim and its cgroup may be gone
         // later. Written into the record at once, as the failure handler does: kept live

@@ -6,7 +6,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_stack, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_stack, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
     programs::tracing::StackIdContext,
@@ -16,8 +16,8 @@ use fragtrace_common::{
 };
 
 use crate::maps::{
-    COPY_NET_NS_START, EVENTS, NETNS_WINDOWS, WARNED, btf_and_raw_tracepoint, bump, current_tid,
-    header, is_self, load_const,
+    COPY_NET_NS_START, EVENTS, NETNS_WINDOWS, WARNED, btf_and_raw_tracepoint, bump,
+    current_comm_into, current_tid, header, is_self, load_const,
 };
 use crate::memcg::current_memcg_counters;
 use crate::stacks;
@@ -148,7 +148,7 @@ fn try_page_alloc<C: StackIdContext>(ctx: &C, alloc: PageAlloc) -> Result<(), i6
         (*ev).gfp_flags = alloc.gfp_flags;
         (*ev).order = alloc.order;
         (*ev).migratetype = alloc.migratetype;
-        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        current_comm_into(&mut (*ev).comm);
         (*ev).netns = netns;
         (*ev).warned = warned;
         (*ev).memcg = current_memcg_counters();

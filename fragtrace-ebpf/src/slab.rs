@@ -4,14 +4,14 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes},
+    helpers::bpf_probe_read_kernel_str_bytes,
     macros::{fexit, kprobe, kretprobe, map},
     maps::HashMap,
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
 use fragtrace_common::{EventKind, SLAB_NAME_LEN, SlabCreateFailEvent, counter};
 
-use crate::maps::{EVENTS, bump, current_tid, header, is_self};
+use crate::maps::{EVENTS, bump, current_comm_into, current_tid, header, is_self};
 
 /// The name argument of calls in progress, for the kretprobe.
 #[map]
@@ -23,9 +23,10 @@ fn report_failure<C: EbpfContext>(_ctx: &C, name_ptr: u64) {
     }
     let mut ev = SlabCreateFailEvent {
         header: header(EventKind::SlabCreateFail),
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: [0; 16],
         name: [0; SLAB_NAME_LEN],
     };
+    current_comm_into(&mut ev.comm);
     // SAFETY: a checked read of a kernel string into a fixed buffer.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(name_ptr as *const u8, &mut ev.name) };
     if EVENTS.output::<SlabCreateFailEvent>(&ev, 0).is_err() {

@@ -6,14 +6,14 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     macros::map,
     maps::{HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
 };
 use fragtrace_common::{STACK_NOT_TAKEN, StackKey, StackValue, aggregation, counter, stall_kind};
 
-use crate::maps::{bump, current_tid, load_const};
+use crate::maps::{bump, current_comm_into, current_tid, load_const};
 
 /// Distinct kernel stacks kept: 4096 of 127 frames, 4 MiB of kernel memory, preallocated.
 #[map]
@@ -86,15 +86,17 @@ fn key<C: StackIdContext>(ctx: &C, order: u32, tag: u32) -> StackKey {
 }
 
 fn key_with(stack_id: i32, order: u32, tag: u32) -> StackKey {
-    StackKey {
+    let mut key = StackKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: [0; 16],
         stack_id,
         order,
         tag,
         _pad: 0,
-    }
+    };
+    current_comm_into(&mut key.comm);
+    key
 }
 
 /// Adds one occurrence and `ns` to a map value, atomically: CPUs in a storm share keys.
@@ -258,15 +260,7 @@ pub fn on_stall_end(kind: u32) {
         return;
     }
     let _ = STALL_START.remove(tid);
-    let key = StackKey {
-        // SAFETY: helper without preconditions.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        stack_id: start.stack_id,
-        order: start.order,
-        tag: kind,
-        _pad: 0,
-    };
+    let key = key_with(start.stack_id, start.order, kind);
     add(
         &STALL_STACKS,
         aggregation::STALLS,
