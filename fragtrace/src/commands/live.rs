@@ -119,8 +119,8 @@ impl Live {
         };
         let mut loaded = loader::load(&tracefs, request, &kallsyms)?;
         // Loading parsed the kernel's BTF (tens of MB, now freed): give back what is left in
-        // the heap before the ring buffer is mapped (8 MiB of RSS) and the rest is locked in
-        // memory, or the two add up in the peak.
+        // the heap before the ring buffer is mapped (twice its size in RSS) and the rest is
+        // locked in memory, or the two add up in the peak.
         // SAFETY: malloc_trim only releases free heap memory.
         unsafe { libc::malloc_trim(0) };
         loaded.require_any_attached()?;
