@@ -83,7 +83,8 @@ pub struct StackKey {
 
 /// A failure counted in the kernel without its stack: past the stack budget
 /// (`STORM_STACKS_PER_SEC` per CPU), which bounds what stack walks cost in a storm.
-pub const STACK_NOT_TAKEN: i32 = -1;
+/// Outside -4095..-1, so never one of `bpf_get_stackid`'s errnos.
+pub const STACK_NOT_TAKEN: i32 = i32::MIN;
 
 /// How often, and for stalls how long in all.
 #[repr(C)]

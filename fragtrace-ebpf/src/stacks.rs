@@ -46,8 +46,8 @@ static STALL_START: HashMap<u32, StallStart> = HashMap::with_max_entries(16384, 
 #[map]
 static COMPACT_REQUEST: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(16384, 0);
 
-/// Per CPU: [start of the current second, failure records sent in it, stacks taken in it for
-/// failures counted here].
+/// Per CPU: [start of the current second, failure records sent in it, failures counted here
+/// in it (the first `STORM_STACKS_PER_SEC` with their stack)].
 #[map]
 static STORM_WINDOW: PerCpuArray<[u64; 3]> = PerCpuArray::with_max_entries(1, 0);
 
@@ -173,8 +173,8 @@ pub fn failure_as_record<C: StackIdContext>(ctx: &C, order: u32) -> bool {
     false
 }
 
-/// Counts a failure by stack, order and task instead of sending a record: past the storm
-/// threshold, and when the ring buffer has no room.
+/// Counts a failure by stack (within the stack budget), order and task instead of sending a
+/// record: past the storm threshold, and when the ring buffer has no room.
 pub fn count_failure<C: StackIdContext>(ctx: &C, order: u32) {
     count_in(ctx, order, this_second());
 }

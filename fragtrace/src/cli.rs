@@ -133,7 +133,7 @@ pub struct TraceArgs {
     pub storm_threshold: u32,
     /// Stacks walked per second and CPU for failures counted in the kernel (storm mode, or the
     /// ring buffer full). A walk costs microseconds; past N a failure is still counted, by
-    /// order and task, under "[stack not taken]".
+    /// order and task, under "[stack not taken]". 0 walks none; 4294967295 walks every one.
     #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_STACKS)]
     pub storm_stacks: u32,
     /// Also count, by stack, successful allocations of order N and above: who asks for
@@ -250,7 +250,7 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_THRESHOLD)]
     pub storm_threshold: u32,
     /// As for the tracer: stacks walked per second and CPU for failures counted in the kernel;
-    /// past N they are counted under "[stack not taken]".
+    /// past N they are counted under "[stack not taken]" (0: none walked).
     #[arg(long, value_name = "N", default_value_t = crate::hooks::loader::DEFAULT_STORM_STACKS)]
     pub storm_stacks: u32,
     /// As for the tracer: fragtrace's own OOM score adjustment (-1000..1000).

@@ -6,7 +6,9 @@
 //! failure stacks) is judged against the producer's own count of successful calls. With
 //! kernel.bpf_stats_enabled on, the program's run_time_ns/run_cnt over the step give its kernel
 //! time per failure; the program's other runs (the tracepoint on the machine's own page
-//! allocations, measured beforehand for a while without calls) are taken out.
+//! allocations, measured beforehand for a while without calls) are taken out. A last step
+//! walks every stack (`--storm-stacks` at its maximum), so that a fit over the steps can tell
+//! apart the cost of a record, of storm mode with a stack, and of storm mode past the budget.
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -384,9 +386,9 @@ fn print_table(outcomes: &[Outcome], stats_on: bool, opts: &Options) {
         "kernel ns per failure: page_alloc_raw's run_time_ns over its runs during the step (bpf_stats), less its other runs (the machine's own page allocations) at their cost measured for {BASELINE_SECS} s before the calls, over the calls; the synthetic failure's stack is the short bpf() syscall path"
     );
     // Each step's time on the calls is records x r + storm-aggregated with a stack x s +
-    // without one x n (failures that found the ring buffer full count as records here: they
-    // paid for the record's reads and the stack; few in practice): least squares over the
-    // steps.
+    // without one x n: least squares over the steps. Failures that found the ring buffer full
+    // count as records, or as past the budget when their stack was not taken (the folded
+    // stacks cannot tell them from storm mode's); at most `dropped` of them, few in practice.
     let points: Vec<([f64; 3], f64)> = outcomes
         .iter()
         .filter_map(|o| {
@@ -436,7 +438,9 @@ fn least_squares(points: &[([f64; 3], f64)]) -> Option<[f64; 3]> {
             + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
     };
     let d = det(&a);
-    if points.len() < 3 || d.abs() <= f64::EPSILON * a[0][0].abs().max(1.0) {
+    // Singular, or nearly: relative to the scale of the diagonal.
+    let scale = (a[0][0] * a[1][1] * a[2][2]).abs();
+    if points.len() < 3 || scale == 0.0 || d.abs() <= 1e-12 * scale {
         return None;
     }
     let mut c = [0.0; 3];

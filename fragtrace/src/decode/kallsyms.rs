@@ -80,7 +80,8 @@ impl Kallsyms {
         // Text symbols only: stacks hold code addresses. Not the padding before each
         // function (`__pfx_`, 6.2+; `__cfi_`, kCFI), half of all text symbols on 6.2+: no
         // stack points into it, and a noreturn call ending a function leaves a return
-        // address at the next padding, which belongs to the caller.
+        // address at the next padding, which belongs to the caller. (arm64 clang-CFI kernels
+        // of 5.13-5.19 had a few real `__cfi_` functions; an allocation stack has none.)
         if addr == 0
             || !matches!(kind, "t" | "T" | "w" | "W")
             || name.len() > u16::MAX as usize

@@ -268,8 +268,8 @@ impl Summary<'_> {
         if c.storm_aggregated > 0 {
             let _ = writeln!(
                 s,
-                "\n{} failures counted by stack in the kernel (storm mode): too many per second \
-                 to send one by one; no verdict or attribution for those",
+                "\n{} failures counted in the kernel (storm mode; by stack within --storm-stacks): \
+                 too many per second to send one by one; no verdict or attribution for those",
                 c.storm_aggregated
             );
         }
