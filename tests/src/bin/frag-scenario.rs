@@ -2108,21 +2108,30 @@ fn in_cgroup_child(dir: &str, work: fn(&str) -> i32) -> (i32, i32) {
 static ENOMEM_COUNTER: std::sync::atomic::AtomicPtr<u32> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
+/// A number in one of the cgroup `dir`'s files; u64::MAX when unreadable ("max").
+fn cgroup_value(dir: &str, file: &str) -> u64 {
+    fs::read_to_string(format!("{dir}/{file}"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Touches anonymous memory in 256 KiB pieces until the cgroup `dir` (this task's) is 2 MiB
+/// below its memory.max; the pieces are returned, to be held.
+fn fill_to_2_mib_below_limit(dir: &str) -> Vec<Vec<u8>> {
+    let limit = cgroup_value(dir, "memory.max");
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    while cgroup_value(dir, "memory.current").saturating_add(2 << 20) + (256 << 10) <= limit {
+        held.push(std::hint::black_box(vec![1u8; 256 << 10]));
+    }
+    held
+}
+
 /// Fills the cgroup to 2 MiB below memory.max, then asks for 16 MiB pipe buffers: each needs
 /// an order-6 GFP_KERNEL_ACCOUNT allocation whose charge fails. Exit status: ENOMEM count,
 /// also kept in `ENOMEM_COUNTER` as it goes.
 fn fill_then_grow_pipes(dir: &str) -> i32 {
-    let read = |f: &str| -> u64 {
-        fs::read_to_string(format!("{dir}/{f}"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(u64::MAX)
-    };
-    let limit = read("memory.max");
-    let mut held: Vec<Vec<u8>> = Vec::new();
-    while read("memory.current").saturating_add(2 << 20) + (256 << 10) <= limit {
-        held.push(std::hint::black_box(vec![1u8; 256 << 10]));
-    }
+    let held = fill_to_2_mib_below_limit(dir);
     let mut enomem = 0;
     for _ in 0..16 {
         let mut fds = [0i32; 2];
@@ -2988,17 +2997,9 @@ fn fail_worker(dir: &str, cmd: RawFd, res: RawFd) {
     if let Err(e) = write(&format!("{dir}/cgroup.procs"), "0") {
         return fail(e);
     }
-    let read = |f: &str| -> u64 {
-        fs::read_to_string(format!("{dir}/{f}"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(u64::MAX)
-    };
+    let held = fill_to_2_mib_below_limit(dir);
+    let read = |f: &str| cgroup_value(dir, f);
     let limit = read("memory.max");
-    let mut held: Vec<Vec<u8>> = Vec::new();
-    while read("memory.current").saturating_add(2 << 20) + (256 << 10) <= limit {
-        held.push(std::hint::black_box(vec![1u8; 256 << 10]));
-    }
     // Pipes resized until the first failure stay open: their rings hold the last headroom.
     let mut fds = [0i32; 2];
     let mut kept = 0;
