@@ -17,11 +17,13 @@ use std::{
 use fragtrace_tests::{PipePressure, Scratch, daemon::*, is_root_or_skip};
 
 /// One look at the daemon.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Look {
     at: Duration,
     rss_kb: u64,
     fds: usize,
+    /// What each descriptor is open on (`/proc/PID/fd/N`'s link).
+    fd_targets: Vec<String>,
 }
 
 fn look(pid: u32, started: Instant) -> Look {
@@ -31,13 +33,19 @@ fn look(pid: u32, started: Instant) -> Look {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    let fd_targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("daemon fds")
-        .count();
+        .flatten()
+        .map(|fd| match std::fs::read_link(fd.path()) {
+            Ok(target) => format!("{}", target.display()),
+            Err(e) => format!("({e})"),
+        })
+        .collect();
     Look {
         at: started.elapsed(),
         rss_kb,
-        fds,
+        fds: fd_targets.len(),
+        fd_targets,
     }
 }
 
@@ -108,27 +116,54 @@ fn soak(test: &str, total: Duration, window: Duration) {
     let first: Vec<&Look> = looks.iter().filter(|l| l.at < window).collect();
     let last: Vec<&Look> = looks.iter().filter(|l| l.at >= total - window).collect();
     let max = |v: &[&Look], f: fn(&Look) -> u64| v.iter().map(|l| f(l)).max().unwrap();
-    let min = |v: &[&Look], f: fn(&Look) -> u64| v.iter().map(|l| f(l)).min().unwrap();
     let (rss_first, rss_last) = (max(&first, |l| l.rss_kb), max(&last, |l| l.rss_kb));
-    // A leaked descriptor stays open, so it raises the fewest a window sees. The most would
-    // also count a file open at the moment of a look (a flight-recorder segment being
-    // rotated, every half minute here), which is no leak.
-    let (fds_first, fds_last) = (min(&first, |l| l.fds as u64), min(&last, |l| l.fds as u64));
+    // A leaked descriptor stays open, so it raises the median count of the looks in a window.
+    // A file open or closed at the moment of a look does not: a /proc read under way opens
+    // one more, and a flight-recorder segment being rotated (every 15-30 s here) is closed
+    // before the next is opened, one fewer.
+    let median = |v: &[&Look]| -> Look {
+        let mut v = v.to_vec();
+        v.sort_by_key(|l| l.fds);
+        v[v.len() / 2].clone()
+    };
+    let (fds_first, fds_last) = (median(&first), median(&last));
     eprintln!(
         "{test}: {} s, {} memcg failures made; RSS max {rss_first} kB in the first window, \
-         {rss_last} kB in the last; fewest fds {fds_first} -> {fds_last}",
+         {rss_last} kB in the last; median fds {} -> {}",
         total.as_secs(),
-        made.load(Ordering::Relaxed)
+        made.load(Ordering::Relaxed),
+        fds_first.fds,
+        fds_last.fds,
     );
+    let brief: Vec<(Duration, u64, usize)> =
+        looks.iter().map(|l| (l.at, l.rss_kb, l.fds)).collect();
     // Flat: the last window holds no more than the first, give or take the allocator's
     // granularity (1 MiB) and 5 %.
     assert!(
         rss_last <= rss_first + rss_first / 20 + 1024,
-        "RSS grew: {rss_first} -> {rss_last} kB; looks {looks:?}"
+        "RSS grew: {rss_first} -> {rss_last} kB; (at, RSS kB, fds) {brief:?}"
     );
+    // The descriptors of the last look in excess of the first's, target by target.
+    let mut unmatched = fds_first.fd_targets.clone();
+    let opened_since: Vec<&String> = fds_last
+        .fd_targets
+        .iter()
+        .filter(|t| match unmatched.iter().position(|u| u == *t) {
+            Some(i) => {
+                unmatched.swap_remove(i);
+                false
+            }
+            None => true,
+        })
+        .collect();
     assert!(
-        fds_last <= fds_first,
-        "fds grew: {fds_first} -> {fds_last}; {looks:?}"
+        fds_last.fds <= fds_first.fds,
+        "fds grew: {} at {:?} -> {} at {:?}, open then and not before: {opened_since:?}; \
+         (at, RSS kB, fds) {brief:?}",
+        fds_first.fds,
+        fds_first.at,
+        fds_last.fds,
+        fds_last.at,
     );
 
     // Every failure the kernel counted is accounted for.
