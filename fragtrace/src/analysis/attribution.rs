@@ -33,7 +33,7 @@ pub struct FailureContext {
     pub verdict: Verdict,
 }
 
-/// A zone state read later than this after a failure is flagged in the reason.
+/// A zone state read more than this after a failure, or before it, is flagged in the reason.
 const STALE_STATE_MS: i64 = 100;
 
 /// The zone states read from /proc during the run, as they were handed in: the first (for the
@@ -126,6 +126,9 @@ impl Attributor {
                         v.reason += &format!(" [node {} zones read at the failure]", ev.zones.node);
                     } else if lag_ms > STALE_STATE_MS {
                         v.reason += &format!(" [zone state read {lag_ms} ms after the failure]");
+                    } else if lag_ms < -STALE_STATE_MS {
+                        let before = -lag_ms;
+                        v.reason += &format!(" [zone state read {before} ms before the failure]");
                     }
                 }
                 v
@@ -383,6 +386,12 @@ pub(crate) mod tests {
         let ctx = a.failure(&task(1_000_000_000), &failure(3), None, &mut host);
         assert_eq!(ctx.zone_state_lag_ms, Some(250));
         assert!(ctx.verdict.reason.contains("250 ms after"), "{ctx:?}");
+        // Reads are paced, so a failure may be judged on one well before it.
+        let ctx = a.failure(&task(1_400_000_000), &failure(3), None, &mut host);
+        assert_eq!(ctx.zone_state_lag_ms, Some(-150));
+        assert!(ctx.verdict.reason.contains("150 ms before"), "{ctx:?}");
+        let ctx = a.failure(&task(1_300_000_000), &failure(3), None, &mut host);
+        assert!(!ctx.verdict.reason.contains("before"), "{ctx:?}");
 
         let mut f = failure(3);
         f.zones.flags = fragtrace_common::zone_snapshot::VALID;

@@ -31,7 +31,7 @@ use crate::{
     sink::{metrics::AnalysisTime, recording::Recorder, status},
     source::{
         counters::{CounterValues, Counters},
-        host::{Host, LiveHost, ZoneSample},
+        host::{Host, LiveHost, ZoneReads, ZoneSample},
         recording::{self, CounterSnapshot, Header, Trailer},
         ringbuf::{Batches, Drain, RECORDS_PER_BATCH, RawBatch},
         stack_maps::StackMaps,
@@ -61,6 +61,7 @@ pub struct Live {
     /// Events shed by recordings already ended.
     ended_recordings_shed: u64,
     drain: Drain,
+    zone_reads: ZoneReads,
     stage_lag: StageLagRecorder,
     /// fragtrace's own page faults when tracing began.
     faults_at_start: u64,
@@ -182,6 +183,7 @@ impl Live {
             recording_started: Instant::now(),
             ended_recordings_shed: 0,
             drain,
+            zone_reads: ZoneReads::default(),
             stage_lag: StageLagRecorder::default(),
             faults_at_start: 0,
             runqueue_wait_at_start: 0,
@@ -296,7 +298,7 @@ impl Live {
         let (cpu0, faults0) = survival::thread_cpu_and_faults();
         self.stage_lag.taken_up(&batch);
         if self.pipeline.needs_zone_sample(batch.records())
-            && let Some(z) = self.health.zone_reads.time(ZoneSample::read)
+            && let Some(z) = self.zone_reads.read_if_due()
         {
             self.pipeline.zone_sample(z);
         }
@@ -314,7 +316,7 @@ impl Live {
 
     /// The periodic /proc read, and what the kernel counts and aggregates.
     pub fn on_zone_tick(&mut self) {
-        if let Some(z) = self.health.zone_reads.time(ZoneSample::read) {
+        if let Some(z) = self.zone_reads.read() {
             self.pipeline.zone_sample(z);
         }
         self.read_kernel_aggregates();
@@ -349,7 +351,7 @@ impl Live {
         }
         status::clear();
         let counters = self.counters.read()?;
-        if let Some(z) = ZoneSample::read() {
+        if let Some(z) = self.zone_reads.read() {
             self.pipeline.zone_sample(z);
         }
         self.read_kernel_aggregates();
@@ -366,6 +368,7 @@ impl Live {
         }
         h.stage_lag = self.stage_lag.summary();
         h.host_reads = self.pipeline.host.reads;
+        h.zone_reads = self.zone_reads.spent;
         h.recording_shed = self.ended_recordings_shed
             + self
                 .pipeline
