@@ -70,8 +70,8 @@ pub enum LineFormat {
     Json,
 }
 
-/// Chunks standard output's writer holds before shedding (each is one batch's lines).
-const QUEUED_CHUNKS: usize = 1024;
+/// Bytes of event lines a writer holds before shedding: about a thousand failures' lines.
+const QUEUED_BYTES: usize = 1 << 20;
 
 /// Standard output, with the status line out of the way while it is written.
 struct Stdout(io::Stdout);
@@ -105,7 +105,7 @@ impl EventLines {
             writer: Writer::spawn(
                 "fragtrace-out",
                 Box::new(Stdout(io::stdout())),
-                QUEUED_CHUNKS,
+                QUEUED_BYTES,
                 Flush::WhenIdle,
             )?,
             pending: Chunk::default(),
@@ -129,7 +129,7 @@ impl EventLines {
             writer: Writer::spawn(
                 "fragtrace-events",
                 Box::new(file),
-                QUEUED_CHUNKS,
+                QUEUED_BYTES,
                 Flush::WhenIdle,
             )?,
             pending: Chunk::default(),

@@ -23,8 +23,8 @@ use crate::{
     },
 };
 
-/// Chunks the recording's writer holds before shedding (each is one batch of records).
-const QUEUED_CHUNKS: usize = 4096;
+/// Bytes of records the recording's writer holds before shedding (before compression).
+const QUEUED_BYTES: usize = 4 << 20;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Recorder {
@@ -74,7 +74,7 @@ impl Recorder {
         let writer = Writer::spawn(
             "fragtrace-record",
             Box::new(Compressed(zstd)),
-            QUEUED_CHUNKS,
+            QUEUED_BYTES,
             Flush::Every(FLUSH_EVERY),
         )
         .map_err(|e| {
