@@ -143,7 +143,8 @@ fn soak(test: &str, total: Duration, window: Duration) {
         rss_last <= rss_first + rss_first / 20 + 1024,
         "RSS grew: {rss_first} -> {rss_last} kB; (at, RSS kB, fds) {brief:?}"
     );
-    // The descriptors of the last look in excess of the first's, target by target.
+    // What the last look had open that the first did not, target by target (sockets, pipes
+    // and flight-recorder segments differ in name alone).
     let mut unmatched = fds_first.fd_targets.clone();
     let opened_since: Vec<&String> = fds_last
         .fd_targets
@@ -158,7 +159,7 @@ fn soak(test: &str, total: Duration, window: Duration) {
         .collect();
     assert!(
         fds_last.fds <= fds_first.fds,
-        "fds grew: {} at {:?} -> {} at {:?}, open then and not before: {opened_since:?}; \
+        "fds grew: {} at {:?} -> {} at {:?}; open then, not at the first: {opened_since:?}; \
          (at, RSS kB, fds) {brief:?}",
         fds_first.fds,
         fds_first.at,

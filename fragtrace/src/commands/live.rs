@@ -156,7 +156,8 @@ impl Live {
             metrics: None,
             flamegraphs: None,
         };
-        if let Some(z) = ZoneSample::read() {
+        let mut zone_reads = ZoneReads::default();
+        if let Some(z) = zone_reads.read(&mut health.zone_reads) {
             pipeline.zone_sample(z);
         }
         log::info!(
@@ -183,7 +184,7 @@ impl Live {
             recording_started: Instant::now(),
             ended_recordings_shed: 0,
             drain,
-            zone_reads: ZoneReads::default(),
+            zone_reads,
             stage_lag: StageLagRecorder::default(),
             faults_at_start: 0,
             runqueue_wait_at_start: 0,
@@ -291,14 +292,14 @@ impl Live {
         self.drain.stats.heartbeat_ns.load(Ordering::Relaxed)
     }
 
-    /// One batch from the drain thread: /proc read first if its failures need it, then every
-    /// record through the pipeline, then the sinks get the batch's output.
+    /// One batch from the drain thread: /proc read first if its failures need it and the pace
+    /// allows, then every record through the pipeline, then the sinks get the batch's output.
     pub fn on_batch(&mut self, batch: RawBatch) {
         let started = Instant::now();
         let (cpu0, faults0) = survival::thread_cpu_and_faults();
         self.stage_lag.taken_up(&batch);
         if self.pipeline.needs_zone_sample(batch.records())
-            && let Some(z) = self.zone_reads.read_if_due()
+            && let Some(z) = self.zone_reads.read_if_due(&mut self.health.zone_reads)
         {
             self.pipeline.zone_sample(z);
         }
@@ -316,7 +317,7 @@ impl Live {
 
     /// The periodic /proc read, and what the kernel counts and aggregates.
     pub fn on_zone_tick(&mut self) {
-        if let Some(z) = self.zone_reads.read() {
+        if let Some(z) = self.zone_reads.read(&mut self.health.zone_reads) {
             self.pipeline.zone_sample(z);
         }
         self.read_kernel_aggregates();
@@ -351,7 +352,7 @@ impl Live {
         }
         status::clear();
         let counters = self.counters.read()?;
-        if let Some(z) = self.zone_reads.read() {
+        if let Some(z) = self.zone_reads.read(&mut self.health.zone_reads) {
             self.pipeline.zone_sample(z);
         }
         self.read_kernel_aggregates();
@@ -368,7 +369,6 @@ impl Live {
         }
         h.stage_lag = self.stage_lag.summary();
         h.host_reads = self.pipeline.host.reads;
-        h.zone_reads = self.zone_reads.spent;
         h.recording_shed = self.ended_recordings_shed
             + self
                 .pipeline

@@ -58,7 +58,7 @@ pub enum Flush {
 /// What a writer did, for the summary.
 #[derive(Default)]
 pub struct WriterStats {
-    /// Events in chunks shed because the channel was full.
+    /// Events in chunks shed because the queue was full (its bytes, or 4,096 chunks).
     pub shed_events: AtomicU64,
     pub shed_chunks: AtomicU64,
     pub bytes: AtomicU64,
@@ -153,8 +153,11 @@ impl Writer {
     /// Hands a chunk on, waiting for room (the summary, the trailer: never shed).
     pub fn send_wait(&self, chunk: Chunk) {
         if let Some(tx) = &self.tx {
-            self.queued.fetch_add(chunk.bytes.len(), Ordering::AcqRel);
-            let _ = tx.send(chunk);
+            let len = chunk.bytes.len();
+            self.queued.fetch_add(len, Ordering::AcqRel);
+            if tx.send(chunk).is_err() {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+            }
         }
     }
 

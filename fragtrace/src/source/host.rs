@@ -1,7 +1,10 @@
 //! What the host tells about a task beyond its record: its cgroups, container, memory cgroup
 //! and name, and the zone state in /proc. Live, these are read from /proc and cgroupfs, and each
 //! answer can be kept as a [`Fact`] for a recording; in `report`, the recorded facts answer.
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -86,36 +89,46 @@ impl ZoneSample {
     }
 }
 
-/// Reads of /proc for the zone state take at most 1/ZONE_READ_SHARE of the time. Reading
-/// /proc/pagetypeinfo counts every free list under its zone's lock, which takes longer the more
-/// fragmented memory is: 8 ms a read on an idle 24 GiB machine, 15-26 ms under allocation load.
+/// On the failure path, reads of /proc for the zone state take at most 1/ZONE_READ_SHARE of
+/// the time. Reading /proc/pagetypeinfo counts every free list under its zone's lock, which
+/// takes longer the more fragmented memory is: 3-8 ms a read on an idle 24 GiB machine, 15-26 ms
+/// under allocation load.
 const ZONE_READ_SHARE: u32 = 10;
+/// The longest a paced read waits: a read that stalled (its thread preempted) costs at most this.
+const MAX_ZONE_READ_PAUSE: Duration = Duration::from_secs(1);
 
 /// /proc reads of the zone state, paced by [`ZONE_READ_SHARE`].
 #[derive(Default)]
 pub struct ZoneReads {
-    pub spent: TimeSpent,
     /// When the next paced read may start.
     next: Option<Instant>,
 }
 
 impl ZoneReads {
-    /// Reads /proc now.
-    pub fn read(&mut self) -> Option<ZoneSample> {
+    /// Reads /proc now, counting the time in `spent`.
+    pub fn read(&mut self, spent: &mut TimeSpent) -> Option<ZoneSample> {
         let started = Instant::now();
         let sample = ZoneSample::read();
         let took = started.elapsed();
-        self.spent.add(took.as_nanos() as u64);
-        self.next = Some(started + took * ZONE_READ_SHARE);
+        spent.add(took.as_nanos() as u64);
+        self.paced(started, took);
         sample
     }
 
     /// Reads /proc unless the pace forbids it yet.
-    pub fn read_if_due(&mut self) -> Option<ZoneSample> {
-        if self.next.is_some_and(|next| Instant::now() < next) {
+    pub fn read_if_due(&mut self, spent: &mut TimeSpent) -> Option<ZoneSample> {
+        if !self.due(Instant::now()) {
             return None;
         }
-        self.read()
+        self.read(spent)
+    }
+
+    fn paced(&mut self, started: Instant, took: Duration) {
+        self.next = Some(started + (took * ZONE_READ_SHARE).min(MAX_ZONE_READ_PAUSE));
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.next.is_none_or(|next| now >= next)
     }
 }
 
@@ -357,17 +370,22 @@ impl Host for RecordedHost {
 mod tests {
     use super::*;
 
-    /// A paced read waits for ZONE_READ_SHARE times the last read's duration; a plain one does
-    /// not, and both are counted.
+    /// A read ZONE_READ_SHARE times as long as it took, at most MAX_ZONE_READ_PAUSE, must pass
+    /// before the next paced one.
     #[test]
     fn zone_reads_are_paced() {
         let mut reads = ZoneReads::default();
-        assert!(reads.read_if_due().is_some());
-        assert!(reads.read_if_due().is_none());
-        assert!(reads.read().is_some());
-        std::thread::sleep(std::time::Duration::from_nanos(reads.spent.max_ns) * ZONE_READ_SHARE);
-        assert!(reads.read_if_due().is_some());
-        assert_eq!(reads.spent.count, 3);
+        let t0 = Instant::now();
+        assert!(reads.due(t0));
+        reads.paced(t0, Duration::from_millis(20));
+        assert!(!reads.due(t0 + Duration::from_millis(199)));
+        assert!(reads.due(t0 + Duration::from_millis(200)));
+        reads.paced(t0, Duration::from_millis(500));
+        assert!(reads.due(t0 + MAX_ZONE_READ_PAUSE));
+        let mut spent = TimeSpent::default();
+        reads.read(&mut spent);
+        assert_eq!(spent.count, 1);
+        assert!(reads.next.is_some_and(|next| next > t0));
     }
 
     /// What the live host answered and recorded, the recorded host answers the same.

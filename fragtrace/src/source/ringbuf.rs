@@ -227,9 +227,10 @@ const POLL_MS: i32 = 50;
 const RETRY_MS: i32 = 5;
 /// After a pass that found records, the drain lets more gather this long before it looks
 /// again, so that a steady stream wakes each thread (drain, analysis, output) once per batch
-/// rather than once per record: 108 -> 66 us of fragtrace's CPU per failure at 1,400
-/// failures/s here (`cargo xtask bench --only failure`). At most 2,000 records per CPU per
-/// second come before storm mode, and the kernel's buffer holds about 295 per CPU.
+/// rather than once per record: 111 -> 61 us of fragtrace's CPU per failure at 1,300 failures/s
+/// here (`cargo xtask bench --only failure`). At most 2,000 records per CPU per second come
+/// before storm mode; the kernel's buffer holds about 290 per CPU
+/// ([`crate::hooks::loader::ring_buffer_bytes`]).
 const GATHER_MS: u64 = 5;
 
 impl Worker {
