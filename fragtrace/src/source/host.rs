@@ -97,7 +97,7 @@ const ZONE_READ_SHARE: u32 = 10;
 /// The longest a paced read waits: a read that stalled (its thread preempted) costs at most this.
 const MAX_ZONE_READ_PAUSE: Duration = Duration::from_secs(1);
 
-/// /proc reads of the zone state, paced by [`ZONE_READ_SHARE`].
+/// /proc reads of the zone state, paced by `ZONE_READ_SHARE`.
 #[derive(Default)]
 pub struct ZoneReads {
     /// When the next paced read may start.

@@ -133,7 +133,7 @@ impl Batches {
     }
 }
 
-/// The drain thread. Dropping it without [`Drain::finish`] stops it too.
+/// The drain thread. Dropping it stops it too, as [`Drain::stop`] does, and waits for it.
 pub struct Drain {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
