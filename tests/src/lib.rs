@@ -249,6 +249,23 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
     }
 }
 
+/// A folded-stacks file's `frames;... count` lines: (stack, count).
+pub fn folded(path: &str) -> Vec<(String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .map(|l| {
+            let (stack, n) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not folded: {l}"));
+            (
+                stack.to_string(),
+                n.parse().unwrap_or_else(|_| panic!("no count: {l}")),
+            )
+        })
+        .collect()
+}
+
 /// The summary object (the last line).
 pub fn summary(events: &[Value]) -> &Value {
     let last = events.last().expect("no output at all");

@@ -109,10 +109,9 @@ fn signals_under_load_end_with_complete_outputs() {
         let (replayed, report_err) = report(&rec);
         assert_eq!(summary(&replayed)["cut"], Value::Null, "{report_err}");
         assert_eq!(replayed, events, "signal {signal}");
-        let folded_total: u64 = std::fs::read_to_string(&folded)
-            .unwrap()
-            .lines()
-            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        let folded_total: u64 = fragtrace_tests::folded(&folded)
+            .iter()
+            .map(|(_, n)| n)
             .sum();
         assert_eq!(
             folded_total,

@@ -3,31 +3,14 @@
 use std::{path::Path, process::Command};
 
 use fragtrace_tests::{
-    PipePressure, Scratch, Tracer, current_test, fragtrace_bin, is_root_or_skip, of_type, skip,
-    summary,
+    PipePressure, Scratch, Tracer, current_test, folded, fragtrace_bin, is_root_or_skip, of_type,
+    skip, summary,
 };
 
 fn pipe_pressure(pressure: &PipePressure) -> u64 {
     pressure.run(env!("CARGO_BIN_EXE_pipe-pressure"), 16)["enomem"]
         .as_u64()
         .unwrap()
-}
-
-/// `frames;... count` lines: (stack, count).
-fn folded(path: &str) -> Vec<(String, u64)> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (stack, n) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("not folded: {l}"));
-            (
-                stack.to_string(),
-                n.parse().unwrap_or_else(|_| panic!("no count: {l}")),
-            )
-        })
-        .collect()
 }
 
 /// inferno's own tool must accept the folded file and draw it.

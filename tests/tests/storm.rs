@@ -5,7 +5,7 @@
 //! the producer's task name) must equal the producer's own count of successful calls.
 use std::process::Command;
 
-use fragtrace_tests::{Scratch, Tracer, is_root_or_skip, summary};
+use fragtrace_tests::{Scratch, Tracer, folded, is_root_or_skip, summary};
 use serde_json::Value;
 
 /// The producer's task name (its threads' too): fragtrace's counts are matched on it.
@@ -17,14 +17,14 @@ fn a_storm_is_counted_exactly_records_and_aggregation_together() {
         return;
     }
     let dir = Scratch::new("storm");
-    let folded = dir.file("storm.folded");
+    let folded_file = dir.file("storm.folded");
     let tracer = Tracer::start(&[
         "--force-method",
         "raw_tp",
         "--comm",
         COMM,
         "--folded",
-        &folded,
+        &folded_file,
     ]);
     let out = Command::new(env!("CARGO_BIN_EXE_storm-producer"))
         .args(["--pid", &tracer.pid().to_string()])
@@ -48,12 +48,12 @@ fn a_storm_is_counted_exactly_records_and_aggregation_together() {
     // failures counted by stack in the kernel (storm mode, or the ring buffer full), under the
     // task's name as the root frame.
     let records = u(&s["events"]);
-    let folded = std::fs::read_to_string(&folded).expect("the folded stacks");
+    let stacks = folded(&folded_file);
     let count_of = |keep: &dyn Fn(&str) -> bool| -> u64 {
-        folded
-            .lines()
-            .filter(|l| l.split(';').next() == Some(COMM) && keep(l))
-            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        stacks
+            .iter()
+            .filter(|(stack, _)| stack.split(';').next() == Some(COMM) && keep(stack))
+            .map(|(_, n)| n)
             .sum()
     };
     let counted = count_of(&|_| true);
