@@ -236,8 +236,7 @@ const GATHER_MS: u64 = 5;
 impl Worker {
     fn run(mut self) {
         let fd = self.ring.as_raw_fd();
-        let mut blocked = false;
-        let mut found_records = false;
+        let (mut blocked, mut found_records) = (false, false);
         while !self.stop.load(Ordering::Acquire) {
             self.out.stats.heartbeat_ns.store(
                 crate::decode::event::MonotonicClock::monotonic_now_ns(),
@@ -253,9 +252,8 @@ impl Worker {
                 let waiting = self.pending.as_ref().is_some_and(|b| !b.is_empty());
                 wait_readable(fd, if waiting { RETRY_MS } else { POLL_MS });
             }
-            let before = self.out.stats.records.load(Ordering::Relaxed);
-            blocked = self.drain_once(false);
-            found_records = self.out.stats.records.load(Ordering::Relaxed) > before;
+            let pass = self.drain_once(false);
+            (blocked, found_records) = (pass.blocked, pass.copied > 0);
         }
         // The final pass: the consumer reads until the channel closes. What it did not take
         // within the wait, and what the kernel's buffer still holds, is lost and counted.
@@ -270,8 +268,7 @@ impl Worker {
     /// Copies the pending records into the batch being filled, handing full batches on. Stops
     /// when no batch has room: the rest stays in the kernel's buffer until the consumer frees
     /// one.
-    /// Returns whether it stopped for want of room.
-    fn drain_once(&mut self, last: bool) -> bool {
+    fn drain_once(&mut self, last: bool) -> Pass {
         let (out, pending) = (&self.out, &mut self.pending);
         let mut blocked = false;
         let mut shed = 0u64;
@@ -320,8 +317,16 @@ impl Worker {
         if shed > 0 {
             out.stats.shed.fetch_add(shed, Ordering::Relaxed);
         }
-        blocked
+        Pass { blocked, copied }
     }
+}
+
+/// What one pass of the drain did.
+struct Pass {
+    /// It stopped for want of room: records wait in the kernel's buffer.
+    blocked: bool,
+    /// Records copied out of the kernel's buffer.
+    copied: u64,
 }
 
 impl Handoff {
