@@ -2,7 +2,7 @@
 //! as a classic tracepoint whose `pid` field offset comes from tracefs.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use fragtrace_common::{EventKind, MmEvent, OomVictimEvent, counter};
+use fragtrace_common::{EventKind, MmEvent, OomVictimEvent, TASK_COMM_LEN, counter};
 
 use crate::{
     maps::{EVENTS, bump, current_comm_into, header, load_const},
@@ -31,7 +31,7 @@ fn try_mark_victim(ctx: &TracePointContext) -> Result<(), i64> {
     unsafe {
         (*ev).mm = MmEvent {
             header: header(EventKind::OomVictim),
-            comm: [0; 16],
+            comm: [0; TASK_COMM_LEN],
             args: [pid as u32 as u64, 0, 0, 0, 0, 0],
         };
         current_comm_into(&mut (*ev).mm.comm);

@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{FExitContext, ProbeContext, RetProbeContext},
 };
-use fragtrace_common::{EventKind, SLAB_NAME_LEN, SlabCreateFailEvent, counter};
+use fragtrace_common::{EventKind, SLAB_NAME_LEN, SlabCreateFailEvent, TASK_COMM_LEN, counter};
 
 use crate::maps::{EVENTS, bump, current_comm_into, current_tid, header, is_self};
 
@@ -23,7 +23,7 @@ fn report_failure<C: EbpfContext>(_ctx: &C, name_ptr: u64) {
     }
     let mut ev = SlabCreateFailEvent {
         header: header(EventKind::SlabCreateFail),
-        comm: [0; 16],
+        comm: [0; TASK_COMM_LEN],
         name: [0; SLAB_NAME_LEN],
     };
     current_comm_into(&mut ev.comm);

@@ -11,7 +11,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
 };
-use fragtrace_common::{STACK_NOT_TAKEN, StackKey, StackValue, aggregation, counter, stall_kind};
+use fragtrace_common::{
+    STACK_NOT_TAKEN, StackKey, StackValue, TASK_COMM_LEN, aggregation, counter, stall_kind,
+};
 
 use crate::maps::{bump, current_comm_into, current_tid, load_const};
 
@@ -89,7 +91,7 @@ fn key_with(stack_id: i32, order: u32, tag: u32) -> StackKey {
     let mut key = StackKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: [0; 16],
+        comm: [0; TASK_COMM_LEN],
         stack_id,
         order,
         tag,
